@@ -1,0 +1,331 @@
+//! `connect_socket`: input checks, then a task and its driver.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::driver::{self, Params, Target};
+use crate::error::{Api, ErrorKind, SocketError};
+use crate::events::CloseEvent;
+use crate::options::{ConnectOptions, ConnectSuccess};
+use crate::proto;
+use crate::runtime;
+use crate::task::{Shared, SocketTask};
+
+static NETWORK_TIMEOUT_MS: AtomicU64 = AtomicU64::new(60_000);
+
+/// Sets the default connection timeout of every later `connect_socket` (the
+/// `networkTimeout.connectSocket` of `manifest.json`). The default is 60 s;
+/// [`ConnectOptions::timeout`] overrides it per call.
+pub fn set_network_timeout(timeout: Duration) {
+    let ms = u64::try_from(timeout.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    NETWORK_TIMEOUT_MS.store(ms, Ordering::Relaxed);
+}
+
+/// The current default connection timeout.
+pub fn network_timeout() -> Duration {
+    Duration::from_millis(NETWORK_TIMEOUT_MS.load(Ordering::Relaxed))
+}
+
+/// Opens a WebSocket connection: `uni.connectSocket(OBJECT)`.
+///
+/// Always returns a [`SocketTask`]. Invalid input (a bad URL, a `Referer`
+/// header, an invalid subprotocol, ...) fails at once through `fail` and
+/// leaves the task CLOSED, with awaiting it giving the same error; nothing
+/// touches the network. Otherwise `success` fires at once (the request is
+/// under way, as in uni-app), and `on_open` fires when the handshake completes.
+/// If the attempt then fails before OPEN (timeout, DNS, refused, handshake),
+/// `fail` fires too, as well as `on_error` and `on_close`.
+///
+/// Outside a tokio runtime the connection runs on a background runtime
+/// started on first use, so this works from a plain `fn main`.
+///
+/// ```no_run
+/// use unisocket::{connect_socket, ConnectOptions};
+///
+/// let task = connect_socket(ConnectOptions::new("ws://127.0.0.1:9001"));
+/// task.on_open(|ev| println!("open, protocol {:?}", ev.protocol));
+/// task.on_message(|ev| println!("message: {:?}", ev.data));
+/// task.on_close(|ev| println!("closed with {}", ev.code));
+/// ```
+pub fn connect_socket(options: ConnectOptions) -> SocketTask {
+    let started = Instant::now();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let shared = Shared::new(tx, options.max_held_bytes, options.queue_until_open);
+    let task = SocketTask {
+        shared: shared.clone(),
+    };
+    let ConnectOptions {
+        url,
+        headers,
+        protocols,
+        timeout,
+        tcp_no_delay,
+        limits,
+        max_held_bytes: _,
+        close_timeout,
+        max_send_frame_size,
+        queue_until_open: _,
+        callbacks,
+    } = options;
+    let checked = parse_url(&url).and_then(|target| {
+        check_headers(&headers)?;
+        check_protocols(&protocols)?;
+        Ok(target)
+    });
+    let target = match checked {
+        Ok(t) => t,
+        Err(err) => {
+            shared.failed(err.clone());
+            shared.closed(CloseEvent {
+                code: 1006,
+                reason: err.reason().to_owned(),
+                was_clean: false,
+            });
+            callbacks.settle(&Err(err));
+            return task;
+        }
+    };
+    let params = Params {
+        target,
+        headers,
+        protocols,
+        timeout: timeout.unwrap_or_else(network_timeout),
+        no_delay: tcp_no_delay,
+        config: proto::Config {
+            limits,
+            max_send_frame_size,
+            close_timeout,
+        },
+        started,
+    };
+    // Connect callbacks: success now; a later failure before OPEN calls `fail`.
+    let fail = callbacks.fail;
+    let now = crate::options::Callbacks {
+        success: callbacks.success,
+        fail: None,
+        complete: callbacks.complete,
+    };
+    now.settle(&Ok(ConnectSuccess {
+        err_msg: Api::ConnectSocket.ok_msg(),
+    }));
+    if let Some(fail) = fail {
+        watch_open_failure(&task, fail);
+    }
+    runtime::spawn(driver::run(shared, params, rx));
+    task
+}
+
+/// Calls `fail` if the task closes without having opened.
+fn watch_open_failure(task: &SocketTask, fail: crate::options::FailFn) {
+    let t = task.clone();
+    let mut fail = Some(fail);
+    task.on_close(move |_| {
+        if let Some(f) = fail.take() {
+            if let Some(err) = t.shared.open_failure() {
+                f(&err);
+            }
+        }
+    });
+}
+
+fn invalid(kind: ErrorKind, reason: impl std::fmt::Display) -> SocketError {
+    SocketError::new(Api::ConnectSocket, kind, reason)
+}
+
+fn parse_url(raw: &str) -> Result<Target, SocketError> {
+    let url = url::Url::parse(raw).map_err(|e| {
+        invalid(
+            ErrorKind::InvalidUrl,
+            format_args!("invalid URL {raw:?}: {e}"),
+        )
+    })?;
+    let default_port = match url.scheme() {
+        "ws" => 80,
+        "wss" => {
+            return Err(invalid(
+                ErrorKind::InvalidUrl,
+                format_args!("invalid URL {raw:?}: wss is not supported yet; use ws"),
+            ))
+        }
+        _ => {
+            return Err(invalid(
+                ErrorKind::InvalidUrl,
+                format_args!("invalid URL {raw:?}: scheme must be ws or wss"),
+            ))
+        }
+    };
+    if url.fragment().is_some() {
+        return Err(invalid(
+            ErrorKind::InvalidUrl,
+            format_args!("invalid URL {raw:?}: a WebSocket URL cannot have a fragment"),
+        ));
+    }
+    let host = match url.host() {
+        Some(url::Host::Ipv6(a)) => a.to_string(),
+        Some(h) => h.to_string(),
+        None => {
+            return Err(invalid(
+                ErrorKind::InvalidUrl,
+                format_args!("invalid URL {raw:?}: no host"),
+            ))
+        }
+    };
+    let port = url.port().unwrap_or(default_port);
+    let host_str = url.host_str().unwrap_or_default();
+    let host_header = match url.port() {
+        Some(p) => format!("{host_str}:{p}"),
+        None => host_str.to_owned(),
+    };
+    let mut request_target = url.path().to_owned();
+    if request_target.is_empty() {
+        request_target.push('/');
+    }
+    if let Some(q) = url.query() {
+        request_target.push('?');
+        request_target.push_str(q);
+    }
+    Ok(Target {
+        host,
+        port,
+        host_header,
+        request_target,
+    })
+}
+
+/// Whether `s` is an HTTP token (RFC 9110 section 5.6.2).
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Headers the handshake sets itself, or that uni-app forbids.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "upgrade",
+    "connection",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "sec-websocket-protocol",
+    "content-length",
+    "transfer-encoding",
+];
+
+fn check_headers(headers: &[(String, String)]) -> Result<(), SocketError> {
+    for (name, value) in headers {
+        if !is_token(name) {
+            return Err(invalid(
+                ErrorKind::InvalidHeader,
+                format_args!("invalid header name {name:?}: it must be an HTTP token"),
+            ));
+        }
+        if name.eq_ignore_ascii_case("referer") {
+            return Err(invalid(
+                ErrorKind::InvalidHeader,
+                "the Referer header cannot be set",
+            ));
+        }
+        if RESERVED_HEADERS
+            .iter()
+            .any(|r| name.eq_ignore_ascii_case(r))
+        {
+            let hint = if name.eq_ignore_ascii_case("sec-websocket-protocol") {
+                "; use protocols"
+            } else {
+                ""
+            };
+            return Err(invalid(
+                ErrorKind::InvalidHeader,
+                format_args!("the {name} header is set by the WebSocket handshake itself{hint}"),
+            ));
+        }
+        if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7F) {
+            return Err(invalid(
+                ErrorKind::InvalidHeader,
+                format_args!(
+                    "invalid value for header {name}: it contains CR, LF or another control byte"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_protocols(protocols: &[String]) -> Result<(), SocketError> {
+    for (i, p) in protocols.iter().enumerate() {
+        if p.is_empty() {
+            return Err(invalid(
+                ErrorKind::InvalidProtocol,
+                "a subprotocol cannot be empty",
+            ));
+        }
+        if !is_token(p) {
+            return Err(invalid(
+                ErrorKind::InvalidProtocol,
+                format_args!("invalid subprotocol {p:?}: it must be an HTTP token"),
+            ));
+        }
+        if protocols[..i].contains(p) {
+            return Err(invalid(
+                ErrorKind::InvalidProtocol,
+                format_args!("subprotocol {p:?} is listed twice"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_target_and_host_header() {
+        let t = parse_url("ws://example.com/chat?room=1").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("example.com", 80));
+        assert_eq!(t.host_header, "example.com");
+        assert_eq!(t.request_target, "/chat?room=1");
+        let t = parse_url("ws://127.0.0.1:9001").unwrap();
+        assert_eq!(t.port, 9001);
+        assert_eq!(t.host_header, "127.0.0.1:9001");
+        assert_eq!(t.request_target, "/");
+        let t = parse_url("ws://[::1]:8080/x").unwrap();
+        assert_eq!(t.host, "::1");
+        assert_eq!(t.host_header, "[::1]:8080");
+    }
+
+    #[test]
+    fn bad_urls_fail_with_reasons() {
+        let e = parse_url("htp://x").unwrap_err();
+        assert_eq!(
+            e.err_msg(),
+            "connectSocket:fail invalid URL \"htp://x\": scheme must be ws or wss"
+        );
+        assert_eq!(e.kind(), ErrorKind::InvalidUrl);
+        assert!(parse_url("not a url").is_err());
+        assert!(parse_url("ws://x/#frag").is_err());
+    }
+
+    #[test]
+    fn header_and_protocol_checks() {
+        let h = |n: &str, v: &str| vec![(n.to_owned(), v.to_owned())];
+        assert!(check_headers(&h("X-Token", "abc")).is_ok());
+        assert_eq!(
+            check_headers(&h("referer", "x")).unwrap_err().kind(),
+            ErrorKind::InvalidHeader
+        );
+        assert!(check_headers(&h("X-A", "a\r\nb")).is_err());
+        assert!(check_headers(&h("X A", "a")).is_err());
+        assert!(check_headers(&h("Sec-WebSocket-Key", "a")).is_err());
+        let p = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(check_protocols(&p(&["a", "b"])).is_ok());
+        assert!(check_protocols(&p(&["a", "a"])).is_err());
+        assert!(check_protocols(&p(&[""])).is_err());
+        assert!(check_protocols(&p(&["a b"])).is_err());
+    }
+}

@@ -1,0 +1,267 @@
+//! Message payloads: [`Data`] and the UTF-8-checked [`Text`].
+
+use std::fmt;
+use std::ops::Deref;
+
+use bytes::Bytes;
+
+/// A UTF-8 string backed by [`Bytes`]: it derefs to `str`, clones without
+/// copying, and converts from and into `String`.
+///
+/// Received text messages arrive as `Text` without being copied, and a `Text`
+/// sent many times is never re-allocated.
+///
+/// ```
+/// use unisocket::Text;
+///
+/// let t = Text::from("héllo");
+/// assert_eq!(&*t, "héllo");
+/// assert_eq!(t.len(), 6);
+/// let s: String = t.clone().into();
+/// assert_eq!(s, "héllo");
+/// ```
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Text(Bytes);
+
+impl Text {
+    /// A `Text` from a static string, without allocating.
+    pub const fn from_static(s: &'static str) -> Self {
+        Text(Bytes::from_static(s.as_bytes()))
+    }
+
+    /// Checks that `bytes` is UTF-8 and wraps it without copying.
+    ///
+    /// # Errors
+    /// Returns the bytes back, with the UTF-8 error, when they are not UTF-8.
+    pub fn try_from_bytes(bytes: Bytes) -> Result<Self, (Bytes, std::str::Utf8Error)> {
+        match std::str::from_utf8(&bytes) {
+            Ok(_) => Ok(Text(bytes)),
+            Err(e) => Err((bytes, e)),
+        }
+    }
+
+    /// Wraps bytes that the codec has already validated as UTF-8.
+    pub(crate) fn from_validated(bytes: Bytes) -> Self {
+        debug_assert!(std::str::from_utf8(&bytes).is_ok());
+        Text(bytes)
+    }
+
+    /// The text as a string slice.
+    pub fn as_str(&self) -> &str {
+        // The only unsafe code of the crate: re-validating on every access
+        // would cost a full pass over each received message.
+        #[allow(unsafe_code)]
+        // SAFETY: every constructor of `Text` either takes a `str`/`String`,
+        // checks the bytes with `std::str::from_utf8`, or (`from_validated`)
+        // takes bytes that the codec's UTF-8 validator accepted; `Bytes` is
+        // immutable, so the contents stay UTF-8.
+        unsafe {
+            std::str::from_utf8_unchecked(&self.0)
+        }
+    }
+
+    /// The UTF-8 bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The underlying `Bytes`, without copying.
+    pub fn into_bytes(self) -> Bytes {
+        self.0
+    }
+}
+
+impl Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for Text {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<[u8]> for Text {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self.as_str(), f)
+    }
+}
+
+impl From<String> for Text {
+    fn from(s: String) -> Self {
+        Text(Bytes::from(s.into_bytes()))
+    }
+}
+
+impl From<&str> for Text {
+    fn from(s: &str) -> Self {
+        Text(Bytes::copy_from_slice(s.as_bytes()))
+    }
+}
+
+impl From<Text> for String {
+    fn from(t: Text) -> Self {
+        // Bytes -> Vec<u8> reuses the allocation when the Bytes is unique.
+        let v: Vec<u8> = t.0.into();
+        String::from_utf8(v).unwrap_or_default()
+    }
+}
+
+impl PartialEq<str> for Text {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Text {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for Text {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+
+/// The payload of a message: `String` or `ArrayBuffer` in uni-app.
+///
+/// `&str`, `String`, [`Text`], `Vec<u8>`, `&[u8]` and [`Bytes`] convert into it:
+///
+/// ```
+/// use unisocket::Data;
+///
+/// let a: Data = "hello".into();
+/// let b: Data = vec![1u8, 2, 3].into();
+/// assert_eq!(a.as_text(), Some("hello"));
+/// assert_eq!(b.as_bytes(), &[1, 2, 3]);
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum Data {
+    /// A text message (UTF-8).
+    Text(Text),
+    /// A binary message.
+    Binary(Bytes),
+}
+
+impl Data {
+    /// The payload length in bytes.
+    pub fn len(&self) -> usize {
+        self.as_bytes().len()
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether this is a text message.
+    pub fn is_text(&self) -> bool {
+        matches!(self, Data::Text(_))
+    }
+
+    /// The text, for a text message.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Data::Text(t) => Some(t.as_str()),
+            Data::Binary(_) => None,
+        }
+    }
+
+    /// The payload bytes (UTF-8 for text).
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Data::Text(t) => t.as_bytes(),
+            Data::Binary(b) => b,
+        }
+    }
+
+    /// The payload as `Bytes`, without copying.
+    pub fn into_bytes(self) -> Bytes {
+        match self {
+            Data::Text(t) => t.into_bytes(),
+            Data::Binary(b) => b,
+        }
+    }
+}
+
+impl fmt::Debug for Data {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Data::Text(t) if t.len() <= 256 => write!(f, "Text({t:?})"),
+            Data::Text(t) => write!(f, "Text({} bytes)", t.len()),
+            Data::Binary(b) if b.len() <= 64 => write!(f, "Binary({b:?})"),
+            Data::Binary(b) => write!(f, "Binary({} bytes)", b.len()),
+        }
+    }
+}
+
+impl From<Text> for Data {
+    fn from(t: Text) -> Self {
+        Data::Text(t)
+    }
+}
+
+impl From<&str> for Data {
+    fn from(s: &str) -> Self {
+        Data::Text(s.into())
+    }
+}
+
+impl From<String> for Data {
+    fn from(s: String) -> Self {
+        Data::Text(s.into())
+    }
+}
+
+impl From<Bytes> for Data {
+    fn from(b: Bytes) -> Self {
+        Data::Binary(b)
+    }
+}
+
+impl From<Vec<u8>> for Data {
+    fn from(b: Vec<u8>) -> Self {
+        Data::Binary(b.into())
+    }
+}
+
+impl From<&[u8]> for Data {
+    fn from(b: &[u8]) -> Self {
+        Data::Binary(Bytes::copy_from_slice(b))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_rejects_invalid_utf8_and_keeps_valid_bytes_without_copy() {
+        let b = Bytes::from_static(&[0xFF, 0x00]);
+        assert!(Text::try_from_bytes(b).is_err());
+        let b = Bytes::from(vec![b'h', b'i']);
+        let ptr = b.as_ptr();
+        let t = Text::try_from_bytes(b).unwrap();
+        assert_eq!(t, "hi");
+        assert_eq!(t.clone().as_bytes().as_ptr(), ptr);
+        let s: String = t.into();
+        assert_eq!(s, "hi");
+    }
+}

@@ -1,0 +1,540 @@
+//! The one tokio task per connection: it opens the connection, then drives
+//! [`proto::Connection`](crate::proto::Connection) over the transport (read
+//! loop, write queue, close deadline) and reports to the shared task state.
+
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::Sleep;
+
+use crate::error::{Api, ErrorKind, SocketError};
+use crate::events::{CloseEvent, Headers, OpenEvent, Profile};
+use crate::options::{CloseSuccess, SendSuccess};
+use crate::proto::{self, handshake, Connection, Event, HandshakeError, State};
+use crate::task::{Command, Reply, Shared};
+use crate::transport;
+
+/// Where to connect, checked and split up by `connect_socket`.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub host: String,
+    pub port: u16,
+    pub host_header: String,
+    pub request_target: String,
+}
+
+/// Everything the driver needs to open and run one connection.
+pub(crate) struct Params {
+    pub target: Target,
+    pub headers: Vec<(String, String)>,
+    pub protocols: Vec<String>,
+    pub timeout: Duration,
+    pub no_delay: bool,
+    pub config: proto::Config,
+    pub started: Instant,
+}
+
+struct Opened<S> {
+    io: S,
+    response: handshake::Response,
+    leftover: BytesMut,
+    profile: Profile,
+}
+
+/// Runs a connection from start to end.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    params: Params,
+    mut rx: mpsc::UnboundedReceiver<Command>,
+) {
+    let mut early: VecDeque<Command> = VecDeque::new();
+    let timeout = params.timeout;
+    let attempt = tokio::time::timeout(timeout, open(&params));
+    let outcome = tokio::select! {
+        r = attempt => r.unwrap_or_else(|_| Err(SocketError::new(
+            Api::ConnectSocket,
+            ErrorKind::Timeout,
+            format_args!("timed out after {} ms", timeout.as_millis()),
+        ))).map_err(Abort::Failed),
+        abort = wait_for_abort(&mut rx, &mut early) => Err(abort),
+    };
+    let opened = match outcome {
+        Ok(o) => o,
+        Err(abort) => {
+            let close = match abort {
+                Abort::Failed(err) => {
+                    shared.failed(err.clone());
+                    fail_commands(&mut early, &err);
+                    CloseEvent {
+                        code: 1006,
+                        reason: err.reason().to_owned(),
+                        was_clean: false,
+                    }
+                }
+                Abort::ByUser {
+                    code,
+                    reason,
+                    reply,
+                } => {
+                    let err = SocketError::new(
+                        Api::ConnectSocket,
+                        ErrorKind::Aborted,
+                        "closed before the connection was established",
+                    );
+                    fail_commands(&mut early, &err);
+                    reply.settle(Ok(CloseSuccess {
+                        err_msg: Api::CloseSocket.ok_msg(),
+                    }));
+                    CloseEvent {
+                        code,
+                        reason,
+                        was_clean: false,
+                    }
+                }
+            };
+            finish(&shared, &mut rx, close);
+            return;
+        }
+    };
+    let mut conn = Connection::new(params.config.clone());
+    conn.read_buf().extend_from_slice(&opened.leftover);
+    let mut profile = opened.profile;
+    profile.total = params.started.elapsed();
+    shared.opened(OpenEvent {
+        header: Headers::new(opened.response.headers),
+        protocol: opened.response.protocol.unwrap_or_default(),
+        profile,
+    });
+    let mut driver = Driver {
+        io: opened.io,
+        conn,
+        shared: shared.clone(),
+        out: BytesMut::new(),
+        moved: 0,
+        written: 0,
+        sends: VecDeque::new(),
+        close_replies: Vec::new(),
+        sleep: None,
+        peer_close: None,
+        failure: None,
+        eof: false,
+        rx,
+    };
+    for cmd in early.drain(..) {
+        driver.command(cmd);
+    }
+    let result = poll_fn(|cx| driver.poll(cx)).await;
+    let close = driver.end(result).await;
+    finish(&shared, &mut driver.rx, close);
+}
+
+/// Why the connection never opened.
+enum Abort {
+    Failed(SocketError),
+    ByUser {
+        code: u16,
+        reason: String,
+        reply: Reply<CloseSuccess>,
+    },
+}
+
+/// Waits for a `close` during CONNECTING; sends made meanwhile (with
+/// `queue_until_open`) are kept for the open.
+async fn wait_for_abort(
+    rx: &mut mpsc::UnboundedReceiver<Command>,
+    early: &mut VecDeque<Command>,
+) -> Abort {
+    loop {
+        match rx.recv().await {
+            Some(Command::Close {
+                code,
+                reason,
+                reply,
+            }) => {
+                return Abort::ByUser {
+                    code,
+                    reason,
+                    reply,
+                }
+            }
+            Some(cmd) => early.push_back(cmd),
+            None => std::future::pending::<()>().await,
+        }
+    }
+}
+
+fn fail_commands(cmds: &mut VecDeque<Command>, err: &SocketError) {
+    for cmd in cmds.drain(..) {
+        match cmd {
+            Command::Send { reply, .. } => reply.settle(Err(err.for_api(Api::SendSocketMessage))),
+            Command::Close { reply, .. } => reply.settle(Err(err.for_api(Api::CloseSocket))),
+        }
+    }
+}
+
+/// Reports the close and fails whatever was asked after the end.
+fn finish(shared: &Arc<Shared>, rx: &mut mpsc::UnboundedReceiver<Command>, close: CloseEvent) {
+    shared.closed(close);
+    rx.close();
+    while let Ok(cmd) = rx.try_recv() {
+        match cmd {
+            Command::Send { reply, .. } => {
+                reply.settle(Err(SocketError::not_connected(Api::SendSocketMessage)))
+            }
+            Command::Close { reply, .. } => {
+                reply.settle(Err(SocketError::not_connected(Api::CloseSocket)))
+            }
+        }
+    }
+}
+
+async fn open(params: &Params) -> Result<Opened<tokio::net::TcpStream>, SocketError> {
+    let t = &params.target;
+    let tcp = transport::connect_tcp(&t.host, t.port, params.no_delay).await?;
+    let mut io = tcp.stream;
+    let hs_start = Instant::now();
+    let key = handshake::generate_key();
+    let request = handshake::Request {
+        host: &t.host_header,
+        target: &t.request_target,
+        key: &key,
+        protocols: &params.protocols,
+        extensions: None,
+        headers: &params.headers,
+    };
+    io.write_all(&request.encode())
+        .await
+        .map_err(|e| io_failure("cannot send the handshake", e))?;
+    let max = params.config.limits.max_handshake_response;
+    let mut buf = BytesMut::with_capacity(1024);
+    loop {
+        if let Some((response, n)) = handshake::parse_response(&buf, &key, &params.protocols, max)
+            .map_err(SocketError::handshake)?
+        {
+            if let Some(ext) = &response.extensions {
+                return Err(SocketError::handshake(HandshakeError::UnexpectedExtension(
+                    ext.clone(),
+                )));
+            }
+            buf.advance(n);
+            return Ok(Opened {
+                io,
+                response,
+                leftover: buf,
+                profile: Profile {
+                    dns: tcp.dns,
+                    connect: tcp.connect,
+                    tls: Duration::ZERO,
+                    handshake: hs_start.elapsed(),
+                    total: Duration::ZERO,
+                },
+            });
+        }
+        buf.reserve(1024);
+        let n = io
+            .read_buf(&mut buf)
+            .await
+            .map_err(|e| io_failure("cannot read the handshake response", e))?;
+        if n == 0 {
+            return Err(SocketError::handshake(HandshakeError::Incomplete));
+        }
+    }
+}
+
+fn io_failure(what: &str, e: std::io::Error) -> SocketError {
+    SocketError::new(
+        Api::ConnectSocket,
+        ErrorKind::Io,
+        format_args!("{what}: {e}"),
+    )
+    .with_source(e)
+}
+
+/// How the open phase ended.
+enum End {
+    /// The protocol reached [`State::Closed`] and everything was written.
+    Closed,
+    /// The transport failed.
+    Io(std::io::Error),
+}
+
+struct Driver<S> {
+    io: S,
+    conn: Connection,
+    shared: Arc<Shared>,
+    /// Bytes taken from the connection's write buffer and being written.
+    out: BytesMut,
+    /// Total bytes ever moved into `out`.
+    moved: u64,
+    /// Total bytes ever written to the transport.
+    written: u64,
+    /// Sends waiting for their last byte (a stream offset) to be written.
+    sends: VecDeque<(u64, Reply<SendSuccess>)>,
+    close_replies: Vec<Reply<CloseSuccess>>,
+    sleep: Option<Pin<Box<Sleep>>>,
+    peer_close: Option<(u16, String)>,
+    failure: Option<SocketError>,
+    eof: bool,
+    rx: mpsc::UnboundedReceiver<Command>,
+}
+
+/// How many commands one wake-up takes before it writes.
+const COMMAND_BATCH: usize = 64;
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Send { data, reply } => match self.conn.send(&data) {
+                Ok(()) => {
+                    let end = self.moved + self.conn.write_buf().len() as u64;
+                    self.sends.push_back((end, reply));
+                }
+                Err(_) => reply.settle(Err(SocketError::new(
+                    Api::SendSocketMessage,
+                    ErrorKind::NotConnected,
+                    "WebSocket is not connected: it is closing",
+                ))),
+            },
+            Command::Close {
+                code,
+                reason,
+                reply,
+            } => {
+                if self.conn.state() == State::Open
+                    && self.conn.close(code, &reason, Instant::now()).is_ok()
+                {
+                    self.shared.set_closing();
+                }
+                self.close_replies.push(reply);
+            }
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<End> {
+        loop {
+            let mut progress = false;
+            // Commands from the handles.
+            for _ in 0..COMMAND_BATCH {
+                match self.rx.poll_recv(cx) {
+                    Poll::Ready(Some(cmd)) => {
+                        self.command(cmd);
+                        progress = true;
+                    }
+                    _ => break,
+                }
+            }
+            // Writes.
+            loop {
+                if self.out.is_empty() {
+                    if self.conn.write_buf().is_empty() {
+                        break;
+                    }
+                    self.out = self.conn.write_buf().split();
+                    self.moved += self.out.len() as u64;
+                }
+                match Pin::new(&mut self.io).poll_write(cx, &self.out) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(End::Io(std::io::ErrorKind::WriteZero.into()))
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        self.out.advance(n);
+                        self.written += n as u64;
+                        self.settle_written();
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(End::Io(e)),
+                    Poll::Pending => break,
+                }
+            }
+            if self.conn.state() == State::Closed {
+                if self.out.is_empty() && self.conn.write_buf().is_empty() {
+                    return Poll::Ready(End::Closed);
+                }
+            } else if !self.eof && !self.shared.held_full(cx) {
+                // Reads.
+                let buf = self.conn.read_buf();
+                if buf.capacity() - buf.len() < 4096 {
+                    buf.reserve(64 * 1024);
+                }
+                match tokio_util::io::poll_read_buf(
+                    Pin::new(&mut self.io),
+                    cx,
+                    self.conn.read_buf(),
+                ) {
+                    Poll::Ready(Ok(0)) => {
+                        self.eof = true;
+                        self.conn.handle_eof();
+                        progress = true;
+                    }
+                    Poll::Ready(Ok(_)) => {
+                        self.process_events();
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(End::Io(e)),
+                    Poll::Pending => {}
+                }
+            }
+            // The close deadline.
+            if let Some(deadline) = self.conn.poll_timeout() {
+                let deadline = tokio::time::Instant::from_std(deadline);
+                let sleep = self
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if sleep.deadline() != deadline {
+                    sleep.as_mut().reset(deadline);
+                }
+                if sleep.as_mut().poll(cx).is_ready() {
+                    self.conn.handle_timeout(Instant::now());
+                    progress = true;
+                }
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    fn process_events(&mut self) {
+        loop {
+            match self.conn.poll_event() {
+                Ok(Some(Event::Message(data))) => self.shared.message(data),
+                Ok(Some(Event::Ping(_) | Event::Pong(_))) => {}
+                Ok(Some(Event::Close { code, reason })) => {
+                    self.shared.set_closing();
+                    self.peer_close = Some((code, reason));
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    self.shared.set_closing();
+                    self.failure = Some(SocketError::protocol(e));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn settle_written(&mut self) {
+        while let Some((end, _)) = self.sends.front() {
+            if *end > self.written {
+                break;
+            }
+            if let Some((_, reply)) = self.sends.pop_front() {
+                reply.settle(Ok(SendSuccess {
+                    err_msg: Api::SendSocketMessage.ok_msg(),
+                }));
+            }
+        }
+    }
+
+    /// After the protocol is done: linger for the server's TCP close, then
+    /// settle every outstanding call and say how the connection closed.
+    async fn end(&mut self, result: End) -> CloseEvent {
+        let close_timeout = self.conn.config().close_timeout;
+        let io_error = match result {
+            End::Closed => {
+                if !self.eof {
+                    let io = &mut self.io;
+                    let _ = tokio::time::timeout(close_timeout, async {
+                        let _ = io.shutdown().await;
+                        let mut scratch = [0u8; 4096];
+                        while matches!(io.read(&mut scratch).await, Ok(n) if n > 0) {}
+                    })
+                    .await;
+                }
+                None
+            }
+            End::Io(e) => Some(e),
+        };
+        let err_reason = |e: &SocketError| e.reason().to_owned();
+        let (close, error) = if let Some(err) = self.failure.take() {
+            let code = err.close_code().unwrap_or(1006);
+            (
+                CloseEvent {
+                    code,
+                    reason: err_reason(&err),
+                    was_clean: false,
+                },
+                Some(err),
+            )
+        } else if let Some((code, reason)) = self.peer_close.take() {
+            (
+                CloseEvent {
+                    code,
+                    reason,
+                    was_clean: true,
+                },
+                None,
+            )
+        } else if let Some(e) = io_error {
+            let err = SocketError::new(
+                Api::ConnectSocket,
+                ErrorKind::Io,
+                format_args!("connection lost: {e}"),
+            )
+            .with_source(e);
+            (
+                CloseEvent {
+                    code: 1006,
+                    reason: err_reason(&err),
+                    was_clean: false,
+                },
+                Some(err),
+            )
+        } else if self.conn.timed_out() {
+            (
+                CloseEvent {
+                    code: 1006,
+                    reason: format!(
+                        "the server did not answer the close within {} ms",
+                        close_timeout.as_millis()
+                    ),
+                    was_clean: false,
+                },
+                None,
+            )
+        } else {
+            let err = SocketError::new(
+                Api::ConnectSocket,
+                ErrorKind::Closed,
+                "the server closed the connection without a close frame",
+            );
+            (
+                CloseEvent {
+                    code: 1006,
+                    reason: err_reason(&err),
+                    was_clean: false,
+                },
+                Some(err),
+            )
+        };
+        let send_err = error.as_ref().map_or_else(
+            || {
+                SocketError::new(
+                    Api::SendSocketMessage,
+                    ErrorKind::Closed,
+                    "the connection closed before the message was sent",
+                )
+            },
+            |e| e.for_api(Api::SendSocketMessage),
+        );
+        for (_, reply) in self.sends.drain(..) {
+            reply.settle(Err(send_err.clone()));
+        }
+        if let Some(err) = error {
+            self.shared.failed(err);
+        }
+        for reply in self.close_replies.drain(..) {
+            reply.settle(Ok(CloseSuccess {
+                err_msg: Api::CloseSocket.ok_msg(),
+            }));
+        }
+        close
+    }
+}

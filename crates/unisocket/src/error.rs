@@ -1,0 +1,223 @@
+//! [`SocketError`]: the one error type of the public API, carrying the
+//! uni-app `errMsg` and a typed [`ErrorKind`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::proto::{HandshakeError, ProtocolError};
+
+/// Which API call an outcome belongs to; the prefix of `errMsg`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Api {
+    /// `connectSocket` (and the task's connection events).
+    ConnectSocket,
+    /// `sendSocketMessage` / `SocketTask.send`.
+    SendSocketMessage,
+    /// `closeSocket` / `SocketTask.close`.
+    CloseSocket,
+}
+
+impl Api {
+    /// The uni-app name: `connectSocket`, `sendSocketMessage` or `closeSocket`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Api::ConnectSocket => "connectSocket",
+            Api::SendSocketMessage => "sendSocketMessage",
+            Api::CloseSocket => "closeSocket",
+        }
+    }
+
+    /// The success `errMsg`, e.g. `connectSocket:ok`.
+    pub fn ok_msg(self) -> String {
+        format!("{}:ok", self.name())
+    }
+}
+
+/// What kind of failure a [`SocketError`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The URL does not parse, or its scheme is not `ws`/`wss`.
+    InvalidUrl,
+    /// A header is forbidden (`Referer`) or has bytes HTTP does not allow.
+    InvalidHeader,
+    /// A subprotocol is empty, duplicated or not an HTTP token.
+    InvalidProtocol,
+    /// Any other argument out of range (close code, close reason, options).
+    InvalidArgument,
+    /// The task is not OPEN (sending before open or after close; no live task).
+    NotConnected,
+    /// The connection attempt (or another deadline) ran out of time.
+    Timeout,
+    /// The host name did not resolve.
+    Dns,
+    /// The server refused the TCP connection.
+    ConnectionRefused,
+    /// Another I/O error of the transport.
+    Io,
+    /// The TLS handshake or certificate verification failed.
+    Tls,
+    /// The proxy refused or failed.
+    Proxy,
+    /// The HTTP upgrade failed (non-101 status, bad headers).
+    Handshake,
+    /// The server broke the WebSocket protocol or exceeded a limit.
+    Protocol,
+    /// The connection ended: the server closed it without a close frame, or
+    /// the task was closed before an operation could complete.
+    Closed,
+    /// The connection attempt was aborted by `close` while CONNECTING.
+    Aborted,
+}
+
+/// The error of every fallible call and of the `fail` callbacks.
+///
+/// [`SocketError::err_msg`] is the uni-app `errMsg`, e.g.
+/// `connectSocket:fail timed out after 60000 ms`; [`SocketError::kind`] is
+/// the typed cause to match on.
+#[derive(Clone)]
+pub struct SocketError {
+    api: Api,
+    kind: ErrorKind,
+    err_msg: String,
+    status: Option<u16>,
+    close_code: Option<u16>,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl SocketError {
+    /// A new error for `api` with a reason a person can act on.
+    pub(crate) fn new(api: Api, kind: ErrorKind, reason: impl fmt::Display) -> Self {
+        SocketError {
+            api,
+            kind,
+            err_msg: format!("{}:fail {reason}", api.name()),
+            status: None,
+            close_code: None,
+            source: None,
+        }
+    }
+
+    pub(crate) fn with_source(
+        mut self,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    /// The same failure reported for another API (e.g. a send that fails
+    /// because the connection failed).
+    pub(crate) fn for_api(&self, api: Api) -> Self {
+        let mut e = self.clone();
+        e.api = api;
+        e.err_msg = format!("{}:fail {}", api.name(), self.reason());
+        e
+    }
+
+    pub(crate) fn handshake(e: HandshakeError) -> Self {
+        let status = match &e {
+            HandshakeError::Status { status, .. } => Some(*status),
+            _ => None,
+        };
+        let mut err = SocketError::new(Api::ConnectSocket, ErrorKind::Handshake, &e).with_source(e);
+        err.status = status;
+        err
+    }
+
+    pub(crate) fn protocol(e: ProtocolError) -> Self {
+        let mut err = SocketError::new(Api::ConnectSocket, ErrorKind::Protocol, &e);
+        err.close_code = Some(e.close_code());
+        err.with_source(e)
+    }
+
+    pub(crate) fn not_connected(api: Api) -> Self {
+        SocketError::new(api, ErrorKind::NotConnected, "WebSocket is not connected")
+    }
+
+    /// The uni-app `errMsg`: `"<api>:fail <reason>"`.
+    pub fn err_msg(&self) -> &str {
+        &self.err_msg
+    }
+
+    /// The reason alone, without the `"<api>:fail "` prefix.
+    pub fn reason(&self) -> &str {
+        &self.err_msg[self.api.name().len() + ":fail ".len()..]
+    }
+
+    /// The kind of failure.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The API the failure is reported for.
+    pub fn api(&self) -> Api {
+        self.api
+    }
+
+    /// The HTTP status of a refused handshake (e.g. `Some(403)`).
+    pub fn http_status(&self) -> Option<u16> {
+        self.status
+    }
+
+    /// The close code sent to the server when the connection was failed
+    /// because of a protocol error (1002, 1007 or 1009).
+    pub fn close_code(&self) -> Option<u16> {
+        self.close_code
+    }
+}
+
+impl fmt::Display for SocketError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.err_msg)
+    }
+}
+
+impl fmt::Debug for SocketError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SocketError")
+            .field("kind", &self.kind)
+            .field("err_msg", &self.err_msg)
+            .finish()
+    }
+}
+
+impl PartialEq for SocketError {
+    fn eq(&self, other: &Self) -> bool {
+        self.api == other.api && self.kind == other.kind && self.err_msg == other.err_msg
+    }
+}
+
+impl std::error::Error for SocketError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn err_msg_has_the_uni_app_shape() {
+        let e = SocketError::new(
+            Api::ConnectSocket,
+            ErrorKind::Timeout,
+            "timed out after 60000 ms",
+        );
+        assert_eq!(e.err_msg(), "connectSocket:fail timed out after 60000 ms");
+        assert_eq!(e.reason(), "timed out after 60000 ms");
+        assert_eq!(e.to_string(), e.err_msg());
+        let s = e.for_api(Api::SendSocketMessage);
+        assert_eq!(
+            s.err_msg(),
+            "sendSocketMessage:fail timed out after 60000 ms"
+        );
+        assert_eq!(
+            SocketError::not_connected(Api::CloseSocket).err_msg(),
+            "closeSocket:fail WebSocket is not connected"
+        );
+    }
+}

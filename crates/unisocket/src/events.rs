@@ -1,0 +1,104 @@
+//! The event payloads of `on_open`, `on_message`, `on_close` and `on_error`.
+
+use std::time::Duration;
+
+use crate::data::Data;
+use crate::error::SocketError;
+
+/// HTTP headers in the order the server sent them; names compare
+/// case-insensitively in [`Headers::get`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers(Vec<(String, String)>);
+
+impl Headers {
+    pub(crate) fn new(list: Vec<(String, String)>) -> Self {
+        Headers(list)
+    }
+
+    /// The first value of the header `name` (any case).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every `(name, value)` pair, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
+    /// The number of header lines.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are no headers.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// How long each step of opening the connection took (the timings WeChat
+/// reports as `profile`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Profile {
+    /// Name resolution.
+    pub dns: Duration,
+    /// The TCP connect (to the server or the proxy).
+    pub connect: Duration,
+    /// The TLS handshake (zero for `ws://`).
+    pub tls: Duration,
+    /// The HTTP upgrade, from sending the request to the 101 response.
+    pub handshake: Duration,
+    /// From `connect_socket` to OPEN.
+    pub total: Duration,
+}
+
+/// The payload of `on_open`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenEvent {
+    /// The server's handshake response headers.
+    pub header: Headers,
+    /// The subprotocol the server chose, or `""`.
+    pub protocol: String,
+    /// Timings of the connection steps.
+    pub profile: Profile,
+}
+
+/// The payload of `on_message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageEvent {
+    /// The message: text or binary.
+    pub data: Data,
+}
+
+/// The payload of `on_close`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseEvent {
+    /// The close code: the server's, or 1006 when the connection ended
+    /// without a close frame, or the code we sent when we failed it.
+    pub code: u16,
+    /// The close reason.
+    pub reason: String,
+    /// Whether the closing handshake completed.
+    pub was_clean: bool,
+}
+
+/// The payload of `on_error`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ErrorEvent {
+    /// The uni-app `errMsg`, e.g. `connectSocket:fail timed out after 60000 ms`.
+    pub err_msg: String,
+    /// The typed error behind it.
+    pub error: SocketError,
+}
+
+impl From<SocketError> for ErrorEvent {
+    fn from(error: SocketError) -> Self {
+        ErrorEvent {
+            err_msg: error.err_msg().to_owned(),
+            error,
+        }
+    }
+}

@@ -1,0 +1,496 @@
+//! The client side of an open WebSocket connection as a state machine with
+//! no I/O: bytes from the peer go into [`Connection::read_buf`], events come
+//! out of [`Connection::poll_event`], frames to send accumulate in
+//! [`Connection::write_buf`], and time enters through [`Connection::close`]
+//! and [`Connection::handle_timeout`].
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use super::error::ProtocolError;
+use super::frame::{apply_mask, FrameHeader, OpCode, MAX_HEADER_LEN};
+use super::utf8::Utf8Validator;
+use crate::data::{Data, Text};
+
+/// Size limits enforced on what the peer sends (SPEC section 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest message, after reassembly of fragments. Default 64 MiB.
+    pub max_message_size: usize,
+    /// Largest single frame payload. Default 16 MiB.
+    pub max_frame_size: usize,
+    /// Largest HTTP upgrade response. Default 64 KiB.
+    pub max_handshake_response: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_size: 64 << 20,
+            max_frame_size: 16 << 20,
+            max_handshake_response: 64 << 10,
+        }
+    }
+}
+
+/// Settings of a [`Connection`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Limits on what the peer sends.
+    pub limits: Limits,
+    /// Outgoing messages larger than this are split into frames of at most
+    /// this many payload bytes. `None` (the default) sends each message as one frame.
+    pub max_send_frame_size: Option<usize>,
+    /// How long to wait for the peer's close frame after sending ours. Default 5 s.
+    pub close_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            limits: Limits::default(),
+            max_send_frame_size: None,
+            close_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Something the peer did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A complete text or binary message.
+    Message(Data),
+    /// A ping; the pong has already been queued.
+    Ping(Bytes),
+    /// A pong.
+    Pong(Bytes),
+    /// The peer's close frame (code 1005 when it carried none). If we had not
+    /// sent a close frame yet, the echo has been queued.
+    Close {
+        /// The close code.
+        code: u16,
+        /// The close reason.
+        reason: String,
+    },
+}
+
+/// Where the close handshake stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Data flows both ways.
+    Open,
+    /// We sent a close frame and wait for the peer's.
+    CloseSent,
+    /// The close handshake is over (or the connection failed): once the
+    /// write buffer is flushed, the transport may be shut down.
+    Closed,
+}
+
+/// Why a send was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// A close frame has been sent or received; no more data may be sent.
+    Closing,
+    /// The close code is not one an application may send (1000 or 3000-4999).
+    InvalidCloseCode(u16),
+    /// The close reason is over 123 bytes.
+    ReasonTooLong(usize),
+}
+
+/// Whether a close code received from the peer is valid on the wire
+/// (RFC 6455 section 7.4 and the IANA registry).
+pub fn is_valid_received_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// Whether an application may send this close code (the codes the browser
+/// `WebSocket.close` accepts).
+pub fn is_valid_sent_code(code: u16) -> bool {
+    code == 1000 || (3000..=4999).contains(&code)
+}
+
+struct CurrentFrame {
+    header: FrameHeader,
+    /// Bytes of the payload already fed to the UTF-8 validator.
+    checked: usize,
+}
+
+struct Partial {
+    text: bool,
+    buf: BytesMut,
+}
+
+/// The client side of an open WebSocket connection.
+pub struct Connection {
+    read: BytesMut,
+    write: BytesMut,
+    state: State,
+    config: Config,
+    frame: Option<CurrentFrame>,
+    partial: Option<Partial>,
+    utf8: Utf8Validator,
+    close_deadline: Option<Instant>,
+    timed_out: bool,
+}
+
+impl Connection {
+    /// A connection right after a successful handshake.
+    pub fn new(config: Config) -> Self {
+        Connection {
+            read: BytesMut::with_capacity(8 * 1024),
+            write: BytesMut::with_capacity(8 * 1024),
+            state: State::Open,
+            config,
+            frame: None,
+            partial: None,
+            utf8: Utf8Validator::new(),
+            close_deadline: None,
+            timed_out: false,
+        }
+    }
+
+    /// Where bytes read from the peer are appended.
+    pub fn read_buf(&mut self) -> &mut BytesMut {
+        &mut self.read
+    }
+
+    /// Bytes waiting to be written to the peer. The caller writes them and
+    /// removes what was written (e.g. with `BytesMut::advance`).
+    pub fn write_buf(&mut self) -> &mut BytesMut {
+        &mut self.write
+    }
+
+    /// The state of the close handshake.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Whether the close handshake ended because its timeout passed.
+    pub fn timed_out(&self) -> bool {
+        self.timed_out
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The next event from the bytes in the read buffer, if a whole one is there.
+    ///
+    /// # Errors
+    /// A [`ProtocolError`] when the peer broke the protocol or a limit. The
+    /// connection has then queued a close frame with the matching code and is
+    /// [`State::Closed`]: flush the write buffer and drop the transport.
+    pub fn poll_event(&mut self) -> Result<Option<Event>, ProtocolError> {
+        if self.state == State::Closed {
+            return Ok(None);
+        }
+        match self.decode() {
+            Ok(ev) => Ok(ev),
+            Err(e) => {
+                self.fail(&e);
+                Err(e)
+            }
+        }
+    }
+
+    fn fail(&mut self, e: &ProtocolError) {
+        if self.state == State::Open {
+            self.encode_close(e.close_code(), b"");
+        }
+        self.state = State::Closed;
+        self.read.clear();
+        self.partial = None;
+        self.frame = None;
+    }
+
+    fn decode(&mut self) -> Result<Option<Event>, ProtocolError> {
+        loop {
+            if self.frame.is_none() {
+                let Some((header, len)) = FrameHeader::decode(&self.read, false)? else {
+                    return Ok(None);
+                };
+                self.check_header(&header)?;
+                let _ = self.read.split_to(len);
+                self.frame = Some(CurrentFrame { header, checked: 0 });
+            }
+            let Some(frame) = self.frame.as_mut() else {
+                return Ok(None);
+            };
+            // The header check bounds payload_len by max_frame_size (or 125).
+            let len = frame.header.payload_len as usize;
+            let available = self.read.len().min(len);
+            let is_text = match frame.header.opcode {
+                OpCode::Text => true,
+                OpCode::Continuation => self.partial.as_ref().is_some_and(|p| p.text),
+                _ => false,
+            };
+            if is_text && available > frame.checked && self.state == State::Open {
+                self.utf8
+                    .feed(&self.read[frame.checked..available])
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+                frame.checked = available;
+            }
+            if available < len {
+                self.read.reserve(len - available);
+                return Ok(None);
+            }
+            let header = frame.header;
+            self.frame = None;
+            let payload = self.read.split_to(len);
+            if let Some(ev) = self.on_frame(header, payload)? {
+                return Ok(Some(ev));
+            }
+            if self.state == State::Closed {
+                return Ok(None);
+            }
+        }
+    }
+
+    fn check_header(&self, h: &FrameHeader) -> Result<(), ProtocolError> {
+        let max = self.config.limits.max_frame_size;
+        if h.payload_len > max as u64 {
+            return Err(ProtocolError::FrameTooLarge {
+                size: h.payload_len,
+                max,
+            });
+        }
+        match (h.opcode, &self.partial) {
+            (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
+            (OpCode::Text | OpCode::Binary, Some(_)) => {
+                return Err(ProtocolError::ExpectedContinuation)
+            }
+            _ => {}
+        }
+        if !h.opcode.is_control() {
+            let so_far = self.partial.as_ref().map_or(0, |p| p.buf.len());
+            let total = so_far as u64 + h.payload_len;
+            let max = self.config.limits.max_message_size;
+            if total > max as u64 {
+                return Err(ProtocolError::MessageTooLarge { size: total, max });
+            }
+        }
+        Ok(())
+    }
+
+    fn on_frame(
+        &mut self,
+        h: FrameHeader,
+        payload: BytesMut,
+    ) -> Result<Option<Event>, ProtocolError> {
+        let closing = self.state != State::Open;
+        match h.opcode {
+            OpCode::Text | OpCode::Binary if h.fin => {
+                if closing {
+                    return Ok(None);
+                }
+                if h.opcode == OpCode::Text {
+                    self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+                    return Ok(Some(Event::Message(Data::Text(Text::from_validated(
+                        payload.freeze(),
+                    )))));
+                }
+                Ok(Some(Event::Message(Data::Binary(payload.freeze()))))
+            }
+            OpCode::Text | OpCode::Binary => {
+                self.partial = Some(Partial {
+                    text: h.opcode == OpCode::Text,
+                    buf: payload,
+                });
+                Ok(None)
+            }
+            OpCode::Continuation => {
+                let Some(partial) = self.partial.as_mut() else {
+                    return Err(ProtocolError::UnexpectedContinuation);
+                };
+                if partial.buf.is_empty() {
+                    partial.buf = payload;
+                } else {
+                    partial.buf.extend_from_slice(&payload);
+                }
+                if !h.fin {
+                    return Ok(None);
+                }
+                let Some(Partial { text, buf }) = self.partial.take() else {
+                    return Ok(None);
+                };
+                if closing {
+                    return Ok(None);
+                }
+                if text {
+                    self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+                    return Ok(Some(Event::Message(Data::Text(Text::from_validated(
+                        buf.freeze(),
+                    )))));
+                }
+                Ok(Some(Event::Message(Data::Binary(buf.freeze()))))
+            }
+            OpCode::Ping => {
+                if closing {
+                    return Ok(None);
+                }
+                self.encode_frame(OpCode::Pong, true, &payload);
+                Ok(Some(Event::Ping(payload.freeze())))
+            }
+            OpCode::Pong => Ok((!closing).then(|| Event::Pong(payload.freeze()))),
+            OpCode::Close => self.on_close_frame(&payload).map(Some),
+        }
+    }
+
+    fn on_close_frame(&mut self, payload: &[u8]) -> Result<Event, ProtocolError> {
+        let (code, reason) = match payload {
+            [] => (1005, String::new()),
+            [_] => return Err(ProtocolError::InvalidClosePayload),
+            [a, b, rest @ ..] => {
+                let code = u16::from_be_bytes([*a, *b]);
+                if !is_valid_received_code(code) {
+                    return Err(ProtocolError::InvalidCloseCode(code));
+                }
+                let reason = std::str::from_utf8(rest).map_err(|_| ProtocolError::InvalidUtf8)?;
+                (code, reason.to_owned())
+            }
+        };
+        if self.state == State::Open {
+            // Echo the code, as RFC 6455 section 5.5.1 suggests.
+            if code == 1005 {
+                self.encode_frame(OpCode::Close, true, b"");
+            } else {
+                self.encode_close(code, b"");
+            }
+        }
+        self.state = State::Closed;
+        self.close_deadline = None;
+        self.partial = None;
+        Ok(Event::Close { code, reason })
+    }
+
+    /// Queues a text message.
+    ///
+    /// # Errors
+    /// [`SendError::Closing`] once a close frame has been sent or received.
+    pub fn send_text(&mut self, text: &str) -> Result<(), SendError> {
+        self.send_message(OpCode::Text, text.as_bytes())
+    }
+
+    /// Queues a binary message.
+    ///
+    /// # Errors
+    /// [`SendError::Closing`] once a close frame has been sent or received.
+    pub fn send_binary(&mut self, data: &[u8]) -> Result<(), SendError> {
+        self.send_message(OpCode::Binary, data)
+    }
+
+    /// Queues a message of `data`'s kind.
+    ///
+    /// # Errors
+    /// [`SendError::Closing`] once a close frame has been sent or received.
+    pub fn send(&mut self, data: &Data) -> Result<(), SendError> {
+        match data {
+            Data::Text(t) => self.send_message(OpCode::Text, t.as_bytes()),
+            Data::Binary(b) => self.send_message(OpCode::Binary, b),
+        }
+    }
+
+    fn send_message(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {
+        if self.state != State::Open {
+            return Err(SendError::Closing);
+        }
+        match self.config.max_send_frame_size {
+            Some(max) if payload.len() > max && max > 0 => {
+                let mut chunks = payload.chunks(max).peekable();
+                let mut op = opcode;
+                while let Some(chunk) = chunks.next() {
+                    self.encode_frame(op, chunks.peek().is_none(), chunk);
+                    op = OpCode::Continuation;
+                }
+            }
+            _ => self.encode_frame(opcode, true, payload),
+        }
+        Ok(())
+    }
+
+    /// Queues a ping (payload at most 125 bytes; longer payloads are cut).
+    ///
+    /// # Errors
+    /// [`SendError::Closing`] once a close frame has been sent or received.
+    pub fn ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        if self.state != State::Open {
+            return Err(SendError::Closing);
+        }
+        self.encode_frame(OpCode::Ping, true, &payload[..payload.len().min(125)]);
+        Ok(())
+    }
+
+    /// Starts the close handshake with `code` and `reason`; the peer must
+    /// answer by `now + close_timeout`.
+    ///
+    /// # Errors
+    /// [`SendError::InvalidCloseCode`] for a code other than 1000 or
+    /// 3000-4999, [`SendError::ReasonTooLong`] for a reason over 123 bytes,
+    /// [`SendError::Closing`] when a close frame was already sent or received.
+    pub fn close(&mut self, code: u16, reason: &str, now: Instant) -> Result<(), SendError> {
+        if !is_valid_sent_code(code) {
+            return Err(SendError::InvalidCloseCode(code));
+        }
+        if reason.len() > 123 {
+            return Err(SendError::ReasonTooLong(reason.len()));
+        }
+        if self.state != State::Open {
+            return Err(SendError::Closing);
+        }
+        self.encode_close(code, reason.as_bytes());
+        self.state = State::CloseSent;
+        self.close_deadline = Some(now + self.config.close_timeout);
+        Ok(())
+    }
+
+    /// The next instant at which [`Connection::handle_timeout`] must be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.close_deadline
+    }
+
+    /// Advances time: a close handshake whose deadline has passed ends.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(deadline) = self.close_deadline {
+            if now >= deadline {
+                self.close_deadline = None;
+                self.state = State::Closed;
+                self.timed_out = true;
+            }
+        }
+    }
+
+    /// The peer closed the transport. Returns the protocol-level view: the
+    /// connection is closed whatever state it was in.
+    pub fn handle_eof(&mut self) {
+        self.state = State::Closed;
+        self.close_deadline = None;
+    }
+
+    fn encode_close(&mut self, code: u16, reason: &[u8]) {
+        let mut payload = [0u8; 125];
+        payload[..2].copy_from_slice(&code.to_be_bytes());
+        let n = reason.len().min(123);
+        payload[2..2 + n].copy_from_slice(&reason[..n]);
+        self.encode_frame(OpCode::Close, true, &payload[..2 + n]);
+    }
+
+    fn encode_frame(&mut self, opcode: OpCode, fin: bool, payload: &[u8]) {
+        let mask: [u8; 4] = rand::random();
+        let header = FrameHeader {
+            fin,
+            rsv1: false,
+            opcode,
+            mask: Some(mask),
+            payload_len: payload.len() as u64,
+        };
+        let mut head = [0u8; MAX_HEADER_LEN];
+        let n = header.encode(&mut head);
+        self.write.reserve(n + payload.len());
+        self.write.extend_from_slice(&head[..n]);
+        let start = self.write.len();
+        self.write.extend_from_slice(payload);
+        apply_mask(&mut self.write[start..], mask, 0);
+    }
+}

@@ -1,0 +1,190 @@
+//! Typed errors of the protocol layer. The uni-app `errMsg` strings are made
+//! from these at the API edge; nothing below it deals in strings.
+
+use std::fmt;
+
+/// A violation of RFC 6455 by the peer, or a limit it exceeded.
+///
+/// Each variant maps to the close code sent back ([`ProtocolError::close_code`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// RSV bits set that no negotiated extension defines (the bits are given).
+    ReservedBits(u8),
+    /// A reserved opcode (3-7 or 11-15).
+    ReservedOpCode(u8),
+    /// A control frame without the FIN bit.
+    FragmentedControlFrame,
+    /// A control frame with a payload over 125 bytes.
+    ControlFrameTooLong,
+    /// A frame from the server with the MASK bit set.
+    MaskedServerFrame,
+    /// A 64-bit length with the most significant bit set.
+    InvalidLength,
+    /// A continuation frame with no message in progress.
+    UnexpectedContinuation,
+    /// A new text or binary frame while a fragmented message is in progress.
+    ExpectedContinuation,
+    /// A text message or close reason that is not UTF-8.
+    InvalidUtf8,
+    /// A close frame whose payload is a single byte.
+    InvalidClosePayload,
+    /// A close frame carrying a code that may not be sent on the wire.
+    InvalidCloseCode(u16),
+    /// A frame larger than `max_frame_size`.
+    FrameTooLarge {
+        /// The length the frame header announced.
+        size: u64,
+        /// The configured limit.
+        max: usize,
+    },
+    /// A message larger than `max_message_size`.
+    MessageTooLarge {
+        /// The size the message reached (or would reach) with this frame.
+        size: u64,
+        /// The configured limit.
+        max: usize,
+    },
+    /// A compressed frame that did not inflate.
+    Compression(String),
+}
+
+impl ProtocolError {
+    /// The close code to send when failing the connection for this error:
+    /// 1007 for invalid UTF-8, 1009 for size limits, 1002 for the rest.
+    pub fn close_code(&self) -> u16 {
+        match self {
+            ProtocolError::InvalidUtf8 => 1007,
+            ProtocolError::FrameTooLarge { .. } | ProtocolError::MessageTooLarge { .. } => 1009,
+            _ => 1002,
+        }
+    }
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProtocolError::ReservedBits(bits) => {
+                write!(
+                    f,
+                    "server sent a frame with reserved bits set (0x{bits:02x})"
+                )
+            }
+            ProtocolError::ReservedOpCode(op) => {
+                write!(f, "server sent a frame with reserved opcode {op}")
+            }
+            ProtocolError::FragmentedControlFrame => {
+                f.write_str("server sent a fragmented control frame")
+            }
+            ProtocolError::ControlFrameTooLong => {
+                f.write_str("server sent a control frame with a payload over 125 bytes")
+            }
+            ProtocolError::MaskedServerFrame => f.write_str("server sent a masked frame"),
+            ProtocolError::InvalidLength => {
+                f.write_str("server sent a frame length with the top bit set")
+            }
+            ProtocolError::UnexpectedContinuation => {
+                f.write_str("server sent a continuation frame with no message in progress")
+            }
+            ProtocolError::ExpectedContinuation => {
+                f.write_str("server started a new message before finishing the fragmented one")
+            }
+            ProtocolError::InvalidUtf8 => f.write_str("server sent text that is not valid UTF-8"),
+            ProtocolError::InvalidClosePayload => {
+                f.write_str("server sent a close frame with a 1-byte payload")
+            }
+            ProtocolError::InvalidCloseCode(code) => {
+                write!(f, "server sent invalid close code {code}")
+            }
+            ProtocolError::FrameTooLarge { size, max } => {
+                write!(
+                    f,
+                    "server sent a frame of {size} bytes, over the limit of {max} bytes"
+                )
+            }
+            ProtocolError::MessageTooLarge { size, max } => {
+                write!(
+                    f,
+                    "server sent a message of {size} bytes or more, over the limit of {max} bytes"
+                )
+            }
+            ProtocolError::Compression(e) => write!(
+                f,
+                "server sent a compressed frame that does not inflate: {e}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+/// Why the HTTP upgrade did not produce a WebSocket connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// The server answered with a status other than 101.
+    Status {
+        /// The HTTP status code, e.g. 403.
+        status: u16,
+        /// The reason phrase the server gave.
+        reason: String,
+    },
+    /// The response did not end within the size limit.
+    ResponseTooLarge {
+        /// The configured limit in bytes.
+        max: usize,
+    },
+    /// The bytes received are not an HTTP/1.1 response.
+    Malformed(String),
+    /// The `Upgrade: websocket` header is missing or has another value.
+    MissingUpgrade,
+    /// The `Connection: Upgrade` header is missing.
+    MissingConnection,
+    /// `Sec-WebSocket-Accept` is missing or does not match the key sent.
+    BadAccept,
+    /// The server chose a subprotocol that was not offered, or chose one when none was offered.
+    UnexpectedProtocol(String),
+    /// The server answered with an extension that was not offered or with parameters outside the offer.
+    UnexpectedExtension(String),
+    /// The connection ended before the response was complete.
+    Incomplete,
+}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandshakeError::Status { status, reason } => {
+                write!(f, "server answered HTTP {status}")?;
+                if !reason.is_empty() {
+                    write!(f, " {reason}")?;
+                }
+                f.write_str(" instead of 101 Switching Protocols")
+            }
+            HandshakeError::ResponseTooLarge { max } => {
+                write!(f, "handshake response exceeds the limit of {max} bytes")
+            }
+            HandshakeError::Malformed(e) => write!(f, "handshake response is not valid HTTP: {e}"),
+            HandshakeError::MissingUpgrade => {
+                f.write_str("handshake response lacks the header \"Upgrade: websocket\"")
+            }
+            HandshakeError::MissingConnection => {
+                f.write_str("handshake response lacks the header \"Connection: Upgrade\"")
+            }
+            HandshakeError::BadAccept => {
+                f.write_str("handshake response has a wrong or missing Sec-WebSocket-Accept")
+            }
+            HandshakeError::UnexpectedProtocol(p) => {
+                write!(f, "server chose subprotocol {p:?}, which was not offered")
+            }
+            HandshakeError::UnexpectedExtension(e) => {
+                write!(
+                    f,
+                    "server answered with extension {e:?}, which was not offered"
+                )
+            }
+            HandshakeError::Incomplete => f.write_str("connection closed during the handshake"),
+        }
+    }
+}
+
+impl std::error::Error for HandshakeError {}

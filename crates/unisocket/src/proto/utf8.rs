@@ -1,0 +1,134 @@
+//! Incremental UTF-8 validation: bytes are checked as they arrive, so an
+//! invalid sequence is reported at the first byte that makes it invalid,
+//! even in the middle of a frame or of a fragmented message.
+
+/// Validates a stream of UTF-8 fed in arbitrary chunks.
+#[derive(Debug, Default, Clone)]
+pub struct Utf8Validator {
+    /// The start of a code point cut off at the end of the last chunk.
+    carry: [u8; 4],
+    carry_len: u8,
+}
+
+/// The input is not valid UTF-8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidUtf8;
+
+fn char_width(lead: u8) -> usize {
+    match lead {
+        0xC2..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xF4 => 4,
+        _ => 1,
+    }
+}
+
+impl Utf8Validator {
+    /// A validator at the start of a text.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Checks the next chunk. Fails as soon as the bytes seen so far cannot be
+    /// the start of valid UTF-8.
+    pub fn feed(&mut self, mut input: &[u8]) -> Result<(), InvalidUtf8> {
+        if self.carry_len > 0 {
+            let have = usize::from(self.carry_len);
+            let width = char_width(self.carry[0]);
+            let take = (width - have).min(input.len());
+            self.carry[have..have + take].copy_from_slice(&input[..take]);
+            let now = have + take;
+            input = &input[take..];
+            match simdutf8::compat::from_utf8(&self.carry[..now]) {
+                Ok(_) => self.carry_len = 0,
+                Err(e) if e.error_len().is_none() && now < width => {
+                    self.carry_len = now as u8;
+                    return Ok(());
+                }
+                Err(_) => return Err(InvalidUtf8),
+            }
+        }
+        match simdutf8::compat::from_utf8(input) {
+            Ok(_) => Ok(()),
+            Err(e) if e.error_len().is_none() => {
+                let rest = &input[e.valid_up_to()..];
+                self.carry[..rest.len()].copy_from_slice(rest);
+                self.carry_len = rest.len() as u8;
+                Ok(())
+            }
+            Err(_) => Err(InvalidUtf8),
+        }
+    }
+
+    /// Checks that the text does not end inside a code point, and resets the
+    /// validator for the next text.
+    pub fn finish(&mut self) -> Result<(), InvalidUtf8> {
+        let complete = self.carry_len == 0;
+        *self = Self::default();
+        if complete {
+            Ok(())
+        } else {
+            Err(InvalidUtf8)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_all_splits(bytes: &[u8]) {
+        let expected_ok = std::str::from_utf8(bytes).is_ok();
+        for a in 0..=bytes.len() {
+            for b in a..=bytes.len() {
+                let mut v = Utf8Validator::new();
+                let ok = v.feed(&bytes[..a]).is_ok()
+                    && v.feed(&bytes[a..b]).is_ok()
+                    && v.feed(&bytes[b..]).is_ok()
+                    && v.finish().is_ok();
+                assert_eq!(ok, expected_ok, "{bytes:x?} split at {a},{b}");
+            }
+        }
+    }
+
+    #[test]
+    fn agrees_with_std_at_every_split() {
+        let samples: &[&[u8]] = &[
+            "Hello-µ@ßöäüàá-UTF-8!!".as_bytes(),
+            "κόσμε".as_bytes(),
+            "\u{10FFFF}\u{FFFF}\u{7FF}\u{80}".as_bytes(),
+            &[
+                0xCE, 0xBA, 0xE1, 0xBD, 0xB9, 0xCF, 0x83, 0xCE, 0xBC, 0xCE, 0xB5, 0xED, 0xA0, 0x80,
+                0x65,
+            ],
+            &[0xF4, 0x90, 0x80, 0x80],
+            &[0xC0, 0xAF],
+            &[0xE0, 0x80, 0xAF],
+            &[0xF0, 0x9F, 0x98],
+            &[0xFF],
+            &[0xED, 0xBF, 0xBF],
+        ];
+        for s in samples {
+            check_all_splits(s);
+        }
+    }
+
+    #[test]
+    fn fails_at_the_first_invalid_byte() {
+        // 6.4.3 of the Autobahn suite: the invalid byte arrives in the second chunk.
+        let mut v = Utf8Validator::new();
+        assert!(v.feed("κόσμε".as_bytes()).is_ok());
+        assert!(v.feed(&[0xF4]).is_ok());
+        assert_eq!(v.feed(&[0x90]), Err(InvalidUtf8));
+    }
+
+    #[test]
+    fn incomplete_tail_is_an_error_at_finish() {
+        let mut v = Utf8Validator::new();
+        assert!(v.feed(&[0xE2, 0x82]).is_ok());
+        assert_eq!(v.finish(), Err(InvalidUtf8));
+        // finish resets
+        assert!(v.feed(b"ok").is_ok());
+        assert!(v.finish().is_ok());
+    }
+}

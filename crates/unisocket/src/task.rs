@@ -1,0 +1,607 @@
+//! [`SocketTask`]: the handle to one connection, its shared state, and the
+//! dispatcher that runs a task's callbacks one at a time.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::mem;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::data::Data;
+use crate::error::{Api, ErrorKind, SocketError};
+use crate::events::{CloseEvent, ErrorEvent, MessageEvent, OpenEvent};
+use crate::options::{Callbacks, CloseOptions, CloseSuccess, SendOptions, SendSuccess};
+use crate::proto::connection::is_valid_sent_code;
+
+/// The state of a task, as `WebSocket.readyState` in a browser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ReadyState {
+    /// The connection is being opened.
+    Connecting = 0,
+    /// The connection is open: messages can be sent.
+    Open = 1,
+    /// The closing handshake has started.
+    Closing = 2,
+    /// The connection is closed (or could not be opened).
+    Closed = 3,
+}
+
+impl ReadyState {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => ReadyState::Connecting,
+            1 => ReadyState::Open,
+            2 => ReadyState::Closing,
+            _ => ReadyState::Closed,
+        }
+    }
+}
+
+/// What the handles ask of the connection's driver.
+pub(crate) enum Command {
+    Send {
+        data: Data,
+        reply: Reply<SendSuccess>,
+    },
+    Close {
+        code: u16,
+        reason: String,
+        reply: Reply<CloseSuccess>,
+    },
+}
+
+/// The pending outcome of one `send` or `close`: settling it resolves the
+/// [`Completion`] and runs the call's callbacks on the task's dispatcher.
+/// Dropping it unsettled fails the call, so no call is ever left hanging.
+pub(crate) struct Reply<T: Clone + Send + 'static> {
+    api: Api,
+    tx: Option<oneshot::Sender<Result<T, SocketError>>>,
+    callbacks: Callbacks<T>,
+    shared: Arc<Shared>,
+}
+
+impl<T: Clone + Send + 'static> Reply<T> {
+    fn new(api: Api, callbacks: Callbacks<T>, shared: &Arc<Shared>) -> (Self, Completion<T>) {
+        let (tx, rx) = oneshot::channel();
+        let reply = Reply {
+            api,
+            tx: Some(tx),
+            callbacks,
+            shared: shared.clone(),
+        };
+        (reply, Completion { api, rx })
+    }
+
+    /// Resolves the call with `result`.
+    pub(crate) fn settle(mut self, result: Result<T, SocketError>) {
+        self.settle_inner(result);
+    }
+
+    fn settle_inner(&mut self, result: Result<T, SocketError>) {
+        let Some(tx) = self.tx.take() else { return };
+        let callbacks = mem::take(&mut self.callbacks);
+        if !callbacks.is_empty() {
+            let r = result.clone();
+            self.shared
+                .dispatch(Box::new(move |_| callbacks.settle(&r)));
+        }
+        let _ = tx.send(result);
+    }
+}
+
+impl<T: Clone + Send + 'static> Drop for Reply<T> {
+    fn drop(&mut self) {
+        if self.tx.is_some() {
+            let e = SocketError::new(
+                self.api,
+                ErrorKind::Closed,
+                "the connection ended before the call completed",
+            );
+            self.settle_inner(Err(e));
+        }
+    }
+}
+
+/// The outcome of `send` or `close`: a future that may be awaited or dropped
+/// (dropping it cancels nothing; the callbacks still run).
+#[must_use = "a Completion may be dropped, but then errors are only reported to the `fail` callback"]
+pub struct Completion<T> {
+    api: Api,
+    rx: oneshot::Receiver<Result<T, SocketError>>,
+}
+
+impl<T> fmt::Debug for Completion<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Completion")
+            .field("api", &self.api)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Future for Completion<T> {
+    type Output = Result<T, SocketError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let api = self.api;
+        Pin::new(&mut self.rx).poll(cx).map(|r| {
+            r.unwrap_or_else(|_| {
+                Err(SocketError::new(
+                    api,
+                    ErrorKind::Closed,
+                    "the connection task ended",
+                ))
+            })
+        })
+    }
+}
+
+type OpenFn = Box<dyn FnMut(&OpenEvent) + Send + 'static>;
+type MessageFn = Box<dyn FnMut(&MessageEvent) + Send + 'static>;
+type CloseFn = Box<dyn FnMut(&CloseEvent) + Send + 'static>;
+type ErrorFn = Box<dyn FnMut(&ErrorEvent) + Send + 'static>;
+
+/// The listeners of one task.
+#[derive(Default)]
+pub(crate) struct Listeners {
+    open: Vec<OpenFn>,
+    message: Vec<MessageFn>,
+    close: Vec<CloseFn>,
+    error: Vec<ErrorFn>,
+}
+
+impl Listeners {
+    /// Appends the listeners registered while `self` was out being run.
+    fn merge(&mut self, newer: &mut Listeners) {
+        self.open.append(&mut newer.open);
+        self.message.append(&mut newer.message);
+        self.close.append(&mut newer.close);
+        self.error.append(&mut newer.error);
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut Listeners) + Send + 'static>;
+
+struct Inner {
+    open: Option<OpenEvent>,
+    error: Option<ErrorEvent>,
+    close: Option<CloseEvent>,
+    protocol: String,
+    held: VecDeque<Data>,
+    held_bytes: usize,
+    recv_wakers: Vec<Waker>,
+    open_wakers: Vec<Waker>,
+    driver_waker: Option<Waker>,
+    listeners: Listeners,
+    message_listeners: usize,
+    jobs: VecDeque<Job>,
+    dispatching: bool,
+}
+
+/// The state shared by the handles of a task and its driver.
+pub(crate) struct Shared {
+    pub(crate) cmd: mpsc::UnboundedSender<Command>,
+    state: AtomicU8,
+    max_held: usize,
+    queue_until_open: bool,
+    inner: Mutex<Inner>,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        cmd: mpsc::UnboundedSender<Command>,
+        max_held: usize,
+        queue_until_open: bool,
+    ) -> Arc<Self> {
+        Arc::new(Shared {
+            cmd,
+            state: AtomicU8::new(ReadyState::Connecting as u8),
+            max_held,
+            queue_until_open,
+            inner: Mutex::new(Inner {
+                open: None,
+                error: None,
+                close: None,
+                protocol: String::new(),
+                held: VecDeque::new(),
+                held_bytes: 0,
+                recv_wakers: Vec::new(),
+                open_wakers: Vec::new(),
+                driver_waker: None,
+                listeners: Listeners::default(),
+                message_listeners: 0,
+                jobs: VecDeque::new(),
+                dispatching: false,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn ready_state(&self) -> ReadyState {
+        ReadyState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn set_closing(&self) {
+        let _ = self.state.compare_exchange(
+            ReadyState::Open as u8,
+            ReadyState::Closing as u8,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
+    /// Queues a job and runs the queue unless another thread is running it.
+    /// Jobs run one at a time, in order, with no lock held, so callbacks may
+    /// call back into the task.
+    fn dispatch(&self, job: Job) {
+        let mut inner = self.lock();
+        inner.jobs.push_back(job);
+        self.run_jobs(inner);
+    }
+
+    fn run_jobs<'a>(&'a self, mut inner: MutexGuard<'a, Inner>) {
+        if inner.dispatching {
+            return;
+        }
+        inner.dispatching = true;
+        while let Some(job) = inner.jobs.pop_front() {
+            let mut listeners = mem::take(&mut inner.listeners);
+            drop(inner);
+            // A panicking callback must not take the connection down with it.
+            let _ = catch_unwind(AssertUnwindSafe(|| job(&mut listeners)));
+            inner = self.lock();
+            listeners.merge(&mut inner.listeners);
+            inner.listeners = listeners;
+        }
+        inner.dispatching = false;
+    }
+
+    pub(crate) fn opened(&self, ev: OpenEvent) {
+        let mut inner = self.lock();
+        inner.protocol.clone_from(&ev.protocol);
+        inner.open = Some(ev.clone());
+        self.state.store(ReadyState::Open as u8, Ordering::Release);
+        inner.open_wakers.drain(..).for_each(Waker::wake);
+        inner
+            .jobs
+            .push_back(Box::new(move |l| l.open.iter_mut().for_each(|f| f(&ev))));
+        self.run_jobs(inner);
+    }
+
+    pub(crate) fn message(&self, data: Data) {
+        let mut inner = self.lock();
+        if inner.message_listeners > 0 {
+            let ev = MessageEvent { data };
+            inner
+                .jobs
+                .push_back(Box::new(move |l| l.message.iter_mut().for_each(|f| f(&ev))));
+            self.run_jobs(inner);
+        } else {
+            inner.held_bytes += data.len();
+            inner.held.push_back(data);
+            inner.recv_wakers.drain(..).for_each(Waker::wake);
+        }
+    }
+
+    pub(crate) fn failed(&self, error: SocketError) {
+        let mut inner = self.lock();
+        let ev = ErrorEvent::from(error);
+        inner.error = Some(ev.clone());
+        inner
+            .jobs
+            .push_back(Box::new(move |l| l.error.iter_mut().for_each(|f| f(&ev))));
+        self.run_jobs(inner);
+    }
+
+    pub(crate) fn closed(&self, ev: CloseEvent) {
+        let mut inner = self.lock();
+        inner.close = Some(ev.clone());
+        self.state
+            .store(ReadyState::Closed as u8, Ordering::Release);
+        inner.open_wakers.drain(..).for_each(Waker::wake);
+        inner.recv_wakers.drain(..).for_each(Waker::wake);
+        inner
+            .jobs
+            .push_back(Box::new(move |l| l.close.iter_mut().for_each(|f| f(&ev))));
+        self.run_jobs(inner);
+    }
+
+    /// Whether the held messages reached their limit; if so the driver's
+    /// waker is kept and woken once a consumer takes messages.
+    pub(crate) fn held_full(&self, cx: &mut Context<'_>) -> bool {
+        let mut inner = self.lock();
+        if inner.held_bytes >= self.max_held {
+            inner.driver_waker = Some(cx.waker().clone());
+            true
+        } else {
+            false
+        }
+    }
+
+    fn take_held(inner: &mut Inner) -> Option<Data> {
+        let data = inner.held.pop_front()?;
+        inner.held_bytes -= data.len();
+        if let Some(w) = inner.driver_waker.take() {
+            w.wake();
+        }
+        Some(data)
+    }
+
+    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Data>> {
+        let mut inner = self.lock();
+        if let Some(data) = Self::take_held(&mut inner) {
+            return Poll::Ready(Some(data));
+        }
+        if inner.close.is_some() {
+            return Poll::Ready(None);
+        }
+        if !inner.recv_wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            inner.recv_wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// The error that kept the task from opening, once it closed unopened.
+    pub(crate) fn open_failure(&self) -> Option<SocketError> {
+        let inner = self.lock();
+        if inner.open.is_some() || inner.close.is_none() {
+            return None;
+        }
+        Some(inner.error.as_ref().map_or_else(
+            || {
+                SocketError::new(
+                    Api::ConnectSocket,
+                    ErrorKind::Aborted,
+                    "closed before the connection was established",
+                )
+            },
+            |e| e.error.clone(),
+        ))
+    }
+
+    fn poll_open(&self, cx: &mut Context<'_>) -> Poll<Result<(), SocketError>> {
+        let mut inner = self.lock();
+        if inner.open.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        if inner.close.is_some() {
+            drop(inner);
+            return Poll::Ready(Err(self.open_failure().unwrap_or_else(|| {
+                SocketError::new(
+                    Api::ConnectSocket,
+                    ErrorKind::Closed,
+                    "the connection closed",
+                )
+            })));
+        }
+        inner.open_wakers.push(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// One WebSocket connection: what `uni.connectSocket` returns.
+///
+/// The handle is cheap to clone; every clone refers to the same connection.
+/// The connection lives on while it is open even when every handle is
+/// dropped, as in JavaScript: close it with [`SocketTask::close`].
+///
+/// Await the task (or call [`SocketTask::opened`]) to wait until it is OPEN:
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), unisocket::SocketError> {
+/// use unisocket::{connect_socket, CloseOptions, ConnectOptions};
+///
+/// let task = connect_socket(ConnectOptions::new("ws://127.0.0.1:9001")).await?;
+/// task.send("hello").await?;
+/// while let Some(msg) = task.recv().await {
+///     println!("{msg:?}");
+///     break;
+/// }
+/// task.close(CloseOptions::default()).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct SocketTask {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl fmt::Debug for SocketTask {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SocketTask")
+            .field("ready_state", &self.ready_state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SocketTask {
+    /// Sends a text or binary message (`SocketTask.send`).
+    ///
+    /// Returns at once; the [`Completion`] resolves when the whole frame has
+    /// been handed to the transport, or with the reason it could not be.
+    /// Sending before OPEN fails with `WebSocket is not connected` unless the
+    /// task was made with `queue_until_open(true)`.
+    pub fn send(&self, options: impl Into<SendOptions>) -> Completion<SendSuccess> {
+        let SendOptions { data, callbacks } = options.into();
+        let (reply, completion) = Reply::new(Api::SendSocketMessage, callbacks, &self.shared);
+        let state = self.ready_state();
+        let queued = state == ReadyState::Connecting && self.shared.queue_until_open;
+        if state == ReadyState::Open || queued {
+            if let Err(mpsc::error::SendError(Command::Send { reply, .. })) =
+                self.shared.cmd.send(Command::Send { data, reply })
+            {
+                reply.settle(Err(SocketError::not_connected(Api::SendSocketMessage)));
+            }
+        } else {
+            reply.settle(Err(SocketError::not_connected(Api::SendSocketMessage)));
+        }
+        completion
+    }
+
+    /// Closes the connection (`SocketTask.close`), by default with code 1000.
+    ///
+    /// The code must be 1000 or 3000-4999 and the reason at most 123 bytes
+    /// of UTF-8, or the call fails at once. Closing while CONNECTING aborts
+    /// the attempt. The [`Completion`] resolves when the closing handshake
+    /// has completed or its timeout has passed.
+    pub fn close(&self, options: CloseOptions) -> Completion<CloseSuccess> {
+        let CloseOptions {
+            code,
+            reason,
+            callbacks,
+        } = options;
+        let (reply, completion) = Reply::new(Api::CloseSocket, callbacks, &self.shared);
+        if !is_valid_sent_code(code) {
+            reply.settle(Err(SocketError::new(
+                Api::CloseSocket,
+                ErrorKind::InvalidArgument,
+                format_args!("close code {code} is not allowed: use 1000 or 3000-4999"),
+            )));
+        } else if reason.len() > 123 {
+            reply.settle(Err(SocketError::new(
+                Api::CloseSocket,
+                ErrorKind::InvalidArgument,
+                format_args!(
+                    "close reason is {} bytes of UTF-8; the limit is 123",
+                    reason.len()
+                ),
+            )));
+        } else if self.ready_state() == ReadyState::Closed {
+            reply.settle(Err(SocketError::not_connected(Api::CloseSocket)));
+        } else if let Err(mpsc::error::SendError(Command::Close { reply, .. })) =
+            self.shared.cmd.send(Command::Close {
+                code,
+                reason,
+                reply,
+            })
+        {
+            reply.settle(Err(SocketError::not_connected(Api::CloseSocket)));
+        }
+        completion
+    }
+
+    /// Receives the next message, or `None` once the connection is closed and
+    /// every held message has been taken.
+    ///
+    /// Messages go to `on_message` listeners when there are any, and are held
+    /// for `recv` otherwise.
+    pub async fn recv(&self) -> Option<Data> {
+        std::future::poll_fn(|cx| self.shared.poll_recv(cx)).await
+    }
+
+    /// Polls for the next message (the poll form of [`SocketTask::recv`]).
+    pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Data>> {
+        self.shared.poll_recv(cx)
+    }
+
+    /// Waits until the connection is OPEN, or fails with the reason it could not open.
+    ///
+    /// # Errors
+    /// The connection failure (timeout, refused, handshake, ...).
+    pub async fn opened(&self) -> Result<(), SocketError> {
+        std::future::poll_fn(|cx| self.shared.poll_open(cx)).await
+    }
+
+    /// The connection state.
+    pub fn ready_state(&self) -> ReadyState {
+        self.shared.ready_state()
+    }
+
+    /// The subprotocol the server chose, or `""` (before OPEN or if none).
+    pub fn protocol(&self) -> String {
+        self.shared.lock().protocol.clone()
+    }
+
+    /// Listens for the open event. Registered after the task opened, the
+    /// listener is called once at once.
+    pub fn on_open(&self, f: impl FnMut(&OpenEvent) + Send + 'static) {
+        let mut f: OpenFn = Box::new(f);
+        let mut inner = self.shared.lock();
+        if let Some(ev) = inner.open.clone() {
+            inner.jobs.push_back(Box::new(move |l| {
+                f(&ev);
+                l.open.push(f);
+            }));
+            self.shared.run_jobs(inner);
+        } else {
+            inner.listeners.open.push(f);
+        }
+    }
+
+    /// Listens for messages. Messages held while no one listened are
+    /// delivered to the first listener, in order.
+    pub fn on_message(&self, f: impl FnMut(&MessageEvent) + Send + 'static) {
+        let mut inner = self.shared.lock();
+        inner.listeners.message.push(Box::new(f));
+        inner.message_listeners += 1;
+        while let Some(data) = Shared::take_held(&mut inner) {
+            let ev = MessageEvent { data };
+            inner
+                .jobs
+                .push_back(Box::new(move |l| l.message.iter_mut().for_each(|f| f(&ev))));
+        }
+        self.shared.run_jobs(inner);
+    }
+
+    /// Listens for the close event (exactly one per task). Registered after
+    /// the task closed, the listener is called once at once.
+    pub fn on_close(&self, f: impl FnMut(&CloseEvent) + Send + 'static) {
+        let mut f: CloseFn = Box::new(f);
+        let mut inner = self.shared.lock();
+        if let Some(ev) = inner.close.clone() {
+            inner.jobs.push_back(Box::new(move |l| {
+                f(&ev);
+                l.close.push(f);
+            }));
+            self.shared.run_jobs(inner);
+        } else {
+            inner.listeners.close.push(f);
+        }
+    }
+
+    /// Listens for errors. Registered after an error happened, the listener
+    /// is called once at once with it.
+    pub fn on_error(&self, f: impl FnMut(&ErrorEvent) + Send + 'static) {
+        let mut f: ErrorFn = Box::new(f);
+        let mut inner = self.shared.lock();
+        if let Some(ev) = inner.error.clone() {
+            inner.jobs.push_back(Box::new(move |l| {
+                f(&ev);
+                l.error.push(f);
+            }));
+            self.shared.run_jobs(inner);
+        } else {
+            inner.listeners.error.push(f);
+        }
+    }
+}
+
+/// Waits until the task is OPEN (the Promise form of `uni.connectSocket`).
+impl IntoFuture for SocketTask {
+    type Output = Result<SocketTask, SocketError>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            self.opened().await?;
+            Ok(self)
+        })
+    }
+}
+
+/// The messages of the task, ending when it closes.
+impl futures_core::Stream for SocketTask {
+    type Item = Data;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Data>> {
+        self.shared.poll_recv(cx)
+    }
+}

@@ -124,12 +124,15 @@ pub(crate) async fn run(
         sleep: None,
         peer_close: None,
         failure: None,
+        pending_failure: None,
         eof: false,
         rx,
     };
     for cmd in early.drain(..) {
         driver.command(cmd);
     }
+    // Frames that came in the same read as the handshake response.
+    driver.process_events();
     let result = poll_fn(|cx| driver.poll(cx)).await;
     let close = driver.end(result).await;
     finish(&shared, &mut driver.rx, close);
@@ -281,6 +284,10 @@ struct Driver<S> {
     sleep: Option<Pin<Box<Sleep>>>,
     peer_close: Option<(u16, String)>,
     failure: Option<SocketError>,
+    /// A protocol error found while messages before it are still held: the
+    /// connection fails once they are consumed, so that the application can
+    /// still answer them (as a pull-based client would).
+    pending_failure: Option<proto::ProtocolError>,
     eof: bool,
     rx: mpsc::UnboundedReceiver<Command>,
 }
@@ -353,11 +360,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     Poll::Pending => break,
                 }
             }
+            if self.pending_failure.is_some() && self.shared.held_empty(cx) {
+                if let Some(e) = self.pending_failure.take() {
+                    self.conn.fail(&e);
+                    self.shared.set_closing();
+                    self.failure = Some(SocketError::protocol(e));
+                    continue;
+                }
+            }
             if self.conn.state() == State::Closed {
                 if self.out.is_empty() && self.conn.write_buf().is_empty() {
                     return Poll::Ready(End::Closed);
                 }
-            } else if !self.eof && !self.shared.held_full(cx) {
+            } else if !self.eof && self.pending_failure.is_none() && !self.shared.held_full(cx) {
                 // Reads.
                 let buf = self.conn.read_buf();
                 if buf.capacity() - buf.len() < 4096 {
@@ -412,8 +427,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 }
                 Ok(None) => return,
                 Err(e) => {
-                    self.shared.set_closing();
-                    self.failure = Some(SocketError::protocol(e));
+                    self.pending_failure = Some(e);
                     return;
                 }
             }

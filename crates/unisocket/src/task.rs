@@ -327,6 +327,18 @@ impl Shared {
         }
     }
 
+    /// Whether every held message has been taken; if not, the driver's
+    /// waker is kept and woken when a consumer takes one.
+    pub(crate) fn held_empty(&self, cx: &mut Context<'_>) -> bool {
+        let mut inner = self.lock();
+        if inner.held.is_empty() {
+            true
+        } else {
+            inner.driver_waker = Some(cx.waker().clone());
+            false
+        }
+    }
+
     fn take_held(inner: &mut Inner) -> Option<Data> {
         let data = inner.held.pop_front()?;
         inner.held_bytes -= data.len();

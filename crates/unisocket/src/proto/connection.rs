@@ -132,6 +132,7 @@ pub struct Connection {
     utf8: Utf8Validator,
     close_deadline: Option<Instant>,
     timed_out: bool,
+    error: Option<ProtocolError>,
 }
 
 impl Connection {
@@ -147,6 +148,7 @@ impl Connection {
             utf8: Utf8Validator::new(),
             close_deadline: None,
             timed_out: false,
+            error: None,
         }
     }
 
@@ -179,27 +181,40 @@ impl Connection {
     /// The next event from the bytes in the read buffer, if a whole one is there.
     ///
     /// # Errors
-    /// A [`ProtocolError`] when the peer broke the protocol or a limit. The
-    /// connection has then queued a close frame with the matching code and is
-    /// [`State::Closed`]: flush the write buffer and drop the transport.
+    /// A [`ProtocolError`] when the peer broke the protocol or a limit. No
+    /// later input is decoded (every further call returns the same error),
+    /// but the connection stays in its state so that the application may
+    /// still answer the messages that came before the error; then call
+    /// [`Connection::fail`] to queue the close frame and end.
     pub fn poll_event(&mut self) -> Result<Option<Event>, ProtocolError> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
         if self.state == State::Closed {
             return Ok(None);
         }
         match self.decode() {
             Ok(ev) => Ok(ev),
             Err(e) => {
-                self.fail(&e);
+                self.error = Some(e.clone());
+                self.read.clear();
+                self.partial = None;
+                self.frame = None;
                 Err(e)
             }
         }
     }
 
-    fn fail(&mut self, e: &ProtocolError) {
+    /// Fails the connection for `e`: queues a close frame with
+    /// [`ProtocolError::close_code`] (unless one was sent already) and moves to
+    /// [`State::Closed`]. Flush the write buffer, then drop the transport.
+    pub fn fail(&mut self, e: &ProtocolError) {
         if self.state == State::Open {
             self.encode_close(e.close_code(), b"");
         }
         self.state = State::Closed;
+        self.close_deadline = None;
+        self.error = Some(e.clone());
         self.read.clear();
         self.partial = None;
         self.frame = None;
@@ -249,6 +264,9 @@ impl Connection {
     }
 
     fn check_header(&self, h: &FrameHeader) -> Result<(), ProtocolError> {
+        if h.mask.is_some() {
+            return Err(ProtocolError::MaskedServerFrame);
+        }
         let max = self.config.limits.max_frame_size;
         if h.payload_len > max as u64 {
             return Err(ProtocolError::FrameTooLarge {

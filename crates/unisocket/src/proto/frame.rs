@@ -75,7 +75,8 @@ pub struct FrameHeader {
 
 impl FrameHeader {
     /// Decodes a header from the start of `buf`, checking each rule in wire
-    /// order. Returns `Ok(None)` when `buf` does not yet hold the whole
+    /// order. The MASK bit is decoded, not judged: whether a masked frame is
+    /// allowed depends on the role, which the caller knows. Returns `Ok(None)` when `buf` does not yet hold the whole
     /// header, and `Ok(Some((header, header_len)))` otherwise.
     ///
     /// `allow_rsv1` is set when an extension that uses RSV1 was negotiated.
@@ -103,9 +104,6 @@ impl FrameHeader {
                 return Err(ProtocolError::ReservedBits(b0 & 0x70));
             }
         }
-        if masked {
-            return Err(ProtocolError::MaskedServerFrame);
-        }
         let (payload_len, len_bytes) = match len7 {
             126 => match buf.get(2..4) {
                 Some(b) => (u64::from(u16::from_be_bytes([b[0], b[1]])), 2),
@@ -125,15 +123,25 @@ impl FrameHeader {
             },
             n => (u64::from(n), 0),
         };
+        let mut header_len = 2 + len_bytes;
+        let mask = if masked {
+            let Some(k) = buf.get(header_len..header_len + 4) else {
+                return Ok(None);
+            };
+            header_len += 4;
+            Some([k[0], k[1], k[2], k[3]])
+        } else {
+            None
+        };
         Ok(Some((
             FrameHeader {
                 fin,
                 rsv1,
                 opcode,
-                mask: None,
+                mask,
                 payload_len,
             },
-            2 + len_bytes,
+            header_len,
         )))
     }
 
@@ -223,12 +231,15 @@ mod tests {
 
     #[test]
     fn header_round_trips_every_length_form() {
-        for len in [0u64, 1, 125, 126, 127, 65535, 65536, 1 << 40, (1 << 63) - 1] {
+        for (len, mask) in [0u64, 1, 125, 126, 127, 65535, 65536, 1 << 40, (1 << 63) - 1]
+            .into_iter()
+            .flat_map(|l| [(l, None), (l, Some([9, 8, 7, 6]))])
+        {
             let h = FrameHeader {
                 fin: true,
                 rsv1: false,
                 opcode: OpCode::Binary,
-                mask: None,
+                mask,
                 payload_len: len,
             };
             let mut out = [0u8; MAX_HEADER_LEN];
@@ -237,7 +248,7 @@ mod tests {
                 0..=125 => 2,
                 126..=65535 => 4,
                 _ => 10,
-            };
+            } + if mask.is_some() { 4 } else { 0 };
             assert_eq!(n, expected);
             // Every strict prefix is "need more".
             for cut in 0..n {
@@ -270,10 +281,11 @@ mod tests {
             FrameHeader::decode(&[0x89, 126], false),
             Err(ProtocolError::ControlFrameTooLong)
         );
-        assert_eq!(
-            FrameHeader::decode(&[0x81, 0x80], false),
-            Err(ProtocolError::MaskedServerFrame)
-        );
+        assert_eq!(FrameHeader::decode(&[0x81, 0x80, 1, 2, 3], false), Ok(None));
+        let (h, n) = FrameHeader::decode(&[0x81, 0x80, 1, 2, 3, 4], false)
+            .unwrap()
+            .unwrap();
+        assert_eq!((h.mask, n), (Some([1, 2, 3, 4]), 6));
         let mut big = vec![0x82, 127];
         big.extend_from_slice(&(1u64 << 63).to_be_bytes());
         assert_eq!(

@@ -115,6 +115,7 @@ pub fn connect_socket(options: ConnectOptions) -> SocketTask {
     if let Some(fail) = fail {
         watch_open_failure(&task, fail);
     }
+    crate::global::register(&task);
     runtime::spawn(driver::run(shared, params, rx));
     task
 }

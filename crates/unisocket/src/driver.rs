@@ -89,14 +89,20 @@ pub(crate) async fn run(
                         "closed before the connection was established",
                     );
                     fail_commands(&mut early, &err);
+                    finish(
+                        &shared,
+                        &mut rx,
+                        CloseEvent {
+                            code,
+                            reason,
+                            was_clean: false,
+                        },
+                    );
+                    // Settled after the close event, so an awaiting caller sees CLOSED.
                     reply.settle(Ok(CloseSuccess {
                         err_msg: Api::CloseSocket.ok_msg(),
                     }));
-                    CloseEvent {
-                        code,
-                        reason,
-                        was_clean: false,
-                    }
+                    return;
                 }
             };
             finish(&shared, &mut rx, close);
@@ -136,6 +142,12 @@ pub(crate) async fn run(
     let result = poll_fn(|cx| driver.poll(cx)).await;
     let close = driver.end(result).await;
     finish(&shared, &mut driver.rx, close);
+    // Settled after the close event, so an awaiting caller sees CLOSED.
+    for reply in driver.close_replies.drain(..) {
+        reply.settle(Ok(CloseSuccess {
+            err_msg: Api::CloseSocket.ok_msg(),
+        }));
+    }
 }
 
 /// Why the connection never opened.
@@ -543,11 +555,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         }
         if let Some(err) = error {
             self.shared.failed(err);
-        }
-        for reply in self.close_replies.drain(..) {
-            reply.settle(Ok(CloseSuccess {
-                err_msg: Api::CloseSocket.ok_msg(),
-            }));
         }
         close
     }

@@ -44,6 +44,8 @@ mod data;
 mod driver;
 mod error;
 mod events;
+mod global;
+mod manifest;
 mod options;
 pub mod proto;
 mod runtime;
@@ -54,6 +56,11 @@ pub use connect::{connect_socket, network_timeout, set_network_timeout};
 pub use data::{Data, Text};
 pub use error::{Api, ErrorKind, SocketError};
 pub use events::{CloseEvent, ErrorEvent, Headers, MessageEvent, OpenEvent, Profile};
+pub use global::{
+    close_socket, current_socket, on_socket_close, on_socket_error, on_socket_message,
+    on_socket_open, send_socket_message,
+};
+pub use manifest::{Manifest, ManifestError};
 pub use options::{
     CloseOptions, CloseSuccess, ConnectOptions, ConnectSuccess, SendOptions, SendSuccess,
 };

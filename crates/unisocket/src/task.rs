@@ -7,7 +7,7 @@ use std::future::{Future, IntoFuture};
 use std::mem;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -62,16 +62,25 @@ pub(crate) enum Command {
 /// Dropping it unsettled fails the call, so no call is ever left hanging.
 pub(crate) struct Reply<T: Clone + Send + 'static> {
     api: Api,
+    /// Bytes this call counts in `buffered_amount` until it settles.
+    bytes: usize,
     tx: Option<oneshot::Sender<Result<T, SocketError>>>,
     callbacks: Callbacks<T>,
     shared: Arc<Shared>,
 }
 
 impl<T: Clone + Send + 'static> Reply<T> {
-    fn new(api: Api, callbacks: Callbacks<T>, shared: &Arc<Shared>) -> (Self, Completion<T>) {
+    fn new(
+        api: Api,
+        bytes: usize,
+        callbacks: Callbacks<T>,
+        shared: &Arc<Shared>,
+    ) -> (Self, Completion<T>) {
         let (tx, rx) = oneshot::channel();
+        shared.buffered.fetch_add(bytes, Ordering::Relaxed);
         let reply = Reply {
             api,
+            bytes,
             tx: Some(tx),
             callbacks,
             shared: shared.clone(),
@@ -86,6 +95,9 @@ impl<T: Clone + Send + 'static> Reply<T> {
 
     fn settle_inner(&mut self, result: Result<T, SocketError>) {
         let Some(tx) = self.tx.take() else { return };
+        self.shared
+            .buffered
+            .fetch_sub(self.bytes, Ordering::Relaxed);
         let callbacks = mem::take(&mut self.callbacks);
         if !callbacks.is_empty() {
             let r = result.clone();
@@ -122,6 +134,19 @@ impl<T> fmt::Debug for Completion<T> {
         f.debug_struct("Completion")
             .field("api", &self.api)
             .finish_non_exhaustive()
+    }
+}
+
+impl<T: Clone + Send + 'static> Completion<T> {
+    /// A completion that has already failed, its callbacks run at once (for
+    /// calls that have no task to run on).
+    pub(crate) fn failed(callbacks: Callbacks<T>, error: SocketError) -> Self {
+        let (tx, rx) = oneshot::channel();
+        let api = error.api();
+        let result = Err(error);
+        callbacks.settle(&result);
+        let _ = tx.send(result);
+        Completion { api, rx }
     }
 }
 
@@ -186,6 +211,9 @@ struct Inner {
 
 /// The state shared by the handles of a task and its driver.
 pub(crate) struct Shared {
+    pub(crate) id: u64,
+    /// Bytes of sends accepted but not yet handed to the transport.
+    buffered: AtomicUsize,
     pub(crate) cmd: mpsc::UnboundedSender<Command>,
     state: AtomicU8,
     max_held: usize,
@@ -199,7 +227,10 @@ impl Shared {
         max_held: usize,
         queue_until_open: bool,
     ) -> Arc<Self> {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Arc::new(Shared {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            buffered: AtomicUsize::new(0),
             cmd,
             state: AtomicU8::new(ReadyState::Connecting as u8),
             max_held,
@@ -307,6 +338,7 @@ impl Shared {
         inner.close = Some(ev.clone());
         self.state
             .store(ReadyState::Closed as u8, Ordering::Release);
+        crate::global::unregister(self.id);
         inner.open_wakers.drain(..).for_each(Waker::wake);
         inner.recv_wakers.drain(..).for_each(Waker::wake);
         inner
@@ -443,7 +475,8 @@ impl SocketTask {
     /// task was made with `queue_until_open(true)`.
     pub fn send(&self, options: impl Into<SendOptions>) -> Completion<SendSuccess> {
         let SendOptions { data, callbacks } = options.into();
-        let (reply, completion) = Reply::new(Api::SendSocketMessage, callbacks, &self.shared);
+        let (reply, completion) =
+            Reply::new(Api::SendSocketMessage, data.len(), callbacks, &self.shared);
         let state = self.ready_state();
         let queued = state == ReadyState::Connecting && self.shared.queue_until_open;
         if state == ReadyState::Open || queued {
@@ -470,7 +503,7 @@ impl SocketTask {
             reason,
             callbacks,
         } = options;
-        let (reply, completion) = Reply::new(Api::CloseSocket, callbacks, &self.shared);
+        let (reply, completion) = Reply::new(Api::CloseSocket, 0, callbacks, &self.shared);
         if !is_valid_sent_code(code) {
             reply.settle(Err(SocketError::new(
                 Api::CloseSocket,
@@ -525,6 +558,12 @@ impl SocketTask {
     /// The connection state.
     pub fn ready_state(&self) -> ReadyState {
         self.shared.ready_state()
+    }
+
+    /// Bytes of messages passed to `send` that have not been handed to the
+    /// transport yet (as `WebSocket.bufferedAmount`).
+    pub fn buffered_amount(&self) -> usize {
+        self.shared.buffered.load(Ordering::Relaxed)
     }
 
     /// The subprotocol the server chose, or `""` (before OPEN or if none).

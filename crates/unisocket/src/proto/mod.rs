@@ -13,6 +13,8 @@ pub mod utf8;
 
 #[cfg(test)]
 mod test_server;
+#[cfg(test)]
+mod tests;
 
 pub use connection::{Config, Connection, Event, Limits, SendError, State};
 pub use error::{HandshakeError, ProtocolError};

@@ -1,0 +1,125 @@
+//! The global functions of uni-app (`uni.onSocketOpen`, `uni.sendSocketMessage`,
+//! ...): each acts on the oldest task that is still alive.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::error::{Api, SocketError};
+use crate::events::{CloseEvent, ErrorEvent, MessageEvent, OpenEvent};
+use crate::options::{CloseOptions, CloseSuccess, SendOptions, SendSuccess};
+use crate::task::{Completion, Shared, SocketTask};
+
+/// Listeners registered with no live task, attached to the next task made.
+#[derive(Default)]
+struct Pending {
+    open: Vec<Box<dyn FnMut(&OpenEvent) + Send>>,
+    message: Vec<Box<dyn FnMut(&MessageEvent) + Send>>,
+    close: Vec<Box<dyn FnMut(&CloseEvent) + Send>>,
+    error: Vec<Box<dyn FnMut(&ErrorEvent) + Send>>,
+}
+
+#[derive(Default)]
+struct Registry {
+    live: BTreeMap<u64, Arc<Shared>>,
+    pending: Pending,
+}
+
+static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
+
+fn with_registry<R>(f: impl FnOnce(&mut Registry) -> R) -> R {
+    let mut guard = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
+    f(guard.get_or_insert_with(Registry::default))
+}
+
+/// Records a new live task and gives it the listeners waiting for one.
+pub(crate) fn register(task: &SocketTask) {
+    let pending = with_registry(|r| {
+        r.live.insert(task.shared.id, task.shared.clone());
+        if r.live.len() == 1 {
+            std::mem::take(&mut r.pending)
+        } else {
+            Pending::default()
+        }
+    });
+    pending.open.into_iter().for_each(|f| task.on_open(f));
+    pending.message.into_iter().for_each(|f| task.on_message(f));
+    pending.close.into_iter().for_each(|f| task.on_close(f));
+    pending.error.into_iter().for_each(|f| task.on_error(f));
+}
+
+/// Forgets a task once it is closed.
+pub(crate) fn unregister(id: u64) {
+    with_registry(|r| r.live.remove(&id));
+}
+
+/// The oldest task that is still alive (not CLOSED), if any.
+pub fn current_socket() -> Option<SocketTask> {
+    with_registry(|r| {
+        r.live
+            .values()
+            .next()
+            .map(|s| SocketTask { shared: s.clone() })
+    })
+}
+
+macro_rules! global_listener {
+    ($(#[$doc:meta])* $name:ident, $method:ident, $event:ty, $field:ident) => {
+        $(#[$doc])*
+        pub fn $name(f: impl FnMut(&$event) + Send + 'static) {
+            let f: Box<dyn FnMut(&$event) + Send> = Box::new(f);
+            let target = with_registry(|r| match r.live.values().next() {
+                Some(s) => Some((SocketTask { shared: s.clone() }, f)),
+                None => {
+                    r.pending.$field.push(f);
+                    None
+                }
+            });
+            if let Some((task, f)) = target {
+                task.$method(f);
+            }
+        }
+    };
+}
+
+global_listener!(
+    /// `uni.onSocketOpen`: listens for the open event of the oldest live
+    /// task (or of the next task made, when none is alive). Listeners accumulate.
+    on_socket_open, on_open, OpenEvent, open
+);
+global_listener!(
+    /// `uni.onSocketMessage`: listens for the messages of the oldest live task.
+    on_socket_message, on_message, MessageEvent, message
+);
+global_listener!(
+    /// `uni.onSocketClose`: listens for the close event of the oldest live task.
+    on_socket_close, on_close, CloseEvent, close
+);
+global_listener!(
+    /// `uni.onSocketError`: listens for the errors of the oldest live task.
+    on_socket_error, on_error, ErrorEvent, error
+);
+
+/// `uni.sendSocketMessage`: sends on the oldest live task. With no live task
+/// it fails with `sendSocketMessage:fail WebSocket is not connected`.
+pub fn send_socket_message(options: impl Into<SendOptions>) -> Completion<SendSuccess> {
+    let options = options.into();
+    match current_socket() {
+        Some(task) => task.send(options),
+        None => Completion::failed(
+            options.callbacks,
+            SocketError::not_connected(Api::SendSocketMessage),
+        ),
+    }
+}
+
+/// `uni.closeSocket`: closes the oldest live task. With no live task it fails
+/// with `closeSocket:fail WebSocket is not connected`.
+pub fn close_socket(options: CloseOptions) -> Completion<CloseSuccess> {
+    match current_socket() {
+        Some(task) => task.close(options),
+        None => Completion::failed(
+            options.callbacks,
+            SocketError::not_connected(Api::CloseSocket),
+        ),
+    }
+}

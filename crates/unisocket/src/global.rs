@@ -7,21 +7,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crate::error::{Api, SocketError};
 use crate::events::{CloseEvent, ErrorEvent, MessageEvent, OpenEvent};
 use crate::options::{CloseOptions, CloseSuccess, SendOptions, SendSuccess};
-use crate::task::{Completion, Shared, SocketTask};
-
-/// Listeners registered with no live task, attached to the next task made.
-#[derive(Default)]
-struct Pending {
-    open: Vec<Box<dyn FnMut(&OpenEvent) + Send>>,
-    message: Vec<Box<dyn FnMut(&MessageEvent) + Send>>,
-    close: Vec<Box<dyn FnMut(&CloseEvent) + Send>>,
-    error: Vec<Box<dyn FnMut(&ErrorEvent) + Send>>,
-}
+use crate::task::{Completion, Listeners, Shared, SocketTask};
 
 #[derive(Default)]
 struct Registry {
     live: BTreeMap<u64, Arc<Shared>>,
-    pending: Pending,
+    /// Listeners registered with no live task, given to the next task made.
+    pending: Listeners,
 }
 
 static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
@@ -38,7 +30,7 @@ pub(crate) fn register(task: &SocketTask) {
         if r.live.len() == 1 {
             std::mem::take(&mut r.pending)
         } else {
-            Pending::default()
+            Listeners::default()
         }
     });
     pending.open.into_iter().for_each(|f| task.on_open(f));

@@ -167,18 +167,18 @@ impl<T> Future for Completion<T> {
     }
 }
 
-type OpenFn = Box<dyn FnMut(&OpenEvent) + Send + 'static>;
-type MessageFn = Box<dyn FnMut(&MessageEvent) + Send + 'static>;
-type CloseFn = Box<dyn FnMut(&CloseEvent) + Send + 'static>;
-type ErrorFn = Box<dyn FnMut(&ErrorEvent) + Send + 'static>;
+pub(crate) type OpenFn = Box<dyn FnMut(&OpenEvent) + Send + 'static>;
+pub(crate) type MessageFn = Box<dyn FnMut(&MessageEvent) + Send + 'static>;
+pub(crate) type CloseFn = Box<dyn FnMut(&CloseEvent) + Send + 'static>;
+pub(crate) type ErrorFn = Box<dyn FnMut(&ErrorEvent) + Send + 'static>;
 
 /// The listeners of one task.
 #[derive(Default)]
 pub(crate) struct Listeners {
-    open: Vec<OpenFn>,
-    message: Vec<MessageFn>,
-    close: Vec<CloseFn>,
-    error: Vec<ErrorFn>,
+    pub(crate) open: Vec<OpenFn>,
+    pub(crate) message: Vec<MessageFn>,
+    pub(crate) close: Vec<CloseFn>,
+    pub(crate) error: Vec<ErrorFn>,
 }
 
 impl Listeners {

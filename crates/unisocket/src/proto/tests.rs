@@ -340,6 +340,10 @@ fn handshake_rejects_bad_responses() {
         Err(HandshakeError::BadAccept)
     );
 
+    // The right accept, and a second, wrong one.
+    let twice = response_101(&key, None, &[("Sec-WebSocket-Accept", &accept_key(&other))]);
+    assert_eq!(parse(&twice, &[]), Err(HandshakeError::BadAccept));
+
     // Missing Upgrade header.
     let no_upgrade = String::from_utf8(response_101(&key, None, &[]))
         .unwrap()
@@ -732,6 +736,7 @@ fn client_fragments_by_max_send_frame_size() {
     for (len, max) in [
         (10usize, 3usize),
         (100, 100),
+        (101, 100),
         (300, 100),
         (301, 100),
         (1000, 1),

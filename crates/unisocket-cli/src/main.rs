@@ -1,5 +1,6 @@
 //! `unisocket`: a WebSocket command-line tool built on the unisocket library.
 
+mod client;
 mod demo;
 mod server;
 
@@ -17,9 +18,13 @@ use clap::{Parser, Subcommand};
     version,
     after_help = "Examples:\n  unisocket                       demo against an embedded echo server\n  unisocket serve --port 9001     run an echo server"
 )]
+#[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Connect to a server (`unisocket URL`): stdin lines out, messages in.
+    #[command(flatten)]
+    client: Option<client::ClientArgs>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -41,9 +46,10 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
-    let code = match cli.command {
-        None => demo::run(),
-        Some(Command::Serve { port, host, mode }) => serve(&host, port, mode),
+    let code = match (cli.command, cli.client) {
+        (None, Some(args)) => client::run(args),
+        (None, None) => demo::run(),
+        (Some(Command::Serve { port, host, mode }), _) => serve(&host, port, mode),
     };
     std::process::exit(code);
 }

@@ -13,7 +13,8 @@ async fn connect(url: String) -> Result<SocketTask, unisocket::SocketError> {
     connect_socket(
         ConnectOptions::new(url)
             .timeout(Duration::from_secs(10))
-            .close_timeout(Duration::from_secs(2)),
+            .close_timeout(Duration::from_secs(2))
+            .per_message_deflate(true),
     )
     .await
 }

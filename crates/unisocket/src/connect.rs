@@ -8,10 +8,11 @@ use tokio::sync::mpsc;
 use crate::driver::{self, Params, Target};
 use crate::error::{Api, ErrorKind, SocketError};
 use crate::events::CloseEvent;
-use crate::options::{ConnectOptions, ConnectSuccess};
+use crate::options::{ConnectOptions, ConnectSuccess, ProxyChoice, TlsOptions};
 use crate::proto;
 use crate::runtime;
 use crate::task::{Shared, SocketTask};
+use crate::transport;
 
 static NETWORK_TIMEOUT_MS: AtomicU64 = AtomicU64::new(60_000);
 
@@ -69,14 +70,24 @@ pub fn connect_socket(options: ConnectOptions) -> SocketTask {
         close_timeout,
         max_send_frame_size,
         queue_until_open: _,
+        tls,
+        proxy,
+        deflate,
         callbacks,
     } = options;
     let checked = parse_url(&url).and_then(|target| {
         check_headers(&headers)?;
         check_protocols(&protocols)?;
-        Ok(target)
+        if deflate.is_some() && !cfg!(feature = "deflate") {
+            return Err(invalid(
+                ErrorKind::InvalidArgument,
+                "per_message_deflate needs the `deflate` feature of unisocket",
+            ));
+        }
+        let route = route(&target, &tls, &proxy)?;
+        Ok((target, route))
     });
-    let target = match checked {
+    let (target, route) = match checked {
         Ok(t) => t,
         Err(err) => {
             shared.failed(err.clone());
@@ -95,11 +106,14 @@ pub fn connect_socket(options: ConnectOptions) -> SocketTask {
         protocols,
         timeout: timeout.unwrap_or_else(network_timeout),
         no_delay: tcp_no_delay,
+        route,
         config: proto::Config {
             limits,
             max_send_frame_size,
             close_timeout,
+            deflate: None,
         },
+        deflate,
         started,
     };
     // Connect callbacks: success now; a later failure before OPEN calls `fail`.
@@ -133,6 +147,24 @@ fn watch_open_failure(task: &SocketTask, fail: crate::options::FailFn) {
     });
 }
 
+/// The proxy and the TLS configuration for `target`. PEM files and the
+/// proxy variables of the environment are read here, so that a bad one fails
+/// at once, before any connection.
+fn route(
+    target: &Target,
+    tls: &TlsOptions,
+    proxy: &ProxyChoice,
+) -> Result<transport::Route, SocketError> {
+    Ok(transport::Route {
+        proxy: transport::Proxy::choose(proxy, &target.host, target.secure)?,
+        tls: if target.secure {
+            Some(transport::TlsConfig::new(tls)?)
+        } else {
+            None
+        },
+    })
+}
+
 fn invalid(kind: ErrorKind, reason: impl std::fmt::Display) -> SocketError {
     SocketError::new(Api::ConnectSocket, kind, reason)
 }
@@ -144,14 +176,9 @@ fn parse_url(raw: &str) -> Result<Target, SocketError> {
             format_args!("invalid URL {raw:?}: {e}"),
         )
     })?;
-    let default_port = match url.scheme() {
-        "ws" => 80,
-        "wss" => {
-            return Err(invalid(
-                ErrorKind::InvalidUrl,
-                format_args!("invalid URL {raw:?}: wss is not supported yet; use ws"),
-            ))
-        }
+    let (default_port, secure) = match url.scheme() {
+        "ws" => (80, false),
+        "wss" => (443, true),
         _ => {
             return Err(invalid(
                 ErrorKind::InvalidUrl,
@@ -192,6 +219,7 @@ fn parse_url(raw: &str) -> Result<Target, SocketError> {
     Ok(Target {
         host,
         port,
+        secure,
         host_header,
         request_target,
     })
@@ -298,6 +326,29 @@ mod tests {
         let t = parse_url("ws://[::1]:8080/x").unwrap();
         assert_eq!(t.host, "::1");
         assert_eq!(t.host_header, "[::1]:8080");
+        assert!(!t.secure);
+        let t = parse_url("wss://example.com/x").unwrap();
+        assert_eq!((t.port, t.secure), (443, true));
+        assert_eq!(t.host_header, "example.com");
+    }
+
+    #[test]
+    fn wss_routes_follow_the_tls_feature() {
+        let t = parse_url("wss://example.com").unwrap();
+        let secure = route(&t, &TlsOptions::default(), &ProxyChoice::Direct);
+        if cfg!(feature = "tls") {
+            assert!(secure.unwrap().tls.is_some());
+        } else {
+            let e = secure.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Tls);
+            assert_eq!(
+                e.reason(),
+                "wss:// needs the `tls` feature of unisocket, which this build leaves out"
+            );
+        }
+        let t = parse_url("ws://example.com").unwrap();
+        let plain = route(&t, &TlsOptions::default(), &ProxyChoice::Direct).unwrap();
+        assert!(plain.tls.is_none() && plain.proxy.is_none());
     }
 
     #[test]

@@ -15,8 +15,9 @@ use tokio::sync::mpsc;
 use tokio::time::Sleep;
 
 use crate::error::{Api, ErrorKind, SocketError};
-use crate::events::{CloseEvent, Headers, OpenEvent, Profile};
+use crate::events::{CloseEvent, Headers, OpenEvent, PingPongEvent, Profile};
 use crate::options::{CloseSuccess, SendSuccess};
+use crate::proto::deflate::{DeflateConfig, DeflateParams};
 use crate::proto::{self, handshake, Connection, Event, HandshakeError, State};
 use crate::task::{Command, Reply, Shared};
 use crate::transport;
@@ -26,6 +27,8 @@ use crate::transport;
 pub(crate) struct Target {
     pub host: String,
     pub port: u16,
+    /// `wss://`: TLS over the connection.
+    pub secure: bool,
     pub host_header: String,
     pub request_target: String,
 }
@@ -37,13 +40,18 @@ pub(crate) struct Params {
     pub protocols: Vec<String>,
     pub timeout: Duration,
     pub no_delay: bool,
+    /// Proxy and TLS, settled by `connect_socket`.
+    pub route: transport::Route,
     pub config: proto::Config,
+    /// The permessage-deflate offer, if compression was asked for.
+    pub deflate: Option<DeflateConfig>,
     pub started: Instant,
 }
 
 struct Opened<S> {
     io: S,
     response: handshake::Response,
+    deflate: Option<DeflateParams>,
     leftover: BytesMut,
     profile: Profile,
 }
@@ -109,7 +117,10 @@ pub(crate) async fn run(
             return;
         }
     };
-    let mut conn = Connection::new(params.config.clone());
+    let mut conn = Connection::new(proto::Config {
+        deflate: opened.deflate,
+        ..params.config.clone()
+    });
     conn.read_buf().extend_from_slice(&opened.leftover);
     let mut profile = opened.profile;
     profile.total = params.started.elapsed();
@@ -189,6 +200,7 @@ fn fail_commands(cmds: &mut VecDeque<Command>, err: &SocketError) {
     for cmd in cmds.drain(..) {
         match cmd {
             Command::Send { reply, .. } => reply.settle(Err(err.for_api(Api::SendSocketMessage))),
+            Command::Ping { reply, .. } => reply.settle(Err(err.for_api(Api::SendSocketMessage))),
             Command::Close { reply, .. } => reply.settle(Err(err.for_api(Api::CloseSocket))),
         }
     }
@@ -203,6 +215,9 @@ fn finish(shared: &Arc<Shared>, rx: &mut mpsc::UnboundedReceiver<Command>, close
             Command::Send { reply, .. } => {
                 reply.settle(Err(SocketError::not_connected(Api::SendSocketMessage)))
             }
+            Command::Ping { reply, .. } => {
+                reply.settle(Err(SocketError::not_connected(Api::SendSocketMessage)))
+            }
             Command::Close { reply, .. } => {
                 reply.settle(Err(SocketError::not_connected(Api::CloseSocket)))
             }
@@ -210,18 +225,19 @@ fn finish(shared: &Arc<Shared>, rx: &mut mpsc::UnboundedReceiver<Command>, close
     }
 }
 
-async fn open(params: &Params) -> Result<Opened<tokio::net::TcpStream>, SocketError> {
+async fn open(params: &Params) -> Result<Opened<transport::Stream>, SocketError> {
     let t = &params.target;
-    let tcp = transport::connect_tcp(&t.host, t.port, params.no_delay).await?;
-    let mut io = tcp.stream;
+    let est = transport::connect(&t.host, t.port, &params.route, params.no_delay).await?;
+    let mut io = est.stream;
     let hs_start = Instant::now();
     let key = handshake::generate_key();
+    let offer = params.deflate.map(|d| d.offer());
     let request = handshake::Request {
         host: &t.host_header,
         target: &t.request_target,
         key: &key,
         protocols: &params.protocols,
-        extensions: None,
+        extensions: offer.as_deref(),
         headers: &params.headers,
     };
     io.write_all(&request.encode())
@@ -233,20 +249,27 @@ async fn open(params: &Params) -> Result<Opened<tokio::net::TcpStream>, SocketEr
         if let Some((response, n)) = handshake::parse_response(&buf, &key, &params.protocols, max)
             .map_err(SocketError::handshake)?
         {
-            if let Some(ext) = &response.extensions {
-                return Err(SocketError::handshake(HandshakeError::UnexpectedExtension(
-                    ext.clone(),
-                )));
-            }
+            let deflate = match (&params.deflate, &response.extensions) {
+                (Some(offer), answer) => offer
+                    .negotiate(answer.as_deref())
+                    .map_err(SocketError::handshake)?,
+                (None, Some(ext)) => {
+                    return Err(SocketError::handshake(HandshakeError::UnexpectedExtension(
+                        ext.clone(),
+                    )))
+                }
+                (None, None) => None,
+            };
             buf.advance(n);
             return Ok(Opened {
                 io,
                 response,
+                deflate,
                 leftover: buf,
                 profile: Profile {
-                    dns: tcp.dns,
-                    connect: tcp.connect,
-                    tls: Duration::ZERO,
+                    dns: est.dns,
+                    connect: est.connect,
+                    tls: est.tls,
                     handshake: hs_start.elapsed(),
                     total: Duration::ZERO,
                 },
@@ -264,12 +287,14 @@ async fn open(params: &Params) -> Result<Opened<tokio::net::TcpStream>, SocketEr
 }
 
 fn io_failure(what: &str, e: std::io::Error) -> SocketError {
-    SocketError::new(
-        Api::ConnectSocket,
-        ErrorKind::Io,
-        format_args!("{what}: {e}"),
-    )
-    .with_source(e)
+    // With TLS 1.3 a server that refuses our client certificate says so
+    // only after the handshake, with an alert read here.
+    let (kind, layer) = if transport::is_tls_error(&e) {
+        (ErrorKind::Tls, "TLS error: ")
+    } else {
+        (ErrorKind::Io, "")
+    };
+    SocketError::new(Api::ConnectSocket, kind, format_args!("{what}: {layer}{e}")).with_source(e)
 }
 
 /// How the open phase ended.
@@ -321,6 +346,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     "WebSocket is not connected: it is closing",
                 ))),
             },
+            Command::Ping { payload, reply } => match self.conn.ping(&payload) {
+                Ok(()) => reply.settle(Ok(())),
+                Err(_) => reply.settle(Err(SocketError::not_connected(Api::SendSocketMessage))),
+            },
             Command::Close {
                 code,
                 reason,
@@ -353,6 +382,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             loop {
                 if self.out.is_empty() {
                     if self.conn.write_buf().is_empty() {
+                        // TLS may hold records the socket did not take yet.
+                        if let Poll::Ready(Err(e)) = Pin::new(&mut self.io).poll_flush(cx) {
+                            return Poll::Ready(End::Io(e));
+                        }
                         break;
                     }
                     self.out = self.conn.write_buf().split();
@@ -432,7 +465,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         loop {
             match self.conn.poll_event() {
                 Ok(Some(Event::Message(data))) => self.shared.message(data),
-                Ok(Some(Event::Ping(_) | Event::Pong(_))) => {}
+                Ok(Some(Event::Ping(p))) => self.shared.ping_pong(PingPongEvent::Ping(p)),
+                Ok(Some(Event::Pong(p))) => self.shared.ping_pong(PingPongEvent::Pong(p)),
                 Ok(Some(Event::Close { code, reason })) => {
                     self.shared.set_closing();
                     self.peer_close = Some((code, reason));

@@ -85,6 +85,15 @@ pub struct CloseEvent {
     pub was_clean: bool,
 }
 
+/// A ping or pong from the server (see `SocketTask::on_ping_pong`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PingPongEvent {
+    /// The server sent a ping (already answered with a pong).
+    Ping(bytes::Bytes),
+    /// The server sent a pong.
+    Pong(bytes::Bytes),
+}
+
 /// The payload of `on_error`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ErrorEvent {

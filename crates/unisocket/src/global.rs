@@ -1,5 +1,10 @@
 //! The global functions of uni-app (`uni.onSocketOpen`, `uni.sendSocketMessage`,
 //! ...): each acts on the oldest task that is still alive.
+//!
+//! The `on_socket_*` listeners go to the oldest live task; when no task is
+//! alive, to the task made last (which replays its open, error and close
+//! events at once, so nothing is lost to timing); before any task was made,
+//! to the first task made.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -12,7 +17,11 @@ use crate::task::{Completion, Listeners, Shared, SocketTask};
 #[derive(Default)]
 struct Registry {
     live: BTreeMap<u64, Arc<Shared>>,
-    /// Listeners registered with no live task, given to the next task made.
+    /// The task made last, kept after it closes: listeners registered when no
+    /// task is alive go to it and replay its events, so a task that fails
+    /// before the program registers its listeners still reports the failure.
+    last: Option<Arc<Shared>>,
+    /// Listeners registered before any task was made, given to the first one.
     pending: Listeners,
 }
 
@@ -27,11 +36,8 @@ fn with_registry<R>(f: impl FnOnce(&mut Registry) -> R) -> R {
 pub(crate) fn register(task: &SocketTask) {
     let pending = with_registry(|r| {
         r.live.insert(task.shared.id, task.shared.clone());
-        if r.live.len() == 1 {
-            std::mem::take(&mut r.pending)
-        } else {
-            Listeners::default()
-        }
+        r.last = Some(task.shared.clone());
+        std::mem::take(&mut r.pending)
     });
     pending.open.into_iter().for_each(|f| task.on_open(f));
     pending.message.into_iter().for_each(|f| task.on_message(f));
@@ -59,7 +65,7 @@ macro_rules! global_listener {
         $(#[$doc])*
         pub fn $name(f: impl FnMut(&$event) + Send + 'static) {
             let f: Box<dyn FnMut(&$event) + Send> = Box::new(f);
-            let target = with_registry(|r| match r.live.values().next() {
+            let target = with_registry(|r| match r.live.values().next().or(r.last.as_ref()) {
                 Some(s) => Some((SocketTask { shared: s.clone() }, f)),
                 None => {
                     r.pending.$field.push(f);
@@ -75,7 +81,7 @@ macro_rules! global_listener {
 
 global_listener!(
     /// `uni.onSocketOpen`: listens for the open event of the oldest live
-    /// task (or of the next task made, when none is alive). Listeners accumulate.
+    /// task. Listeners accumulate.
     on_socket_open, on_open, OpenEvent, open
 );
 global_listener!(

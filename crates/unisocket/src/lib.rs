@@ -55,7 +55,9 @@ mod transport;
 pub use connect::{connect_socket, network_timeout, set_network_timeout};
 pub use data::{Data, Text};
 pub use error::{Api, ErrorKind, SocketError};
-pub use events::{CloseEvent, ErrorEvent, Headers, MessageEvent, OpenEvent, Profile};
+pub use events::{
+    CloseEvent, ErrorEvent, Headers, MessageEvent, OpenEvent, PingPongEvent, Profile,
+};
 pub use global::{
     close_socket, current_socket, on_socket_close, on_socket_error, on_socket_message,
     on_socket_open, send_socket_message,

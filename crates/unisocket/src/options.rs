@@ -2,10 +2,12 @@
 //! success results.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::data::Data;
 use crate::error::SocketError;
+use crate::proto::deflate::DeflateConfig;
 use crate::proto::Limits;
 
 pub(crate) type SuccessFn<T> = Box<dyn FnOnce(&T) + Send + 'static>;
@@ -131,7 +133,53 @@ pub struct ConnectOptions {
     pub(crate) close_timeout: Duration,
     pub(crate) max_send_frame_size: Option<usize>,
     pub(crate) queue_until_open: bool,
+    pub(crate) deflate: Option<DeflateConfig>,
+    pub(crate) tls: TlsOptions,
+    pub(crate) proxy: ProxyChoice,
     pub(crate) callbacks: Callbacks<ConnectSuccess>,
+}
+
+/// PEM text given in code or read from a file when the connection starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Pem {
+    Bytes(Vec<u8>),
+    File(PathBuf),
+}
+
+/// The TLS settings of `wss://` connections, as given; turned into a rustls
+/// configuration by `transport::TlsConfig::new`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TlsOptions {
+    /// Extra trusted CA certificates.
+    pub ca: Vec<Pem>,
+    /// Client certificate chain and private key, for mutual TLS.
+    pub client_auth: Option<(Pem, Pem)>,
+    /// Trust the Mozilla roots of `webpki-roots`.
+    pub webpki_roots: bool,
+    /// Skip server certificate verification.
+    pub danger_accept_invalid_certs: bool,
+}
+
+impl Default for TlsOptions {
+    fn default() -> Self {
+        TlsOptions {
+            ca: Vec::new(),
+            client_auth: None,
+            webpki_roots: true,
+            danger_accept_invalid_certs: false,
+        }
+    }
+}
+
+/// How to pick a proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ProxyChoice {
+    /// From `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` / `NO_PROXY`.
+    FromEnv,
+    /// Connect directly.
+    Direct,
+    /// This proxy URL.
+    Url(String),
 }
 
 impl fmt::Debug for ConnectOptions {
@@ -160,6 +208,9 @@ impl ConnectOptions {
             close_timeout: Duration::from_secs(5),
             max_send_frame_size: None,
             queue_until_open: false,
+            deflate: None,
+            tls: TlsOptions::default(),
+            proxy: ProxyChoice::FromEnv,
             callbacks: Callbacks::default(),
         }
     }
@@ -252,6 +303,148 @@ impl ConnectOptions {
     #[must_use]
     pub fn queue_until_open(mut self, on: bool) -> Self {
         self.queue_until_open = on;
+        self
+    }
+
+    /// Also trusts the CA certificates in `pem` (one or more `BEGIN
+    /// CERTIFICATE` blocks) for `wss://`. Calls add up; the Mozilla roots
+    /// stay trusted unless [`webpki_roots(false)`](Self::webpki_roots).
+    ///
+    /// A `pem` without certificates fails the connection at once
+    /// (`ErrorKind::Tls`).
+    #[must_use]
+    pub fn ca_certificates_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls.ca.push(Pem::Bytes(pem.into()));
+        self
+    }
+
+    /// Also trusts the CA certificates of the PEM file at `path` for
+    /// `wss://`. The file is read by `connect_socket`; a file that cannot be
+    /// read or holds no certificate fails the connection at once
+    /// (`ErrorKind::Tls`).
+    #[must_use]
+    pub fn ca_certificates_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls.ca.push(Pem::File(path.into()));
+        self
+    }
+
+    /// Whether to trust the Mozilla root certificates built in through
+    /// `webpki-roots` (default `true`). Turn them off to trust only the
+    /// certificates of [`ca_certificates_pem`](Self::ca_certificates_pem) /
+    /// [`ca_certificates_file`](Self::ca_certificates_file) (and the system's
+    /// store with the `native-roots` feature).
+    #[must_use]
+    pub fn webpki_roots(mut self, on: bool) -> Self {
+        self.tls.webpki_roots = on;
+        self
+    }
+
+    /// Presents a client certificate for mutual TLS: `cert_chain_pem` holds
+    /// the certificate first, then any intermediates; `key_pem` the private
+    /// key (PKCS#8, PKCS#1 or SEC1).
+    #[must_use]
+    pub fn client_certificate(
+        mut self,
+        cert_chain_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.tls.client_auth = Some((
+            Pem::Bytes(cert_chain_pem.into()),
+            Pem::Bytes(key_pem.into()),
+        ));
+        self
+    }
+
+    /// [`client_certificate`](Self::client_certificate) with both PEM
+    /// documents read from files by `connect_socket`.
+    #[must_use]
+    pub fn client_certificate_files(
+        mut self,
+        cert_chain_path: impl Into<PathBuf>,
+        key_path: impl Into<PathBuf>,
+    ) -> Self {
+        self.tls.client_auth = Some((
+            Pem::File(cert_chain_path.into()),
+            Pem::File(key_path.into()),
+        ));
+        self
+    }
+
+    /// **Dangerous:** with `true`, a `wss://` connection accepts any server
+    /// certificate — expired, self-signed, issued for another name — so
+    /// anyone on the path can read and change the traffic. For tests against
+    /// a throw-away server only; trust a private CA with
+    /// [`ca_certificates_pem`](Self::ca_certificates_pem) instead. The TLS
+    /// handshake signatures are still checked. Default `false`.
+    #[must_use]
+    pub fn danger_accept_invalid_certs(mut self, on: bool) -> Self {
+        self.tls.danger_accept_invalid_certs = on;
+        self
+    }
+
+    /// Connects through this proxy instead of the one of the environment:
+    /// `http://[user:password@]host[:port]` (HTTP `CONNECT`, port 80 by
+    /// default; the credentials, percent-decoded, go in a Basic
+    /// `Proxy-Authorization`), `socks5://[user:password@]host[:port]` (SOCKS5,
+    /// port 1080 by default, the server's name resolved here) or `socks5h://`
+    /// (the proxy resolves the name). `NO_PROXY` does not apply to it.
+    ///
+    /// An invalid proxy URL fails the connection at once
+    /// (`ErrorKind::InvalidArgument`); a proxy that refuses fails it with
+    /// `ErrorKind::Proxy`.
+    ///
+    /// Without this option the proxy comes from the environment:
+    /// `HTTPS_PROXY` then `ALL_PROXY` for `wss://`, `HTTP_PROXY` then
+    /// `ALL_PROXY` for `ws://` (each also in lower case), unless the host
+    /// matches `NO_PROXY` (a comma-separated list of host names, domain
+    /// suffixes with or without a leading dot, IP addresses or CIDR blocks,
+    /// or `*`; ports are ignored).
+    #[must_use]
+    pub fn proxy(mut self, url: impl Into<String>) -> Self {
+        self.proxy = ProxyChoice::Url(url.into());
+        self
+    }
+
+    /// Connects directly: no proxy, and the proxy variables of the
+    /// environment are not read.
+    #[must_use]
+    pub fn no_proxy(mut self) -> Self {
+        self.proxy = ProxyChoice::Direct;
+        self
+    }
+
+    /// Offers RFC 7692 permessage-deflate compression (WeChat's
+    /// `perMessageDeflate`), with the default parameters: our side may be
+    /// told to use a smaller window, and both sides keep their context
+    /// between messages. Inflated messages obey `max_message_size`, so a
+    /// "zip bomb" ends with close code 1009. Off by default.
+    ///
+    /// Needs the `deflate` feature (on by default); without it the option
+    /// makes `connect_socket` fail at once.
+    #[must_use]
+    pub fn per_message_deflate(mut self, on: bool) -> Self {
+        self.deflate = on.then(DeflateConfig::default);
+        self
+    }
+
+    /// Offers permessage-deflate with explicit parameters
+    /// (`server_no_context_takeover`, `client_no_context_takeover`,
+    /// `server_max_window_bits`, `client_max_window_bits`).
+    ///
+    /// ```
+    /// use unisocket::proto::deflate::DeflateConfig;
+    /// use unisocket::ConnectOptions;
+    ///
+    /// let options = ConnectOptions::new("ws://127.0.0.1:9001").deflate(DeflateConfig {
+    ///     client_no_context_takeover: true,
+    ///     server_max_window_bits: Some(10),
+    ///     ..DeflateConfig::default()
+    /// });
+    /// # drop(options);
+    /// ```
+    #[must_use]
+    pub fn deflate(mut self, config: DeflateConfig) -> Self {
+        self.deflate = Some(config);
         self
     }
 

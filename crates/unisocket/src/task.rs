@@ -11,11 +11,12 @@ use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::data::Data;
 use crate::error::{Api, ErrorKind, SocketError};
-use crate::events::{CloseEvent, ErrorEvent, MessageEvent, OpenEvent};
+use crate::events::{CloseEvent, ErrorEvent, MessageEvent, OpenEvent, PingPongEvent};
 use crate::options::{Callbacks, CloseOptions, CloseSuccess, SendOptions, SendSuccess};
 use crate::proto::connection::is_valid_sent_code;
 
@@ -49,6 +50,10 @@ pub(crate) enum Command {
     Send {
         data: Data,
         reply: Reply<SendSuccess>,
+    },
+    Ping {
+        payload: Bytes,
+        reply: Reply<()>,
     },
     Close {
         code: u16,
@@ -170,6 +175,7 @@ impl<T> Future for Completion<T> {
 pub(crate) type OpenFn = Box<dyn FnMut(&OpenEvent) + Send + 'static>;
 pub(crate) type MessageFn = Box<dyn FnMut(&MessageEvent) + Send + 'static>;
 pub(crate) type CloseFn = Box<dyn FnMut(&CloseEvent) + Send + 'static>;
+pub(crate) type PingPongFn = Box<dyn FnMut(&PingPongEvent) + Send + 'static>;
 pub(crate) type ErrorFn = Box<dyn FnMut(&ErrorEvent) + Send + 'static>;
 
 /// The listeners of one task.
@@ -179,6 +185,7 @@ pub(crate) struct Listeners {
     pub(crate) message: Vec<MessageFn>,
     pub(crate) close: Vec<CloseFn>,
     pub(crate) error: Vec<ErrorFn>,
+    pub(crate) ping_pong: Vec<PingPongFn>,
 }
 
 impl Listeners {
@@ -188,6 +195,7 @@ impl Listeners {
         self.message.append(&mut newer.message);
         self.close.append(&mut newer.close);
         self.error.append(&mut newer.error);
+        self.ping_pong.append(&mut newer.ping_pong);
     }
 }
 
@@ -323,6 +331,17 @@ impl Shared {
         }
     }
 
+    pub(crate) fn ping_pong(&self, ev: PingPongEvent) {
+        let mut inner = self.lock();
+        if inner.listeners.ping_pong.is_empty() && !inner.dispatching {
+            return;
+        }
+        inner.jobs.push_back(Box::new(move |l| {
+            l.ping_pong.iter_mut().for_each(|f| f(&ev))
+        }));
+        self.run_jobs(inner);
+    }
+
     pub(crate) fn failed(&self, error: SocketError) {
         let mut inner = self.lock();
         let ev = ErrorEvent::from(error);
@@ -410,6 +429,15 @@ impl Shared {
             },
             |e| e.error.clone(),
         ))
+    }
+
+    fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<CloseEvent> {
+        let mut inner = self.lock();
+        if let Some(ev) = &inner.close {
+            return Poll::Ready(ev.clone());
+        }
+        inner.open_wakers.push(cx.waker().clone());
+        Poll::Pending
     }
 
     fn poll_open(&self, cx: &mut Context<'_>) -> Poll<Result<(), SocketError>> {
@@ -533,6 +561,39 @@ impl SocketTask {
         completion
     }
 
+    /// Sends a ping with `payload` (at most 125 bytes); the server answers
+    /// with a pong, seen by [`SocketTask::on_ping_pong`]. This is beyond the
+    /// uni-app API.
+    pub fn ping(&self, payload: impl Into<Bytes>) -> Completion<()> {
+        let payload = payload.into();
+        let (reply, completion) = Reply::new(
+            Api::SendSocketMessage,
+            0,
+            Callbacks::default(),
+            &self.shared,
+        );
+        if payload.len() > 125 {
+            reply.settle(Err(SocketError::new(
+                Api::SendSocketMessage,
+                ErrorKind::InvalidArgument,
+                format_args!("a ping payload is at most 125 bytes, not {}", payload.len()),
+            )));
+        } else if self.ready_state() != ReadyState::Open {
+            reply.settle(Err(SocketError::not_connected(Api::SendSocketMessage)));
+        } else if let Err(mpsc::error::SendError(Command::Ping { reply, .. })) =
+            self.shared.cmd.send(Command::Ping { payload, reply })
+        {
+            reply.settle(Err(SocketError::not_connected(Api::SendSocketMessage)));
+        }
+        completion
+    }
+
+    /// Listens for pings and pongs from the server (pings are answered
+    /// automatically). This is beyond the uni-app API.
+    pub fn on_ping_pong(&self, f: impl FnMut(&PingPongEvent) + Send + 'static) {
+        self.shared.lock().listeners.ping_pong.push(Box::new(f));
+    }
+
     /// Receives the next message, or `None` once the connection is closed and
     /// every held message has been taken.
     ///
@@ -553,6 +614,12 @@ impl SocketTask {
     /// The connection failure (timeout, refused, handshake, ...).
     pub async fn opened(&self) -> Result<(), SocketError> {
         std::future::poll_fn(|cx| self.shared.poll_open(cx)).await
+    }
+
+    /// Waits until the task is CLOSED and returns its close event (the same
+    /// one `on_close` receives).
+    pub async fn closed(&self) -> CloseEvent {
+        std::future::poll_fn(|cx| self.shared.poll_closed(cx)).await
     }
 
     /// The connection state.

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
+use super::deflate::{Deflate, DeflateParams};
 use super::error::ProtocolError;
 use super::frame::{apply_mask, FrameHeader, OpCode, MAX_HEADER_LEN};
 use super::utf8::Utf8Validator;
@@ -44,6 +45,9 @@ pub struct Config {
     pub max_send_frame_size: Option<usize>,
     /// How long to wait for the peer's close frame after sending ours. Default 5 s.
     pub close_timeout: Duration,
+    /// The permessage-deflate parameters negotiated in the handshake, if any
+    /// (ignored when the crate is built without the `deflate` feature).
+    pub deflate: Option<DeflateParams>,
 }
 
 impl Default for Config {
@@ -52,6 +56,7 @@ impl Default for Config {
             limits: Limits::default(),
             max_send_frame_size: None,
             close_timeout: Duration::from_secs(5),
+            deflate: None,
         }
     }
 }
@@ -118,7 +123,18 @@ struct CurrentFrame {
 
 struct Partial {
     text: bool,
+    /// RSV1 was set on the first frame: the payload is deflated.
+    compressed: bool,
+    /// The raw payload so far (uncompressed messages).
     buf: BytesMut,
+    /// The inflated payload so far (compressed messages).
+    inflated: Vec<u8>,
+}
+
+impl Partial {
+    fn len(&self) -> usize {
+        self.buf.len() + self.inflated.len()
+    }
 }
 
 /// The client side of an open WebSocket connection.
@@ -133,11 +149,18 @@ pub struct Connection {
     close_deadline: Option<Instant>,
     timed_out: bool,
     error: Option<ProtocolError>,
+    deflate: Option<Deflate>,
+    /// Reused output buffer of the compressor.
+    scratch: Vec<u8>,
 }
 
 impl Connection {
     /// A connection right after a successful handshake.
     pub fn new(config: Config) -> Self {
+        #[cfg(feature = "deflate")]
+        let deflate = config.deflate.map(Deflate::new);
+        #[cfg(not(feature = "deflate"))]
+        let deflate: Option<Deflate> = None;
         Connection {
             read: BytesMut::with_capacity(8 * 1024),
             write: BytesMut::with_capacity(8 * 1024),
@@ -149,6 +172,8 @@ impl Connection {
             close_deadline: None,
             timed_out: false,
             error: None,
+            deflate,
+            scratch: Vec::new(),
         }
     }
 
@@ -223,7 +248,8 @@ impl Connection {
     fn decode(&mut self) -> Result<Option<Event>, ProtocolError> {
         loop {
             if self.frame.is_none() {
-                let Some((header, len)) = FrameHeader::decode(&self.read, false)? else {
+                let Some((header, len)) = FrameHeader::decode(&self.read, self.deflate.is_some())?
+                else {
                     return Ok(None);
                 };
                 self.check_header(&header)?;
@@ -236,9 +262,13 @@ impl Connection {
             // The header check bounds payload_len by max_frame_size (or 125).
             let len = frame.header.payload_len as usize;
             let available = self.read.len().min(len);
+            // Compressed text is checked after inflating, in `on_data`.
             let is_text = match frame.header.opcode {
-                OpCode::Text => true,
-                OpCode::Continuation => self.partial.as_ref().is_some_and(|p| p.text),
+                OpCode::Text => !frame.header.rsv1,
+                OpCode::Continuation => self
+                    .partial
+                    .as_ref()
+                    .is_some_and(|p| p.text && !p.compressed),
                 _ => false,
             };
             if is_text && available > frame.checked && self.state == State::Open {
@@ -274,6 +304,9 @@ impl Connection {
                 max,
             });
         }
+        if h.rsv1 && h.opcode == OpCode::Continuation {
+            return Err(ProtocolError::ReservedBits(0x40));
+        }
         match (h.opcode, &self.partial) {
             (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
             (OpCode::Text | OpCode::Binary, Some(_)) => {
@@ -282,7 +315,7 @@ impl Connection {
             _ => {}
         }
         if !h.opcode.is_control() {
-            let so_far = self.partial.as_ref().map_or(0, |p| p.buf.len());
+            let so_far = self.partial.as_ref().map_or(0, Partial::len);
             let total = so_far as u64 + h.payload_len;
             let max = self.config.limits.max_message_size;
             if total > max as u64 {
@@ -299,51 +332,7 @@ impl Connection {
     ) -> Result<Option<Event>, ProtocolError> {
         let closing = self.state != State::Open;
         match h.opcode {
-            OpCode::Text | OpCode::Binary if h.fin => {
-                if closing {
-                    return Ok(None);
-                }
-                if h.opcode == OpCode::Text {
-                    self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
-                    return Ok(Some(Event::Message(Data::Text(Text::from_validated(
-                        payload.freeze(),
-                    )))));
-                }
-                Ok(Some(Event::Message(Data::Binary(payload.freeze()))))
-            }
-            OpCode::Text | OpCode::Binary => {
-                self.partial = Some(Partial {
-                    text: h.opcode == OpCode::Text,
-                    buf: payload,
-                });
-                Ok(None)
-            }
-            OpCode::Continuation => {
-                let Some(partial) = self.partial.as_mut() else {
-                    return Err(ProtocolError::UnexpectedContinuation);
-                };
-                if partial.buf.is_empty() {
-                    partial.buf = payload;
-                } else {
-                    partial.buf.extend_from_slice(&payload);
-                }
-                if !h.fin {
-                    return Ok(None);
-                }
-                let Some(Partial { text, buf }) = self.partial.take() else {
-                    return Ok(None);
-                };
-                if closing {
-                    return Ok(None);
-                }
-                if text {
-                    self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
-                    return Ok(Some(Event::Message(Data::Text(Text::from_validated(
-                        buf.freeze(),
-                    )))));
-                }
-                Ok(Some(Event::Message(Data::Binary(buf.freeze()))))
-            }
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => self.on_data(h, payload),
             OpCode::Ping => {
                 if closing {
                     return Ok(None);
@@ -354,6 +343,65 @@ impl Connection {
             OpCode::Pong => Ok((!closing).then(|| Event::Pong(payload.freeze()))),
             OpCode::Close => self.on_close_frame(&payload).map(Some),
         }
+    }
+
+    fn on_data(
+        &mut self,
+        h: FrameHeader,
+        payload: BytesMut,
+    ) -> Result<Option<Event>, ProtocolError> {
+        let mut partial = match h.opcode {
+            OpCode::Continuation => self
+                .partial
+                .take()
+                .ok_or(ProtocolError::UnexpectedContinuation)?,
+            op => Partial {
+                text: op == OpCode::Text,
+                compressed: h.rsv1,
+                buf: BytesMut::new(),
+                inflated: Vec::new(),
+            },
+        };
+        let open = self.state == State::Open;
+        if partial.compressed {
+            if open {
+                let deflate = self
+                    .deflate
+                    .as_mut()
+                    .ok_or(ProtocolError::ReservedBits(0x40))?;
+                let start = partial.inflated.len();
+                let max = self.config.limits.max_message_size;
+                deflate.decompress(&payload, h.fin, &mut partial.inflated, max)?;
+                if partial.text {
+                    self.utf8
+                        .feed(&partial.inflated[start..])
+                        .map_err(|_| ProtocolError::InvalidUtf8)?;
+                }
+            }
+        } else if partial.buf.is_empty() {
+            partial.buf = payload;
+        } else {
+            partial.buf.extend_from_slice(&payload);
+        }
+        if !h.fin {
+            self.partial = Some(partial);
+            return Ok(None);
+        }
+        if !open {
+            return Ok(None);
+        }
+        let bytes = if partial.compressed {
+            Bytes::from(partial.inflated)
+        } else {
+            partial.buf.freeze()
+        };
+        if partial.text {
+            self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+            return Ok(Some(Event::Message(Data::Text(Text::from_validated(
+                bytes,
+            )))));
+        }
+        Ok(Some(Event::Message(Data::Binary(bytes))))
     }
 
     fn on_close_frame(&mut self, payload: &[u8]) -> Result<Event, ProtocolError> {
@@ -414,16 +462,29 @@ impl Connection {
         if self.state != State::Open {
             return Err(SendError::Closing);
         }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let (payload, rsv1) = match self.deflate.as_mut() {
+            Some(deflate) => {
+                deflate.compress(payload, &mut scratch);
+                (&scratch[..], true)
+            }
+            None => (payload, false),
+        };
         match self.config.max_send_frame_size {
             Some(max) if payload.len() > max && max > 0 => {
                 let mut chunks = payload.chunks(max).peekable();
-                let mut op = opcode;
+                let mut first = true;
                 while let Some(chunk) = chunks.next() {
-                    self.encode_frame(op, chunks.peek().is_none(), chunk);
-                    op = OpCode::Continuation;
+                    let op = if first { opcode } else { OpCode::Continuation };
+                    self.encode_frame_rsv(op, chunks.peek().is_none(), rsv1 && first, chunk);
+                    first = false;
                 }
             }
-            _ => self.encode_frame(opcode, true, payload),
+            _ => self.encode_frame_rsv(opcode, true, rsv1, payload),
+        }
+        // Keep the buffer for the next message unless it grew large.
+        if scratch.capacity() <= 1 << 20 {
+            self.scratch = scratch;
         }
         Ok(())
     }
@@ -495,10 +556,14 @@ impl Connection {
     }
 
     fn encode_frame(&mut self, opcode: OpCode, fin: bool, payload: &[u8]) {
+        self.encode_frame_rsv(opcode, fin, false, payload);
+    }
+
+    fn encode_frame_rsv(&mut self, opcode: OpCode, fin: bool, rsv1: bool, payload: &[u8]) {
         let mask: [u8; 4] = rand::random();
         let header = FrameHeader {
             fin,
-            rsv1: false,
+            rsv1,
             opcode,
             mask: Some(mask),
             payload_len: payload.len() as u64,

@@ -6,11 +6,14 @@
 //!   handshake and limits on an open connection.
 
 pub mod connection;
+pub mod deflate;
 pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod utf8;
 
+#[cfg(all(test, feature = "deflate"))]
+mod deflate_tests;
 #[cfg(test)]
 mod test_server;
 #[cfg(test)]

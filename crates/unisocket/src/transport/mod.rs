@@ -1,19 +1,137 @@
-//! Reaching the server: DNS, the TCP connect with `TCP_NODELAY`, and the
-//! typed errors of each step.
+//! Reaching the server: DNS, the TCP connect with `TCP_NODELAY`, an optional
+//! HTTP `CONNECT` or SOCKS5 proxy, and TLS for `wss://`; the typed errors
+//! and the timings of each step.
+//!
+//! ```text
+//!   connect_tcp ──► [proxy: CONNECT / SOCKS5 tunnel] ──► [TLS] ──► Stream
+//!   (server or proxy)                                  (wss only)
+//! ```
+
+mod proxy;
+#[cfg(feature = "tls")]
+mod tls;
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::error::{Api, ErrorKind, SocketError};
+
+pub(crate) use proxy::Proxy;
+#[cfg(feature = "tls")]
+pub(crate) use tls::TlsConfig;
+
+/// Without the `tls` feature there is no TLS configuration: `wss://` is
+/// refused by [`TlsConfig::new`] before any connection starts.
+#[cfg(not(feature = "tls"))]
+#[derive(Debug, Clone)]
+pub(crate) enum TlsConfig {}
+
+#[cfg(not(feature = "tls"))]
+impl TlsConfig {
+    pub(crate) fn new(_: &crate::options::TlsOptions) -> Result<TlsConfig, SocketError> {
+        Err(SocketError::new(
+            Api::ConnectSocket,
+            ErrorKind::Tls,
+            "wss:// needs the `tls` feature of unisocket, which this build leaves out",
+        ))
+    }
+}
+
+/// How to reach the server: through a proxy or not, with TLS or not.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Route {
+    pub proxy: Option<Proxy>,
+    pub tls: Option<TlsConfig>,
+}
+
+/// The byte stream to the server: plain TCP or TLS over TCP (either of them
+/// possibly tunnelled through a proxy).
+#[derive(Debug)]
+pub(crate) enum Stream {
+    Plain(TcpStream),
+    #[cfg(feature = "tls")]
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// An open stream to the server and how long each step took.
+pub(crate) struct Established {
+    pub stream: Stream,
+    /// Name resolution (of the proxy, and of the server when resolved here).
+    pub dns: Duration,
+    /// The TCP connect, plus the proxy's tunnel set-up.
+    pub connect: Duration,
+    /// The TLS handshake; zero for `ws://`.
+    pub tls: Duration,
+}
+
+/// Opens the stream to `host:port` along `route`.
+pub(crate) async fn connect(
+    host: &str,
+    port: u16,
+    route: &Route,
+    no_delay: bool,
+) -> Result<Established, SocketError> {
+    let tcp = match &route.proxy {
+        None => connect_tcp(host, port, no_delay).await?,
+        Some(proxy) => proxy.connect(host, port, no_delay).await?,
+    };
+    let (stream, tls) = match &route.tls {
+        None => (Stream::Plain(tcp.stream), Duration::ZERO),
+        #[cfg(feature = "tls")]
+        Some(config) => {
+            let start = Instant::now();
+            let stream = config.handshake(host, tcp.stream).await?;
+            (Stream::Tls(Box::new(stream)), start.elapsed())
+        }
+        #[cfg(not(feature = "tls"))]
+        Some(never) => match *never {},
+    };
+    Ok(Established {
+        stream,
+        dns: tcp.dns,
+        connect: tcp.connect,
+        tls,
+    })
+}
+
+/// Whether `e` is a TLS failure (an alert from the server, a bad record)
+/// rather than a failure of the socket below.
+pub(crate) fn is_tls_error(e: &io::Error) -> bool {
+    #[cfg(feature = "tls")]
+    {
+        tls::is_tls_error(e)
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = e;
+        false
+    }
+}
 
 /// A connected TCP stream and how long each step took.
 pub(crate) struct Connected {
     pub stream: TcpStream,
     pub dns: Duration,
     pub connect: Duration,
+}
+
+/// Resolves `host` (a name or an IP literal).
+async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, SocketError> {
+    match tokio::net::lookup_host((host, port)).await {
+        Ok(a) => Ok(a.collect()),
+        Err(e) => Err(SocketError::new(
+            Api::ConnectSocket,
+            ErrorKind::Dns,
+            format_args!("cannot resolve host {host:?}: {e}"),
+        )
+        .with_source(e)),
+    }
 }
 
 /// Resolves `host` and connects to the first address that accepts.
@@ -23,17 +141,7 @@ pub(crate) async fn connect_tcp(
     no_delay: bool,
 ) -> Result<Connected, SocketError> {
     let start = Instant::now();
-    let addrs: Vec<SocketAddr> = match tokio::net::lookup_host((host, port)).await {
-        Ok(a) => a.collect(),
-        Err(e) => {
-            return Err(SocketError::new(
-                Api::ConnectSocket,
-                ErrorKind::Dns,
-                format_args!("cannot resolve host {host:?}: {e}"),
-            )
-            .with_source(e))
-        }
-    };
+    let addrs = resolve(host, port).await?;
     let dns = start.elapsed();
     let start = Instant::now();
     let mut last: Option<(SocketAddr, io::Error)> = None;
@@ -68,4 +176,79 @@ fn io_error(addr: SocketAddr, e: io::Error) -> SocketError {
         _ => (ErrorKind::Io, "cannot connect to"),
     };
     SocketError::new(Api::ConnectSocket, kind, format_args!("{what} {addr}: {e}")).with_source(e)
+}
+
+/// `host:port`, with brackets around an IPv6 address.
+fn authority(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    /// For TLS, writes out the records that rustls still holds: a write may
+    /// be accepted into the TLS session before the socket takes all of it.
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
 }

@@ -1,0 +1,1393 @@
+//! The public API's contract (SPEC sections 2 and 3) over real sockets on
+//! 127.0.0.1: input checks that never touch the network, the exact `errMsg`
+//! of every outcome, timeouts, event order and delivery guarantees, late
+//! listeners, `buffered_amount` and the open event.
+//!
+//! Every test runs under an overall timeout so that a bug shows up as a
+//! failure, never as a hang. The default connection timeout is
+//! process-global: only `global_network_timeout_and_manifest` changes it, and
+//! every other connection here passes its own `timeout` so that it is immune.
+
+mod support;
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, Notify};
+
+use support::codec::{self, Message};
+use support::{ServerConn, ServerOptions, TestServer};
+use unisocket::{
+    connect_socket, CloseEvent, CloseOptions, ConnectOptions, Data, ErrorKind, Manifest, OpenEvent,
+    ReadyState, SendOptions, SocketTask,
+};
+
+/// The overall limit of one test.
+const TEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The limit of one wait inside a test.
+const WAIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The explicit connection timeout of every connection of this file (except
+/// in the test of the global default).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn within<F: Future<Output = ()>>(body: F) {
+    tokio::time::timeout(TEST_TIMEOUT, body)
+        .await
+        .expect("the test did not finish within 30 s");
+}
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT_TIMEOUT;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+async fn bounded<F: IntoFuture>(what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(WAIT_TIMEOUT, fut.into_future()).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out waiting for {what}"),
+    }
+}
+
+/// `ConnectOptions` with an explicit timeout (immune to the global default).
+fn opts(url: impl Into<String>) -> ConnectOptions {
+    ConnectOptions::new(url).timeout(CONNECT_TIMEOUT)
+}
+
+/// What the `success` / `fail` / `complete` callbacks of one call saw.
+#[derive(Debug, Default)]
+struct Calls {
+    success: Vec<String>,
+    fail: Vec<(String, ErrorKind)>,
+    complete: Vec<Result<String, String>>,
+}
+
+type Rec = Arc<Mutex<Calls>>;
+
+/// Adds recording `success`, `fail` and `complete` callbacks to any of the
+/// three option structs.
+macro_rules! recorded {
+    ($opts:expr) => {{
+        let rec: Rec = Arc::default();
+        let (a, b, c) = (rec.clone(), rec.clone(), rec.clone());
+        let o = $opts
+            .success(move |ok| a.lock().unwrap().success.push(ok.err_msg.clone()))
+            .fail(move |e| {
+                b.lock()
+                    .unwrap()
+                    .fail
+                    .push((e.err_msg().to_owned(), e.kind()))
+            })
+            .complete(move |r| {
+                c.lock().unwrap().complete.push(match r {
+                    Ok(ok) => Ok(ok.err_msg.clone()),
+                    Err(e) => Err(e.err_msg().to_owned()),
+                })
+            });
+        (o, rec)
+    }};
+}
+
+/// Waits until the call settled, then checks that `fail` ran exactly once
+/// with `msg` and `kind`, `success` never, and `complete` once with the error.
+async fn assert_failed_once(rec: &Rec, msg: &str, kind: ErrorKind) {
+    wait_until("the complete callback", || {
+        !rec.lock().unwrap().complete.is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let calls = rec.lock().unwrap();
+    assert_eq!(calls.fail, [(msg.to_owned(), kind)], "{calls:?}");
+    assert!(calls.success.is_empty(), "{calls:?}");
+    assert_eq!(calls.complete, [Err(msg.to_owned())], "{calls:?}");
+}
+
+/// Waits until the call settled, then checks that `success` ran exactly once
+/// with `msg`, `fail` never, and `complete` once with the success.
+async fn assert_succeeded_once(rec: &Rec, msg: &str) {
+    wait_until("the complete callback", || {
+        !rec.lock().unwrap().complete.is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let calls = rec.lock().unwrap();
+    assert_eq!(calls.success, [msg.to_owned()], "{calls:?}");
+    assert!(calls.fail.is_empty(), "{calls:?}");
+    assert_eq!(calls.complete, [Ok(msg.to_owned())], "{calls:?}");
+}
+
+/// An ordered log of a task's events.
+type Log = Arc<Mutex<Vec<String>>>;
+
+fn entries(log: &Log) -> Vec<String> {
+    log.lock().unwrap().clone()
+}
+
+fn count(log: &Log, prefix: &str) -> usize {
+    entries(log)
+        .iter()
+        .filter(|e| e.starts_with(prefix))
+        .count()
+}
+
+/// Logs `open`, `error:<err_msg>` and `close:<code>:<reason>:<was_clean>`.
+fn log_events(task: &SocketTask) -> Log {
+    let log: Log = Arc::default();
+    let l = log.clone();
+    task.on_open(move |_| l.lock().unwrap().push("open".to_owned()));
+    let l = log.clone();
+    task.on_error(move |ev| l.lock().unwrap().push(format!("error:{}", ev.err_msg)));
+    let l = log.clone();
+    task.on_close(move |ev| {
+        l.lock()
+            .unwrap()
+            .push(format!("close:{}:{}:{}", ev.code, ev.reason, ev.was_clean));
+    });
+    log
+}
+
+fn text_of(data: &Data) -> String {
+    match data {
+        Data::Text(t) => t.to_string(),
+        Data::Binary(b) => format!("bin:{}", String::from_utf8_lossy(b)),
+    }
+}
+
+/// A TCP server that accepts, reads the request and never answers; it
+/// counts accepted connections.
+async fn silent_server() -> (SocketAddr, Arc<AtomicUsize>) {
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let a = accepted.clone();
+    let addr = support::raw_server(move |mut stream| {
+        a.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let _ = support::read_http_head(&mut stream).await;
+            std::future::pending::<()>().await;
+        }
+    })
+    .await;
+    (addr, accepted)
+}
+
+/// A server that holds each handshake until `gate` is notified, then
+/// answers 101 and reports every data message it receives; it answers a
+/// close frame with the same code and reason.
+struct GatedServer {
+    addr: SocketAddr,
+    gate: Arc<Notify>,
+    messages: mpsc::UnboundedReceiver<Message>,
+}
+
+async fn gated_server() -> GatedServer {
+    let gate = Arc::new(Notify::new());
+    let (tx, messages) = mpsc::unbounded_channel();
+    let g = gate.clone();
+    let addr = support::raw_server(move |mut stream| {
+        let (gate, tx) = (g.clone(), tx.clone());
+        async move {
+            let Some(head) = support::read_http_head(&mut stream).await else {
+                return;
+            };
+            let Ok(Some((request, consumed))) = codec::parse_request(&head) else {
+                return;
+            };
+            gate.notified().await;
+            if stream
+                .write_all(&codec::response_101(&request.key, None, &[]))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let mut codec = codec::ServerCodec::new();
+            codec.feed(&head[consumed..]);
+            let mut chunk = vec![0u8; 16 * 1024];
+            loop {
+                match codec.next_message() {
+                    Ok(Some(Message::Close(code, reason))) => {
+                        let _ = stream.write_all(&codec::server_close(code, &reason)).await;
+                        let _ = stream.shutdown().await;
+                        return;
+                    }
+                    Ok(Some(Message::Ping(p))) => {
+                        let _ = stream.write_all(&codec::server_pong(&p)).await;
+                    }
+                    Ok(Some(m)) => {
+                        let _ = tx.send(m);
+                    }
+                    Ok(None) => {
+                        use tokio::io::AsyncReadExt;
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => codec.feed(&chunk[..n]),
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+        }
+    })
+    .await;
+    GatedServer {
+        addr,
+        gate,
+        messages,
+    }
+}
+
+/// Reads until the client's close frame, answers it, closes TCP, and
+/// returns the code and reason it carried.
+async fn answer_close(conn: &mut ServerConn) -> Option<(Option<u16>, String)> {
+    loop {
+        match conn.recv().await? {
+            Message::Close(code, reason) => {
+                conn.send_close(code, &reason).await;
+                conn.shutdown().await;
+                return Some((code, reason));
+            }
+            _ => continue,
+        }
+    }
+}
+
+/// A server that discards data messages, answers the close, and reports
+/// the close frame it received.
+async fn close_reporting_server() -> (TestServer, mpsc::UnboundedReceiver<(Option<u16>, String)>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let server = TestServer::start(ServerOptions::default(), move |mut conn| {
+        let tx = tx.clone();
+        async move {
+            if let Some(close) = answer_close(&mut conn).await {
+                let _ = tx.send(close);
+            }
+        }
+    })
+    .await;
+    (server, rx)
+}
+
+// 1. Bad input fails at once and never touches the network.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_connect_input_fails_at_once_without_network() {
+    within(async {
+        let (addr, accepted) = silent_server().await;
+        let ws = format!("ws://{addr}/");
+        let http = format!("http://{addr}/");
+        let not_token = |name: &str| {
+            format!("connectSocket:fail invalid header name {name:?}: it must be an HTTP token")
+        };
+        let bad_value =
+            "connectSocket:fail invalid value for header X-A: it contains CR, LF or another control byte";
+        let referer = "connectSocket:fail the Referer header cannot be set";
+        let cases: Vec<(&str, ConnectOptions, String, ErrorKind)> = vec![
+            (
+                "unparsable URL",
+                ConnectOptions::new("not a url"),
+                r#"connectSocket:fail invalid URL "not a url": relative URL without a base"#
+                    .to_owned(),
+                ErrorKind::InvalidUrl,
+            ),
+            (
+                "scheme htp",
+                ConnectOptions::new("htp://x"),
+                r#"connectSocket:fail invalid URL "htp://x": scheme must be ws or wss"#.to_owned(),
+                ErrorKind::InvalidUrl,
+            ),
+            (
+                "scheme http",
+                ConnectOptions::new(http.clone()),
+                format!(r#"connectSocket:fail invalid URL "{http}": scheme must be ws or wss"#),
+                ErrorKind::InvalidUrl,
+            ),
+            (
+                "Referer",
+                opts(&ws).header("Referer", "http://x/"),
+                referer.to_owned(),
+                ErrorKind::InvalidHeader,
+            ),
+            (
+                "referer",
+                opts(&ws).header("X-Ok", "1").header("referer", "http://x/"),
+                referer.to_owned(),
+                ErrorKind::InvalidHeader,
+            ),
+            (
+                "REFERER",
+                opts(&ws).header("REFERER", "http://x/"),
+                referer.to_owned(),
+                ErrorKind::InvalidHeader,
+            ),
+            (
+                "header name with a space",
+                opts(&ws).header("X A", "1"),
+                not_token("X A"),
+                ErrorKind::InvalidHeader,
+            ),
+            (
+                "header name with a colon",
+                opts(&ws).header("X:A", "1"),
+                not_token("X:A"),
+                ErrorKind::InvalidHeader,
+            ),
+            (
+                "empty header name",
+                opts(&ws).header("", "1"),
+                not_token(""),
+                ErrorKind::InvalidHeader,
+            ),
+            (
+                "header value with CR",
+                opts(&ws).header("X-A", "a\rb"),
+                bad_value.to_owned(),
+                ErrorKind::InvalidHeader,
+            ),
+            (
+                "header value with LF",
+                opts(&ws).header("X-A", "a\nX-Injected: 1"),
+                bad_value.to_owned(),
+                ErrorKind::InvalidHeader,
+            ),
+            (
+                "header value with NUL",
+                opts(&ws).header("X-A", "a\0b"),
+                bad_value.to_owned(),
+                ErrorKind::InvalidHeader,
+            ),
+            (
+                "empty subprotocol",
+                opts(&ws).protocols(["chat", ""]),
+                "connectSocket:fail a subprotocol cannot be empty".to_owned(),
+                ErrorKind::InvalidProtocol,
+            ),
+            (
+                "duplicate subprotocol",
+                opts(&ws).protocols(["chat", "v2", "chat"]),
+                r#"connectSocket:fail subprotocol "chat" is listed twice"#.to_owned(),
+                ErrorKind::InvalidProtocol,
+            ),
+            (
+                "subprotocol with a space",
+                opts(&ws).protocols(["a b"]),
+                r#"connectSocket:fail invalid subprotocol "a b": it must be an HTTP token"#
+                    .to_owned(),
+                ErrorKind::InvalidProtocol,
+            ),
+            (
+                "subprotocol with a comma",
+                opts(&ws).protocols(["a,b"]),
+                r#"connectSocket:fail invalid subprotocol "a,b": it must be an HTTP token"#
+                    .to_owned(),
+                ErrorKind::InvalidProtocol,
+            ),
+        ];
+        for (what, options, msg, kind) in cases {
+            let (options, rec) = recorded!(options);
+            let task = connect_socket(options);
+            // "At once": the callbacks have run when connect_socket returns.
+            {
+                let calls = rec.lock().unwrap();
+                assert_eq!(calls.fail, [(msg.clone(), kind)], "{what}: {calls:?}");
+                assert!(calls.success.is_empty(), "{what}: {calls:?}");
+                assert_eq!(calls.complete, [Err(msg.clone())], "{what}: {calls:?}");
+            }
+            assert_eq!(task.ready_state(), ReadyState::Closed, "{what}");
+            let err = bounded(what, task.clone()).await.expect_err(what);
+            assert_eq!(err.err_msg(), msg, "{what}");
+            assert_eq!(err.to_string(), msg, "{what}");
+            assert_eq!(err.kind(), kind, "{what}");
+            let err = bounded(what, task.opened()).await.expect_err(what);
+            assert_eq!(err.err_msg(), msg, "{what}");
+            // The events happened too: late listeners see them once.
+            let log = log_events(&task);
+            wait_until("the late close event", || count(&log, "close:") == 1).await;
+            let log = entries(&log);
+            assert_eq!(log.len(), 2, "{what}: {log:?}");
+            assert_eq!(log[0], format!("error:{msg}"), "{what}");
+            assert!(log[1].starts_with("close:1006:"), "{what}: {log:?}");
+            assert_eq!(task.recv().await, None, "{what}");
+            // The callbacks do not run again.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            assert_eq!(rec.lock().unwrap().fail.len(), 1, "{what}");
+            assert_eq!(rec.lock().unwrap().complete.len(), 1, "{what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            0,
+            "invalid input reached the network"
+        );
+        // The counter works: a valid attempt is accepted.
+        let task = connect_socket(opts(&ws));
+        wait_until("the valid attempt", || accepted.load(Ordering::SeqCst) == 1).await;
+        bounded("abort", task.close(CloseOptions::default()))
+            .await
+            .expect("abort");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_codes_and_reasons_are_checked() {
+    within(async {
+        let server = TestServer::echo().await;
+        let task = bounded("connect", connect_socket(opts(server.url())))
+            .await
+            .expect("connect");
+        for code in [0, 999, 1001, 1002, 1005, 1006, 1015, 2999, 5000, u16::MAX] {
+            let (options, rec) = recorded!(CloseOptions::default().code(code));
+            let msg =
+                format!("closeSocket:fail close code {code} is not allowed: use 1000 or 3000-4999");
+            let err = bounded("close", task.close(options)).await.unwrap_err();
+            assert_eq!(err.err_msg(), msg);
+            assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+            assert_failed_once(&rec, &msg, ErrorKind::InvalidArgument).await;
+        }
+        // 41 × "中" is 123 bytes; one more byte makes 124.
+        let reason = format!("{}a", "中".repeat(41));
+        assert_eq!(reason.len(), 124);
+        let (options, rec) = recorded!(CloseOptions::default().reason(reason));
+        let msg = "closeSocket:fail close reason is 124 bytes of UTF-8; the limit is 123";
+        let err = bounded("close", task.close(options)).await.unwrap_err();
+        assert_eq!(err.err_msg(), msg);
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+        assert_failed_once(&rec, msg, ErrorKind::InvalidArgument).await;
+        assert_eq!(task.ready_state(), ReadyState::Open);
+        task.send("still open").await.expect("send");
+        assert_eq!(
+            bounded("echo", task.recv()).await,
+            Some(Data::from("still open"))
+        );
+        drop(task);
+
+        // Allowed codes, and a reason of exactly 123 bytes, reach the server.
+        let (server, mut closes) = close_reporting_server().await;
+        for (code, reason) in [
+            (1000, String::new()),
+            (3000, "中".repeat(41)),
+            (4999, "bye".to_owned()),
+        ] {
+            let task = bounded("connect", connect_socket(opts(server.url())))
+                .await
+                .expect("connect");
+            let log = log_events(&task);
+            let (options, rec) = recorded!(CloseOptions::default().code(code).reason(&reason));
+            let ok = bounded("close", task.close(options))
+                .await
+                .unwrap_or_else(|e| panic!("close {code}: {e}"));
+            assert_eq!(ok.err_msg, "closeSocket:ok");
+            assert_succeeded_once(&rec, "closeSocket:ok").await;
+            assert_eq!(task.ready_state(), ReadyState::Closed);
+            let seen = bounded("the server's view", closes.recv()).await;
+            assert_eq!(seen, Some((Some(code), reason.clone())));
+            wait_until("close event", || count(&log, "close:") == 1).await;
+            assert_eq!(
+                entries(&log),
+                ["open".to_owned(), format!("close:{code}:{reason}:true")]
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_before_open_fails_unless_queued() {
+    within(async {
+        const NOT_CONNECTED: &str = "sendSocketMessage:fail WebSocket is not connected";
+        // Without queue_until_open: fails at once, the task stays CONNECTING.
+        let (addr, accepted) = silent_server().await;
+        let task = connect_socket(opts(format!("ws://{addr}/")));
+        assert_eq!(task.ready_state(), ReadyState::Connecting);
+        let (options, rec) = recorded!(SendOptions::new("too early"));
+        let err = bounded("send", task.send(options)).await.unwrap_err();
+        assert_eq!(err.err_msg(), NOT_CONNECTED);
+        assert_eq!(err.kind(), ErrorKind::NotConnected);
+        assert_failed_once(&rec, NOT_CONNECTED, ErrorKind::NotConnected).await;
+        assert_eq!(task.buffered_amount(), 0);
+        wait_until("the attempt", || accepted.load(Ordering::SeqCst) == 1).await;
+        assert_eq!(task.ready_state(), ReadyState::Connecting);
+        bounded("abort", task.close(CloseOptions::default()))
+            .await
+            .expect("abort");
+
+        // With queue_until_open: held, then sent in order once open.
+        let mut server = gated_server().await;
+        let task = connect_socket(opts(format!("ws://{}/", server.addr)).queue_until_open(true));
+        let mut completions = Vec::new();
+        let mut recs = Vec::new();
+        for i in 0..5 {
+            assert_eq!(task.ready_state(), ReadyState::Connecting);
+            let data = if i % 2 == 0 {
+                Data::from(format!("q{i}"))
+            } else {
+                Data::from(format!("q{i}").into_bytes())
+            };
+            let (options, rec) = recorded!(SendOptions::new(data));
+            completions.push(task.send(options));
+            recs.push(rec);
+        }
+        assert!(task.buffered_amount() > 0);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(task.ready_state(), ReadyState::Connecting);
+        for rec in &recs {
+            assert!(
+                rec.lock().unwrap().complete.is_empty(),
+                "a queued send settled before open"
+            );
+        }
+        server.gate.notify_one();
+        for i in 0..5 {
+            let got = bounded("a queued message", server.messages.recv())
+                .await
+                .expect("message");
+            let want = if i % 2 == 0 {
+                Message::Text(format!("q{i}"))
+            } else {
+                Message::Binary(format!("q{i}").into_bytes())
+            };
+            assert_eq!(got, want, "message {i}");
+        }
+        for (completion, rec) in completions.into_iter().zip(&recs) {
+            let ok = bounded("queued send", completion)
+                .await
+                .expect("queued send");
+            assert_eq!(ok.err_msg, "sendSocketMessage:ok");
+            assert_succeeded_once(rec, "sendSocketMessage:ok").await;
+        }
+        assert_eq!(task.ready_state(), ReadyState::Open);
+        bounded("close", task.close(CloseOptions::default()))
+            .await
+            .expect("close");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_after_close_fails() {
+    within(async {
+        const NOT_CONNECTED: &str = "sendSocketMessage:fail WebSocket is not connected";
+        let server = TestServer::echo().await;
+        for queue in [false, true] {
+            let task = bounded(
+                "connect",
+                connect_socket(opts(server.url()).queue_until_open(queue)),
+            )
+            .await
+            .expect("connect");
+            bounded("close", task.close(CloseOptions::default()))
+                .await
+                .expect("close");
+            assert_eq!(task.ready_state(), ReadyState::Closed);
+            let (options, rec) = recorded!(SendOptions::new("too late"));
+            let err = bounded("send", task.send(options)).await.unwrap_err();
+            assert_eq!(err.err_msg(), NOT_CONNECTED);
+            assert_eq!(err.kind(), ErrorKind::NotConnected);
+            assert_failed_once(&rec, NOT_CONNECTED, ErrorKind::NotConnected).await;
+            // A second close fails too, but a valid one is still checked first.
+            let err = bounded("close", task.close(CloseOptions::default()))
+                .await
+                .unwrap_err();
+            assert_eq!(err.err_msg(), "closeSocket:fail WebSocket is not connected");
+            assert_eq!(err.kind(), ErrorKind::NotConnected);
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn success_err_msgs() {
+    within(async {
+        let mut server = gated_server().await;
+        let opened = Arc::new(AtomicUsize::new(0));
+        let (options, rec) = recorded!(opts(format!("ws://{}/", server.addr)));
+        let task = connect_socket(options);
+        let o = opened.clone();
+        task.on_open(move |_| {
+            o.fetch_add(1, Ordering::SeqCst);
+        });
+        // connectSocket:ok fires at once, before the handshake completes.
+        {
+            let calls = rec.lock().unwrap();
+            assert_eq!(calls.success, ["connectSocket:ok"], "{calls:?}");
+            assert_eq!(calls.complete, [Ok("connectSocket:ok".to_owned())]);
+            assert!(calls.fail.is_empty());
+        }
+        assert_eq!(task.ready_state(), ReadyState::Connecting);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(opened.load(Ordering::SeqCst), 0);
+        server.gate.notify_one();
+        let task = bounded("open", task).await.expect("open");
+        // (The await may resolve just before the listener has run.)
+        wait_until("on_open", || opened.load(Ordering::SeqCst) == 1).await;
+
+        let (options, rec) = recorded!(SendOptions::new("hi"));
+        let ok = bounded("send", task.send(options)).await.expect("send");
+        assert_eq!(ok.err_msg, "sendSocketMessage:ok");
+        assert_succeeded_once(&rec, "sendSocketMessage:ok").await;
+        assert_eq!(
+            bounded("message", server.messages.recv()).await,
+            Some(Message::Text("hi".into()))
+        );
+
+        let (options, close_rec) = recorded!(CloseOptions::default());
+        let ok = bounded("close", task.close(options)).await.expect("close");
+        assert_eq!(ok.err_msg, "closeSocket:ok");
+        assert_succeeded_once(&close_rec, "closeSocket:ok").await;
+        // The connect callbacks never run again (no late `fail`).
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let calls = rec.lock().unwrap();
+        assert_eq!(calls.success.len(), 1);
+        assert!(calls.fail.is_empty(), "{calls:?}");
+        assert_eq!(calls.complete.len(), 1);
+    })
+    .await;
+}
+
+// 2. Timeouts.
+
+/// Restores the 60 s default even when the test fails.
+struct RestoreTimeout;
+
+impl Drop for RestoreTimeout {
+    fn drop(&mut self) {
+        unisocket::set_network_timeout(Duration::from_secs(60));
+    }
+}
+
+/// Connects to a silent server with `options` and checks that `fail`,
+/// `on_error` and `on_close` report a timeout after `ms`, error first.
+async fn expect_timeout(options: ConnectOptions, ms: u64) {
+    let msg = format!("connectSocket:fail timed out after {ms} ms");
+    let started = Instant::now();
+    let (options, rec) = recorded!(options);
+    let task = connect_socket(options);
+    let log = log_events(&task);
+    let err = bounded("the timeout", task.clone())
+        .await
+        .expect_err("must time out");
+    let elapsed = started.elapsed();
+    assert_eq!(err.err_msg(), msg);
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert!(
+        elapsed >= Duration::from_millis(ms - 10),
+        "timed out after {elapsed:?}, expected {ms} ms"
+    );
+    assert!(
+        elapsed < Duration::from_millis(ms + 3000),
+        "timed out after {elapsed:?}"
+    );
+    wait_until("the close event", || count(&log, "close:") == 1).await;
+    let log = entries(&log);
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert_eq!(log[0], format!("error:{msg}"));
+    assert!(log[1].starts_with("close:1006:"), "{log:?}");
+    assert!(log[1].ends_with(":false"), "{log:?}");
+    assert_eq!(task.ready_state(), ReadyState::Closed);
+    // success ran at once (the attempt was under way), then fail.
+    wait_until("the fail callback", || !rec.lock().unwrap().fail.is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let calls = rec.lock().unwrap();
+    assert_eq!(calls.success, ["connectSocket:ok"]);
+    assert_eq!(calls.fail, [(msg.clone(), ErrorKind::Timeout)]);
+}
+
+/// The only test of this file that changes the process-global default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_network_timeout_and_manifest() {
+    within(async {
+        let _restore = RestoreTimeout;
+        let (addr, _) = silent_server().await;
+        let url = format!("ws://{addr}/");
+        assert_eq!(unisocket::network_timeout(), Duration::from_secs(60));
+
+        unisocket::set_network_timeout(Duration::from_millis(300));
+        assert_eq!(unisocket::network_timeout(), Duration::from_millis(300));
+        expect_timeout(ConnectOptions::new(&url), 300).await;
+
+        let manifest =
+            Manifest::from_json(r#"{"networkTimeout":{"connectSocket":250}}"#).expect("manifest");
+        assert_eq!(
+            manifest.connect_socket_timeout(),
+            Some(Duration::from_millis(250))
+        );
+        manifest.apply();
+        assert_eq!(unisocket::network_timeout(), Duration::from_millis(250));
+        expect_timeout(ConnectOptions::new(&url), 250).await;
+
+        // ConnectOptions::timeout overrides the global default.
+        expect_timeout(
+            ConnectOptions::new(&url).timeout(Duration::from_millis(400)),
+            400,
+        )
+        .await;
+
+        // A manifest without the setting leaves the default alone.
+        Manifest::from_json("{}").expect("manifest").apply();
+        assert_eq!(unisocket::network_timeout(), Duration::from_millis(250));
+
+        unisocket::set_network_timeout(Duration::from_secs(60));
+        assert_eq!(unisocket::network_timeout(), Duration::from_secs(60));
+    })
+    .await;
+}
+
+// 3. Event order and delivery guarantees.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_messages_arrive_in_order_between_open_and_close() {
+    within(async {
+        const N: usize = 1000;
+        let server = TestServer::start(ServerOptions::default(), |mut conn| async move {
+            // Wait until the client has registered its listeners and says go
+            // (else a listener registered late would, rightly, get the held
+            // messages after the close event).
+            match conn.recv().await {
+                Some(Message::Text(t)) if t == "go" => {}
+                _ => return,
+            }
+            // All frames in one write, as fast as possible; text and binary.
+            let mut burst = Vec::new();
+            for i in 0..N {
+                if i % 3 == 2 {
+                    burst.extend(codec::server_binary(i.to_string().as_bytes()));
+                } else {
+                    burst.extend(codec::server_text(&i.to_string()));
+                }
+            }
+            burst.extend(codec::server_close(Some(1000), "done"));
+            conn.send_raw(&burst).await;
+            let _ = conn.recv().await;
+            conn.shutdown().await;
+        })
+        .await;
+
+        // Callbacks.
+        let task = connect_socket(opts(server.url()).queue_until_open(true));
+        let log = log_events(&task);
+        let l = log.clone();
+        task.on_message(move |ev| l.lock().unwrap().push(text_of(&ev.data)));
+        let _go = task.send("go");
+        wait_until("the close event", || count(&log, "close:") > 0).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut want = vec!["open".to_owned()];
+        want.extend((0..N).map(|i| {
+            if i % 3 == 2 {
+                format!("bin:{i}")
+            } else {
+                i.to_string()
+            }
+        }));
+        want.push("close:1000:done:true".to_owned());
+        assert_eq!(entries(&log), want);
+
+        // recv.
+        let task = bounded("connect", connect_socket(opts(server.url())))
+            .await
+            .expect("connect");
+        let log = log_events(&task);
+        task.send("go").await.expect("go");
+        for i in 0..N {
+            let got = bounded("a message", task.recv()).await.expect("message");
+            let want = if i % 3 == 2 {
+                Data::from(i.to_string().into_bytes())
+            } else {
+                Data::from(i.to_string())
+            };
+            assert_eq!(got, want, "message {i}");
+        }
+        assert_eq!(bounded("the end", task.recv()).await, None);
+        wait_until("the close event", || count(&log, "close:") > 0).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(entries(&log), ["open", "close:1000:done:true"]);
+    })
+    .await;
+}
+
+/// Detects two callbacks of one task running at the same time.
+#[derive(Clone, Default)]
+struct Exclusive {
+    inside: Arc<AtomicBool>,
+    overlaps: Arc<AtomicUsize>,
+    calls: Arc<AtomicUsize>,
+}
+
+impl Exclusive {
+    fn enter(&self) {
+        if self.inside.swap(true, Ordering::SeqCst) {
+            self.overlaps.fetch_add(1, Ordering::SeqCst);
+        }
+        std::thread::sleep(Duration::from_micros(300));
+        self.inside.store(false, Ordering::SeqCst);
+        self.calls.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn callbacks_of_one_task_never_run_concurrently_and_every_send_settles_once() {
+    within(async {
+        const UNSOLICITED: usize = 300;
+        const THREADS: usize = 4;
+        const PER_THREAD: usize = 50;
+        const SENDS: usize = THREADS * PER_THREAD;
+        let server = TestServer::start(ServerOptions::default(), |mut conn| async move {
+            for i in 0..UNSOLICITED {
+                conn.send_text(&format!("server {i}")).await;
+            }
+            support::echo_handler(conn).await;
+        })
+        .await;
+        let ex = Exclusive::default();
+        let task = connect_socket(opts(server.url()));
+        let e = ex.clone();
+        task.on_open(move |_| e.enter());
+        let e = ex.clone();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let r = received.clone();
+        task.on_message(move |ev| {
+            e.enter();
+            r.lock().unwrap().push(text_of(&ev.data));
+        });
+        let e = ex.clone();
+        task.on_error(move |_| e.enter());
+        let e = ex.clone();
+        let closed = Arc::new(AtomicUsize::new(0));
+        let c = closed.clone();
+        task.on_close(move |_| {
+            e.enter();
+            c.fetch_add(1, Ordering::SeqCst);
+        });
+        let task = bounded("connect", task).await.expect("connect");
+
+        // Sends and late listeners from plain threads while messages arrive.
+        let settled: Arc<Vec<AtomicUsize>> =
+            Arc::new((0..SENDS).map(|_| AtomicUsize::new(0)).collect());
+        let completes = Arc::new(AtomicUsize::new(0));
+        let late_opens = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (task, ex) = (task.clone(), ex.clone());
+                let (settled, completes) = (settled.clone(), completes.clone());
+                let late_opens = late_opens.clone();
+                std::thread::spawn(move || {
+                    let mut completions = Vec::new();
+                    for i in 0..PER_THREAD {
+                        let n = t * PER_THREAD + i;
+                        let (e1, e2, e3) = (ex.clone(), ex.clone(), ex.clone());
+                        let (s1, s2) = (settled.clone(), settled.clone());
+                        let c = completes.clone();
+                        completions.push(
+                            task.send(
+                                SendOptions::new(format!("client {n}"))
+                                    .success(move |_| {
+                                        e1.enter();
+                                        s1[n].fetch_add(1, Ordering::SeqCst);
+                                    })
+                                    .fail(move |_| {
+                                        e2.enter();
+                                        s2[n].fetch_add(1, Ordering::SeqCst);
+                                    })
+                                    .complete(move |_| {
+                                        e3.enter();
+                                        c.fetch_add(1, Ordering::SeqCst);
+                                    }),
+                            ),
+                        );
+                        if i % 10 == 0 {
+                            let (e, l) = (ex.clone(), late_opens.clone());
+                            task.on_open(move |_| {
+                                e.enter();
+                                l.fetch_add(1, Ordering::SeqCst);
+                            });
+                        }
+                    }
+                    completions
+                })
+            })
+            .collect();
+        let mut completions = Vec::new();
+        for t in threads {
+            completions.extend(t.join().expect("sender thread"));
+        }
+        for (i, c) in completions.into_iter().enumerate() {
+            let ok = bounded("send", c)
+                .await
+                .unwrap_or_else(|e| panic!("send {i}: {e}"));
+            assert_eq!(ok.err_msg, "sendSocketMessage:ok");
+        }
+        wait_until("every message", || {
+            received.lock().unwrap().len() == UNSOLICITED + SENDS
+        })
+        .await;
+        let (close_opts, close_rec) = recorded!(CloseOptions::default());
+        let e = ex.clone();
+        let close_opts = close_opts.success(move |_| e.enter());
+        // (success replaced the recording one; complete still records.)
+        bounded("close", task.close(close_opts))
+            .await
+            .expect("close");
+        wait_until("the close event", || closed.load(Ordering::SeqCst) == 1).await;
+        wait_until("the close callbacks", || {
+            !close_rec.lock().unwrap().complete.is_empty()
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+
+        // Every send settled exactly once.
+        for (n, s) in settled.iter().enumerate() {
+            assert_eq!(s.load(Ordering::SeqCst), 1, "send {n}");
+        }
+        assert_eq!(completes.load(Ordering::SeqCst), SENDS);
+        assert_eq!(late_opens.load(Ordering::SeqCst), THREADS * PER_THREAD / 10);
+        assert_eq!(closed.load(Ordering::SeqCst), 1);
+        // Messages: the server's in order, each thread's echoes in order.
+        let received = received.lock().unwrap().clone();
+        let server_part: Vec<_> = received
+            .iter()
+            .filter(|m| m.starts_with("server "))
+            .cloned()
+            .collect();
+        let want: Vec<_> = (0..UNSOLICITED).map(|i| format!("server {i}")).collect();
+        assert_eq!(server_part, want);
+        for t in 0..THREADS {
+            let mine: Vec<usize> = received
+                .iter()
+                .filter_map(|m| m.strip_prefix("client ")?.parse().ok())
+                .filter(|n| n / PER_THREAD == t)
+                .collect();
+            let want: Vec<usize> = (t * PER_THREAD..(t + 1) * PER_THREAD).collect();
+            assert_eq!(mine, want, "echoes of thread {t}");
+        }
+        let calls = 1 + (UNSOLICITED + SENDS) + 2 * SENDS + THREADS * PER_THREAD / 10 + 1 + 1;
+        assert_eq!(ex.calls.load(Ordering::SeqCst), calls);
+        assert_eq!(
+            ex.overlaps.load(Ordering::SeqCst),
+            0,
+            "callbacks of one task ran concurrently"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_send_settles_once_when_closed_with_sends_queued() {
+    within(async {
+        const N: usize = 50;
+        let server = TestServer::start(ServerOptions::default(), |mut conn| async move {
+            let _ = answer_close(&mut conn).await;
+        })
+        .await;
+        let task = bounded("connect", connect_socket(opts(server.url())))
+            .await
+            .expect("connect");
+        let payload = unisocket::Bytes::from(vec![7u8; 256 << 10]);
+        let settled: Arc<Vec<AtomicUsize>> =
+            Arc::new((0..N).map(|_| AtomicUsize::new(0)).collect());
+        let completes = Arc::new(AtomicUsize::new(0));
+        let mut completions = Vec::new();
+        for i in 0..N {
+            let (s1, s2, c) = (settled.clone(), settled.clone(), completes.clone());
+            completions.push(
+                task.send(
+                    SendOptions::new(payload.clone())
+                        .success(move |_| {
+                            s1[i].fetch_add(1, Ordering::SeqCst);
+                        })
+                        .fail(move |_| {
+                            s2[i].fetch_add(1, Ordering::SeqCst);
+                        })
+                        .complete(move |_| {
+                            c.fetch_add(1, Ordering::SeqCst);
+                        }),
+                ),
+            );
+        }
+        let close = task.close(CloseOptions::default());
+        // Sends after close was asked for fail (CLOSING or CLOSED).
+        let late = task.send("after close");
+        bounded("close", close).await.expect("close");
+        let err = bounded("late send", late).await.unwrap_err();
+        assert!(
+            err.err_msg().starts_with("sendSocketMessage:fail "),
+            "{err}"
+        );
+        for (i, c) in completions.into_iter().enumerate() {
+            match bounded("send", c).await {
+                Ok(ok) => assert_eq!(ok.err_msg, "sendSocketMessage:ok"),
+                Err(e) => assert!(
+                    e.err_msg().starts_with("sendSocketMessage:fail "),
+                    "{i}: {e}"
+                ),
+            }
+        }
+        wait_until("every complete", || completes.load(Ordering::SeqCst) == N).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for (i, s) in settled.iter().enumerate() {
+            assert_eq!(s.load(Ordering::SeqCst), 1, "send {i}");
+        }
+        assert_eq!(completes.load(Ordering::SeqCst), N);
+        assert_eq!(task.buffered_amount(), 0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_listeners_are_called_once_at_once() {
+    within(async {
+        // Open, then close.
+        let server = TestServer::start(
+            ServerOptions {
+                protocols: vec!["chat".into()],
+                ..ServerOptions::default()
+            },
+            |mut conn| async move {
+                let _ = answer_close(&mut conn).await;
+            },
+        )
+        .await;
+        let task = bounded(
+            "connect",
+            connect_socket(opts(server.url()).protocols(["chat"])),
+        )
+        .await
+        .expect("connect");
+        let opens: Arc<Mutex<Vec<OpenEvent>>> = Arc::default();
+        for _ in 0..2 {
+            let o = opens.clone();
+            task.on_open(move |ev| o.lock().unwrap().push(ev.clone()));
+        }
+        wait_until("the late open listeners", || {
+            opens.lock().unwrap().len() == 2
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        {
+            let opens = opens.lock().unwrap();
+            assert_eq!(opens.len(), 2, "a late on_open ran more than once");
+            assert_eq!(opens[0].protocol, "chat");
+            assert_eq!(opens[0], opens[1]);
+        }
+        bounded(
+            "close",
+            task.close(CloseOptions::default().code(4000).reason("bye")),
+        )
+        .await
+        .expect("close");
+        let closes: Arc<Mutex<Vec<CloseEvent>>> = Arc::default();
+        for _ in 0..2 {
+            let c = closes.clone();
+            task.on_close(move |ev| c.lock().unwrap().push(ev.clone()));
+        }
+        let o = opens.clone();
+        task.on_open(move |ev| o.lock().unwrap().push(ev.clone()));
+        let errors = Arc::new(AtomicUsize::new(0));
+        let e = errors.clone();
+        task.on_error(move |_| {
+            e.fetch_add(1, Ordering::SeqCst);
+        });
+        wait_until("the late close listeners", || {
+            closes.lock().unwrap().len() == 2
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            *closes.lock().unwrap(),
+            vec![
+                CloseEvent {
+                    code: 4000,
+                    reason: "bye".into(),
+                    was_clean: true
+                };
+                2
+            ]
+        );
+        assert_eq!(opens.lock().unwrap().len(), 3);
+        assert_eq!(errors.load(Ordering::SeqCst), 0, "no error happened");
+
+        // An error, then the close: late listeners get both, once each.
+        let server = TestServer::start(ServerOptions::default(), |mut conn| async move {
+            conn.shutdown().await;
+        })
+        .await;
+        let task = bounded("connect", connect_socket(opts(server.url())))
+            .await
+            .expect("connect");
+        wait_until("CLOSED", || task.ready_state() == ReadyState::Closed).await;
+        let log: Log = Arc::default();
+        let l = log.clone();
+        task.on_error(move |ev| l.lock().unwrap().push(format!("error:{}", ev.err_msg)));
+        let l = log.clone();
+        task.on_close(move |ev| l.lock().unwrap().push(format!("close:{}", ev.code)));
+        wait_until("the late listeners", || log.lock().unwrap().len() == 2).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let log = entries(&log);
+        assert_eq!(log.len(), 2, "{log:?}");
+        assert!(log[0].starts_with("error:connectSocket:fail "), "{log:?}");
+        assert_eq!(log[1], "close:1006");
+
+        // A task that never opened never calls a late on_open.
+        let (addr, accepted) = silent_server().await;
+        let task = connect_socket(opts(format!("ws://{addr}/")));
+        wait_until("the attempt", || accepted.load(Ordering::SeqCst) == 1).await;
+        bounded("abort", task.close(CloseOptions::default()))
+            .await
+            .expect("abort");
+        let log = log_events(&task);
+        wait_until("the late close", || count(&log, "close:") == 1).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(count(&log, "open"), 0, "{:?}", entries(&log));
+        assert_eq!(count(&log, "close:"), 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_messages_go_in_order_to_the_first_listener() {
+    within(async {
+        let (sent_tx, mut sent_rx) = mpsc::unbounded_channel::<()>();
+        let server = TestServer::start(ServerOptions::default(), move |mut conn| {
+            let sent_tx = sent_tx.clone();
+            async move {
+                for i in 0..5 {
+                    conn.send_text(&format!("h{i}")).await;
+                }
+                let _ = sent_tx.send(());
+                // Wait for the client's go, then send live messages.
+                match conn.recv().await {
+                    Some(Message::Text(t)) if t == "go" => {}
+                    _ => return,
+                }
+                for i in 0..5 {
+                    conn.send_text(&format!("l{i}")).await;
+                }
+                let _ = answer_close(&mut conn).await;
+            }
+        })
+        .await;
+        let task = bounded("connect", connect_socket(opts(server.url())))
+            .await
+            .expect("connect");
+        bounded("the server's messages", sent_rx.recv()).await;
+        // Let the client read them while nobody listens.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let first: Log = Arc::default();
+        let f = first.clone();
+        task.on_message(move |ev| f.lock().unwrap().push(text_of(&ev.data)));
+        wait_until("the held messages", || first.lock().unwrap().len() == 5).await;
+        let second: Log = Arc::default();
+        let s = second.clone();
+        task.on_message(move |ev| s.lock().unwrap().push(text_of(&ev.data)));
+        task.send("go").await.expect("send");
+        wait_until("the live messages", || first.lock().unwrap().len() == 10).await;
+        wait_until("the live messages", || second.lock().unwrap().len() == 5).await;
+        bounded("close", task.close(CloseOptions::default()))
+            .await
+            .expect("close");
+        let want: Vec<String> = (0..5)
+            .map(|i| format!("h{i}"))
+            .chain((0..5).map(|i| format!("l{i}")))
+            .collect();
+        assert_eq!(entries(&first), want);
+        assert_eq!(entries(&second), want[5..]);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_listener_registered_mid_stream_gets_every_message_in_order() {
+    within(async {
+        const N: usize = 5000;
+        let server = TestServer::start(ServerOptions::default(), |mut conn| async move {
+            for i in 0..N {
+                conn.send_text(&i.to_string()).await;
+                if i % 100 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            let _ = answer_close(&mut conn).await;
+        })
+        .await;
+        for delay_ms in [0, 1, 3, 10] {
+            let task = bounded("connect", connect_socket(opts(server.url())))
+                .await
+                .expect("connect");
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            let got: Arc<Mutex<Vec<usize>>> = Arc::default();
+            let g = got.clone();
+            task.on_message(move |ev| {
+                g.lock()
+                    .unwrap()
+                    .push(ev.data.as_text().unwrap().parse().unwrap())
+            });
+            wait_until("every message", || got.lock().unwrap().len() >= N).await;
+            bounded("close", task.close(CloseOptions::default()))
+                .await
+                .expect("close");
+            let got = got.lock().unwrap().clone();
+            assert_eq!(got.len(), N, "after {delay_ms} ms");
+            assert!(
+                got.iter().enumerate().all(|(i, n)| i == *n),
+                "out of order after {delay_ms} ms"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_while_connecting_aborts() {
+    within(async {
+        let (addr, accepted) = silent_server().await;
+        let (options, rec) = recorded!(opts(format!("ws://{addr}/")));
+        let task = connect_socket(options);
+        let log = log_events(&task);
+        let queued = connect_socket(opts(format!("ws://{addr}/")).queue_until_open(true));
+        wait_until("the attempts", || accepted.load(Ordering::SeqCst) == 2).await;
+        assert_eq!(task.ready_state(), ReadyState::Connecting);
+
+        let started = Instant::now();
+        let (close_opts, close_rec) = recorded!(CloseOptions::default());
+        let ok = bounded("the abort", task.close(close_opts))
+            .await
+            .expect("close while connecting");
+        assert_eq!(ok.err_msg, "closeSocket:ok");
+        assert_eq!(task.ready_state(), ReadyState::Closed);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "the abort took {:?}",
+            started.elapsed()
+        );
+        assert_succeeded_once(&close_rec, "closeSocket:ok").await;
+        let err = bounded("the task", task.clone()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Aborted);
+        assert!(err.err_msg().starts_with("connectSocket:fail "), "{err}");
+        // The connect `fail` reports the abort; the close event fires once.
+        wait_until("the connect fail", || !rec.lock().unwrap().fail.is_empty()).await;
+        wait_until("the close event", || count(&log, "close:") == 1).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        {
+            let calls = rec.lock().unwrap();
+            assert_eq!(calls.success, ["connectSocket:ok"]);
+            assert_eq!(calls.fail.len(), 1, "{calls:?}");
+            assert_eq!(calls.fail[0].1, ErrorKind::Aborted);
+        }
+        assert_eq!(count(&log, "open"), 0);
+        assert_eq!(count(&log, "close:"), 1);
+        assert_eq!(task.recv().await, None);
+
+        // Queued sends fail when the attempt is aborted; none is lost.
+        let pending = queued.send("never");
+        bounded("abort", queued.close(CloseOptions::default()))
+            .await
+            .expect("abort");
+        let err = bounded("the queued send", pending).await.unwrap_err();
+        assert!(
+            err.err_msg().starts_with("sendSocketMessage:fail "),
+            "{err}"
+        );
+        assert_eq!(queued.buffered_amount(), 0);
+        let err = bounded("the task", queued).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Aborted);
+    })
+    .await;
+}
+
+// 4. buffered_amount and the open event.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_amount_counts_unsent_bytes() {
+    within(async {
+        const BIG: usize = 8 << 20;
+        // A server that never reads.
+        let server = TestServer::start(ServerOptions::default(), |conn| async move {
+            let _conn = conn;
+            std::future::pending::<()>().await;
+        })
+        .await;
+        let task = bounded("connect", connect_socket(opts(server.url())))
+            .await
+            .expect("connect");
+        assert_eq!(task.buffered_amount(), 0);
+        let _pending = task.send(vec![1u8; BIG]);
+        let queued = task.buffered_amount();
+        assert!(queued > 0, "nothing buffered right after a send of 8 MiB");
+        assert!(queued >= BIG / 2, "buffered {queued} after a send of {BIG}");
+
+        // A server that reads: back to 0 once the send completed.
+        let server = TestServer::echo().await;
+        let task = bounded("connect", connect_socket(opts(server.url())))
+            .await
+            .expect("connect");
+        assert_eq!(task.buffered_amount(), 0);
+        let completion = task.send(vec![2u8; BIG]);
+        assert!(task.buffered_amount() > 0);
+        bounded("the big send", completion).await.expect("send");
+        assert_eq!(task.buffered_amount(), 0);
+        let echo = bounded("the echo", task.recv()).await.expect("echo");
+        assert_eq!(echo.len(), BIG);
+        assert_eq!(task.buffered_amount(), 0);
+        bounded("close", task.close(CloseOptions::default()))
+            .await
+            .expect("close");
+        assert_eq!(task.buffered_amount(), 0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_event_has_response_headers_and_profile() {
+    within(async {
+        let server = TestServer::start(
+            ServerOptions {
+                extra_headers: vec![
+                    ("X-Test".into(), "1".into()),
+                    ("X-Other".into(), "two words".into()),
+                ],
+                ..ServerOptions::default()
+            },
+            support::echo_handler,
+        )
+        .await;
+        let task = connect_socket(opts(server.url()));
+        let seen: Arc<Mutex<Option<OpenEvent>>> = Arc::default();
+        let s = seen.clone();
+        task.on_open(move |ev| *s.lock().unwrap() = Some(ev.clone()));
+        let task = bounded("connect", task).await.expect("connect");
+        wait_until("on_open", || seen.lock().unwrap().is_some()).await;
+        let ev = seen.lock().unwrap().clone().unwrap();
+        assert_eq!(ev.header.get("x-test"), Some("1"));
+        assert_eq!(ev.header.get("X-TEST"), Some("1"));
+        assert_eq!(ev.header.get("x-other"), Some("two words"));
+        assert!(ev.header.get("sec-websocket-accept").is_some());
+        assert!(ev
+            .header
+            .get("upgrade")
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket")));
+        assert_eq!(ev.header.get("x-missing"), None);
+        assert!(ev.header.iter().any(|(n, v)| n == "X-Test" && v == "1"));
+        assert_eq!(ev.protocol, "");
+        assert_eq!(task.protocol(), "");
+        assert!(ev.profile.total > Duration::ZERO, "{:?}", ev.profile);
+        assert!(ev.profile.total >= ev.profile.handshake, "{:?}", ev.profile);
+        assert!(
+            ev.profile.total >= ev.profile.dns + ev.profile.connect,
+            "{:?}",
+            ev.profile
+        );
+        assert_eq!(ev.profile.tls, Duration::ZERO);
+        bounded("close", task.close(CloseOptions::default()))
+            .await
+            .expect("close");
+    })
+    .await;
+}

@@ -11,6 +11,8 @@ what was negotiated. Exits when stdin closes.
 import argparse
 import asyncio
 import json
+import logging
+import os
 import ssl
 import sys
 
@@ -32,6 +34,8 @@ async def main():
     ap.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     ap.add_argument("--no-compression", action="store_true")
     a = ap.parse_args()
+    if os.environ.get("INTEROP_DEBUG"):
+        logging.basicConfig(level=logging.DEBUG)
     ctx = None
     if a.tls:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -40,8 +44,10 @@ async def main():
     async with serve(handler, "127.0.0.1", 0, ssl=ctx, compression=compression,
                      subprotocols=["chat", "superchat"], max_size=64 * 1024 * 1024) as server:
         port = server.sockets[0].getsockname()[1]
-        with open(a.port_file, "w") as f:
+        tmp = a.port_file + ".tmp"
+        with open(tmp, "w") as f:
             f.write(str(port))
+        os.replace(tmp, a.port_file)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, sys.stdin.read)
 

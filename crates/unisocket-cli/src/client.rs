@@ -31,7 +31,7 @@ pub enum BinaryFormat {
 /// The options of the client mode.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClientArgs {
-    /// The server URL: ws://host[:port]/path or wss://...
+    /// The server URL: `ws://host[:port]/path` or `wss://...`
     pub url: String,
     /// A request header "Name: value" (repeatable).
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]

@@ -57,7 +57,38 @@ struct Opened<S> {
 }
 
 /// Runs a connection from start to end.
-pub(crate) async fn run(
+pub(crate) async fn run(shared: Arc<Shared>, params: Params, rx: mpsc::UnboundedReceiver<Command>) {
+    let _guard = EndGuard(shared.clone());
+    run_connection(shared, params, rx).await;
+}
+
+/// Closes the task if the driver stops without having closed it: its
+/// runtime shut down (the future was dropped) or it panicked (e.g. a runtime
+/// built without the time or I/O driver). Without this the task would stay
+/// OPEN or CONNECTING forever.
+struct EndGuard(Arc<Shared>);
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        if self.0.ready_state() == crate::task::ReadyState::Closed {
+            return;
+        }
+        let err = SocketError::new(
+            Api::ConnectSocket,
+            ErrorKind::Closed,
+            "the connection task stopped: its tokio runtime shut down, or lacks the time and I/O drivers",
+        );
+        let reason = err.reason().to_owned();
+        self.0.failed(err);
+        self.0.closed(CloseEvent {
+            code: 1006,
+            reason,
+            was_clean: false,
+        });
+    }
+}
+
+async fn run_connection(
     shared: Arc<Shared>,
     params: Params,
     mut rx: mpsc::UnboundedReceiver<Command>,

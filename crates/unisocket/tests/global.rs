@@ -472,9 +472,6 @@ fn dead_runtime_child() {
 }
 
 #[test]
-#[ignore = "BUG: a task whose tokio runtime shut down stays OPEN and stays the \
-            current socket forever (driver future dropped without calling \
-            Shared::closed, so global::unregister never runs)"]
 fn dead_runtime_task_is_not_current() {
     run_child("dead_runtime_child");
 }

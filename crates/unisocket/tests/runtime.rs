@@ -395,9 +395,6 @@ async fn a_thousand_concurrent_tasks() {
 /// task must say so (CLOSED, `on_close` with 1006, `recv` ends) rather
 /// than stay OPEN forever.
 #[test]
-#[ignore = "BUG: when the runtime that runs a task's driver shuts down, the task \
-            stays OPEN forever: no on_close, recv never ends (driver::run is \
-            dropped without calling Shared::closed)"]
 fn a_task_whose_runtime_shut_down_closes() {
     let url = echo_server_on_its_own_thread();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -441,9 +438,6 @@ fn a_task_whose_runtime_shut_down_closes() {
 /// connection; the task must fail (error, close) rather than hang in
 /// CONNECTING.
 #[test]
-#[ignore = "BUG: connect_socket inside a runtime without enable_io/enable_time: \
-            the driver panics (driver::run, tokio::time::timeout: timers are disabled) and the task \
-            stays CONNECTING forever; awaiting it never returns"]
 fn a_runtime_without_drivers_fails_instead_of_hanging() {
     let url = echo_server_on_its_own_thread();
     let rt = tokio::runtime::Builder::new_multi_thread()

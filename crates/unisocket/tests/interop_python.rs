@@ -5,7 +5,6 @@
 //! runs these tests with `--ignored`.
 
 #[path = "support/tls.rs"]
-#[allow(dead_code)]
 mod tls_support;
 
 use std::io::Write;
@@ -67,17 +66,20 @@ fn start(tag: &str, args: &[&str], tls: Option<&tls_support::Identity>) -> PySer
         .stdin(Stdio::piped())
         .spawn()
         .expect("python3 must be installed for the interop tests");
+    // Owned by the guard at once, so the process is reaped even on a panic.
+    let mut server = PyServer {
+        child,
+        port: 0,
+        _dir: dir,
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(port) = std::fs::read_to_string(&port_file)
             .ok()
             .and_then(|s| s.trim().parse().ok())
         {
-            return PyServer {
-                child,
-                port,
-                _dir: dir,
-            };
+            server.port = port;
+            return server;
         }
         assert!(
             Instant::now() < deadline,

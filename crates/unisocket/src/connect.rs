@@ -55,7 +55,12 @@ pub fn network_timeout() -> Duration {
 pub fn connect_socket(options: ConnectOptions) -> SocketTask {
     let started = Instant::now();
     let (tx, rx) = mpsc::unbounded_channel();
-    let shared = Shared::new(tx, options.max_held_bytes, options.queue_until_open);
+    let shared = Shared::new(
+        tx,
+        options.max_held_bytes,
+        options.queue_until_open,
+        options.max_buffered_bytes,
+    );
     let task = SocketTask {
         shared: shared.clone(),
     };
@@ -73,6 +78,10 @@ pub fn connect_socket(options: ConnectOptions) -> SocketTask {
         tls,
         proxy,
         deflate,
+        heartbeat,
+        reconnect,
+        max_queued_bytes,
+        max_buffered_bytes: _,
         callbacks,
     } = options;
     let checked = parse_url(&url).and_then(|target| {
@@ -112,8 +121,11 @@ pub fn connect_socket(options: ConnectOptions) -> SocketTask {
             max_send_frame_size,
             close_timeout,
             deflate: None,
+            heartbeat,
         },
         deflate,
+        reconnect,
+        max_queued_bytes,
         started,
     };
     // Connect callbacks: success now; a later failure before OPEN calls `fail`.

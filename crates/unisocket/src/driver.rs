@@ -19,6 +19,7 @@ use crate::events::{CloseEvent, Headers, OpenEvent, PingPongEvent, Profile};
 use crate::options::{CloseSuccess, SendSuccess};
 use crate::proto::deflate::{DeflateConfig, DeflateParams};
 use crate::proto::{self, handshake, Connection, Event, HandshakeError, State};
+use crate::reconnect::{ReconnectEvent, ReconnectPolicy};
 use crate::task::{Command, Reply, Shared};
 use crate::transport;
 
@@ -45,6 +46,10 @@ pub(crate) struct Params {
     pub config: proto::Config,
     /// The permessage-deflate offer, if compression was asked for.
     pub deflate: Option<DeflateConfig>,
+    /// Whether and how to reconnect after the connection is lost.
+    pub reconnect: Option<ReconnectPolicy>,
+    /// The bound of the queue of sends made before open.
+    pub max_queued_bytes: usize,
     pub started: Instant,
 }
 
@@ -93,102 +98,146 @@ async fn run_connection(
     params: Params,
     mut rx: mpsc::UnboundedReceiver<Command>,
 ) {
-    let mut early: VecDeque<Command> = VecDeque::new();
-    let timeout = params.timeout;
-    let attempt = tokio::time::timeout(timeout, open(&params));
-    let outcome = tokio::select! {
-        r = attempt => r.unwrap_or_else(|_| Err(SocketError::new(
-            Api::ConnectSocket,
-            ErrorKind::Timeout,
-            format_args!("timed out after {} ms", timeout.as_millis()),
-        ))).map_err(Abort::Failed),
-        abort = wait_for_abort(&mut rx, &mut early) => Err(abort),
-    };
-    let opened = match outcome {
-        Ok(o) => o,
-        Err(abort) => {
-            let close = match abort {
-                Abort::Failed(err) => {
-                    shared.failed(err.clone());
-                    fail_commands(&mut early, &err);
-                    CloseEvent {
-                        code: 1006,
-                        reason: err.reason().to_owned(),
-                        was_clean: false,
-                    }
-                }
-                Abort::ByUser {
+    let mut early = Early::new(params.max_queued_bytes);
+    let mut attempt: u32 = 0;
+    loop {
+        let timeout = params.timeout;
+        let opening = tokio::time::timeout(timeout, open(&params));
+        let outcome = tokio::select! {
+            r = opening => r.unwrap_or_else(|_| Err(SocketError::new(
+                Api::ConnectSocket,
+                ErrorKind::Timeout,
+                format_args!("timed out after {} ms", timeout.as_millis()),
+            ))).map_err(Abort::Failed),
+            abort = wait_for_abort(&mut rx, &mut early) => Err(abort),
+        };
+        let (close, user_closed, close_replies) = match outcome {
+            Err(Abort::ByUser {
+                code,
+                reason,
+                reply,
+            }) => (
+                CloseEvent {
                     code,
                     reason,
-                    reply,
-                } => {
-                    let err = SocketError::new(
-                        Api::ConnectSocket,
-                        ErrorKind::Aborted,
-                        "closed before the connection was established",
-                    );
-                    fail_commands(&mut early, &err);
-                    finish(
-                        &shared,
-                        &mut rx,
-                        CloseEvent {
-                            code,
-                            reason,
-                            was_clean: false,
-                        },
-                    );
-                    // Settled after the close event, so an awaiting caller sees CLOSED.
-                    reply.settle(Ok(CloseSuccess {
-                        err_msg: Api::CloseSocket.ok_msg(),
-                    }));
-                    return;
+                    was_clean: false,
+                },
+                true,
+                vec![reply],
+            ),
+            Err(Abort::Failed(err)) => {
+                shared.failed(err.clone());
+                let close = CloseEvent {
+                    code: 1006,
+                    reason: err.reason().to_owned(),
+                    was_clean: false,
+                };
+                (close, false, Vec::new())
+            }
+            Ok(opened) => {
+                attempt = 0;
+                let mut driver = Driver::open(&shared, &params, opened, rx);
+                for cmd in early.drain() {
+                    driver.command(cmd);
                 }
-            };
-            finish(&shared, &mut rx, close);
-            return;
+                // Frames that came in the same read as the handshake response.
+                driver.process_events();
+                let result = poll_fn(|cx| driver.poll(cx)).await;
+                let close = driver.end(result).await;
+                let user_closed = !driver.close_replies.is_empty();
+                rx = driver.rx;
+                (close, user_closed, driver.close_replies)
+            }
+        };
+        if !user_closed {
+            if let Some(policy) = &params.reconnect {
+                attempt += 1;
+                if policy.allows(&close, attempt) {
+                    let delay = policy.delay(attempt, rand::random::<f64>());
+                    shared.reconnecting(ReconnectEvent { attempt, delay });
+                    let backoff = tokio::time::sleep(delay);
+                    tokio::select! {
+                        () = backoff => continue,
+                        abort = wait_for_abort(&mut rx, &mut early) => {
+                            let Abort::ByUser { code, reason, reply } = abort else { continue };
+                            let close = CloseEvent { code, reason, was_clean: false };
+                            end_task(&shared, &mut rx, &mut early, close, vec![reply]);
+                            return;
+                        }
+                    }
+                }
+            }
         }
-    };
-    let mut conn = Connection::new(proto::Config {
-        deflate: opened.deflate,
-        ..params.config.clone()
-    });
-    conn.read_buf().extend_from_slice(&opened.leftover);
-    let mut profile = opened.profile;
-    profile.total = params.started.elapsed();
-    shared.opened(OpenEvent {
-        header: Headers::new(opened.response.headers),
-        protocol: opened.response.protocol.unwrap_or_default(),
-        profile,
-    });
-    let mut driver = Driver {
-        io: opened.io,
-        conn,
-        shared: shared.clone(),
-        out: BytesMut::new(),
-        moved: 0,
-        written: 0,
-        sends: VecDeque::new(),
-        close_replies: Vec::new(),
-        sleep: None,
-        peer_close: None,
-        failure: None,
-        pending_failure: None,
-        eof: false,
-        rx,
-    };
-    for cmd in early.drain(..) {
-        driver.command(cmd);
+        end_task(&shared, &mut rx, &mut early, close, close_replies);
+        return;
     }
-    // Frames that came in the same read as the handshake response.
-    driver.process_events();
-    let result = poll_fn(|cx| driver.poll(cx)).await;
-    let close = driver.end(result).await;
-    finish(&shared, &mut driver.rx, close);
-    // Settled after the close event, so an awaiting caller sees CLOSED.
-    for reply in driver.close_replies.drain(..) {
+}
+
+/// The final close of the task: fails what is still queued, reports the
+/// close, then settles the `close` calls (after the close event, so that an
+/// awaiting caller sees CLOSED).
+fn end_task(
+    shared: &Arc<Shared>,
+    rx: &mut mpsc::UnboundedReceiver<Command>,
+    early: &mut Early,
+    close: CloseEvent,
+    close_replies: Vec<Reply<CloseSuccess>>,
+) {
+    let err = SocketError::new(
+        Api::ConnectSocket,
+        ErrorKind::Closed,
+        format_args!("the connection closed ({})", close.code),
+    );
+    fail_commands(&mut early.cmds, &err);
+    shared.fail_waiting(&SocketError::not_connected(Api::SendSocketMessage));
+    finish(shared, rx, close);
+    for reply in close_replies {
         reply.settle(Ok(CloseSuccess {
             err_msg: Api::CloseSocket.ok_msg(),
         }));
+    }
+}
+
+/// Sends made before open (with `queue_until_open`), bounded in bytes.
+struct Early {
+    cmds: VecDeque<Command>,
+    bytes: usize,
+    max: usize,
+}
+
+impl Early {
+    fn new(max: usize) -> Self {
+        Early {
+            cmds: VecDeque::new(),
+            bytes: 0,
+            max,
+        }
+    }
+
+    fn push(&mut self, cmd: Command) {
+        let len = match &cmd {
+            Command::Send { data, .. } => data.len(),
+            _ => 0,
+        };
+        if self.bytes + len > self.max && len > 0 {
+            let err = SocketError::new(
+                Api::SendSocketMessage,
+                ErrorKind::BufferFull,
+                format_args!(
+                    "send queue full: {} bytes wait for the open, the limit is {} (max_queued_bytes)",
+                    self.bytes, self.max
+                ),
+            );
+            crate::task::fail_command(cmd, err);
+            return;
+        }
+        self.bytes += len;
+        self.cmds.push_back(cmd);
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = Command> + '_ {
+        self.bytes = 0;
+        self.cmds.drain(..)
     }
 }
 
@@ -204,10 +253,7 @@ enum Abort {
 
 /// Waits for a `close` during CONNECTING; sends made meanwhile (with
 /// `queue_until_open`) are kept for the open.
-async fn wait_for_abort(
-    rx: &mut mpsc::UnboundedReceiver<Command>,
-    early: &mut VecDeque<Command>,
-) -> Abort {
+async fn wait_for_abort(rx: &mut mpsc::UnboundedReceiver<Command>, early: &mut Early) -> Abort {
     loop {
         match rx.recv().await {
             Some(Command::Close {
@@ -221,7 +267,7 @@ async fn wait_for_abort(
                     reply,
                 }
             }
-            Some(cmd) => early.push_back(cmd),
+            Some(cmd) => early.push(cmd),
             None => std::future::pending::<()>().await,
         }
     }
@@ -357,11 +403,56 @@ struct Driver<S> {
     /// still answer them (as a pull-based client would).
     pending_failure: Option<proto::ProtocolError>,
     eof: bool,
+    /// Once the protocol is closed, how long the last bytes may take to
+    /// leave; a peer that stopped reading must not hold the task open.
+    flush_deadline: Option<Instant>,
     rx: mpsc::UnboundedReceiver<Command>,
 }
 
 /// How many commands one wake-up takes before it writes.
 const COMMAND_BATCH: usize = 64;
+
+impl Driver<transport::Stream> {
+    /// The driver of a connection that just opened; reports the open.
+    fn open(
+        shared: &Arc<Shared>,
+        params: &Params,
+        opened: Opened<transport::Stream>,
+        rx: mpsc::UnboundedReceiver<Command>,
+    ) -> Self {
+        let mut conn = Connection::new(proto::Config {
+            deflate: opened.deflate,
+            ..params.config.clone()
+        });
+        conn.read_buf().extend_from_slice(&opened.leftover);
+        // Starts the heartbeat clock.
+        conn.handle_timeout(Instant::now());
+        let mut profile = opened.profile;
+        profile.total = params.started.elapsed();
+        shared.opened(OpenEvent {
+            header: Headers::new(opened.response.headers),
+            protocol: opened.response.protocol.unwrap_or_default(),
+            profile,
+        });
+        Driver {
+            io: opened.io,
+            conn,
+            shared: shared.clone(),
+            out: BytesMut::new(),
+            moved: 0,
+            written: 0,
+            sends: VecDeque::new(),
+            close_replies: Vec::new(),
+            sleep: None,
+            peer_close: None,
+            failure: None,
+            pending_failure: None,
+            eof: false,
+            flush_deadline: None,
+            rx,
+        }
+    }
+}
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     fn command(&mut self, cmd: Command) {
@@ -444,8 +535,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     continue;
                 }
             }
+            if let Some(timeout) = self.conn.heartbeat_failed() {
+                if self.failure.is_none() {
+                    self.shared.set_closing();
+                    self.failure = Some(SocketError::new(
+                        Api::ConnectSocket,
+                        ErrorKind::HeartbeatTimeout,
+                        format_args!("no pong within {} ms", timeout.as_millis()),
+                    ));
+                }
+                // The peer is gone: nothing more will be written to it.
+                return Poll::Ready(End::Closed);
+            }
             if self.conn.state() == State::Closed {
-                if self.out.is_empty() && self.conn.write_buf().is_empty() {
+                let flushed = self.out.is_empty() && self.conn.write_buf().is_empty();
+                let deadline = *self
+                    .flush_deadline
+                    .get_or_insert_with(|| Instant::now() + self.conn.config().close_timeout);
+                if flushed || self.conn.timed_out() || Instant::now() >= deadline {
                     return Poll::Ready(End::Closed);
                 }
             } else if !self.eof && self.pending_failure.is_none() && !self.shared.held_full(cx) {
@@ -465,6 +572,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                         progress = true;
                     }
                     Poll::Ready(Ok(_)) => {
+                        self.conn.handle_activity();
                         self.process_events();
                         progress = true;
                     }
@@ -472,8 +580,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     Poll::Pending => {}
                 }
             }
-            // The close deadline.
-            if let Some(deadline) = self.conn.poll_timeout() {
+            // The protocol's deadlines (close handshake, heartbeat) and the flush deadline.
+            let deadline = match (self.conn.poll_timeout(), self.flush_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if let Some(deadline) = deadline {
                 let deadline = tokio::time::Instant::from_std(deadline);
                 let sleep = self
                     .sleep

@@ -68,6 +68,11 @@ pub enum ErrorKind {
     Closed,
     /// The connection attempt was aborted by `close` while CONNECTING.
     Aborted,
+    /// A send with callbacks found the send buffer over its high-water mark
+    /// (`max_buffered_bytes`), or the queue before open full (`max_queued_bytes`).
+    BufferFull,
+    /// The heartbeat got no answer from the server in time.
+    HeartbeatTimeout,
 }
 
 /// The error of every fallible call and of the `fail` callbacks.

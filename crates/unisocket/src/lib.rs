@@ -48,6 +48,7 @@ mod global;
 mod manifest;
 mod options;
 pub mod proto;
+mod reconnect;
 mod runtime;
 mod task;
 mod transport;
@@ -66,6 +67,7 @@ pub use manifest::{Manifest, ManifestError};
 pub use options::{
     CloseOptions, CloseSuccess, ConnectOptions, ConnectSuccess, SendOptions, SendSuccess,
 };
+pub use reconnect::{ReconnectEvent, ReconnectPolicy};
 pub use task::{Completion, ReadyState, SocketTask};
 
 /// Re-exported so that binary payloads can be built without a direct dependency.

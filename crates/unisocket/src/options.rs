@@ -8,7 +8,8 @@ use std::time::Duration;
 use crate::data::Data;
 use crate::error::SocketError;
 use crate::proto::deflate::DeflateConfig;
-use crate::proto::Limits;
+use crate::proto::{Heartbeat, Limits};
+use crate::reconnect::ReconnectPolicy;
 
 pub(crate) type SuccessFn<T> = Box<dyn FnOnce(&T) + Send + 'static>;
 pub(crate) type FailFn = Box<dyn FnOnce(&SocketError) + Send + 'static>;
@@ -134,6 +135,10 @@ pub struct ConnectOptions {
     pub(crate) max_send_frame_size: Option<usize>,
     pub(crate) queue_until_open: bool,
     pub(crate) deflate: Option<DeflateConfig>,
+    pub(crate) heartbeat: Option<Heartbeat>,
+    pub(crate) reconnect: Option<ReconnectPolicy>,
+    pub(crate) max_queued_bytes: usize,
+    pub(crate) max_buffered_bytes: usize,
     pub(crate) tls: TlsOptions,
     pub(crate) proxy: ProxyChoice,
     pub(crate) callbacks: Callbacks<ConnectSuccess>,
@@ -209,6 +214,10 @@ impl ConnectOptions {
             max_send_frame_size: None,
             queue_until_open: false,
             deflate: None,
+            heartbeat: None,
+            reconnect: None,
+            max_queued_bytes: 16 << 20,
+            max_buffered_bytes: 16 << 20,
             tls: TlsOptions::default(),
             proxy: ProxyChoice::FromEnv,
             callbacks: Callbacks::default(),
@@ -303,6 +312,49 @@ impl ConnectOptions {
     #[must_use]
     pub fn queue_until_open(mut self, on: bool) -> Self {
         self.queue_until_open = on;
+        self
+    }
+
+    /// With `queue_until_open`, the most bytes of messages that may wait for
+    /// the open (default 16 MiB). A send beyond it fails at once with
+    /// `sendSocketMessage:fail send queue full`.
+    #[must_use]
+    pub fn max_queued_bytes(mut self, bytes: usize) -> Self {
+        self.max_queued_bytes = bytes;
+        self
+    }
+
+    /// The high-water mark of [`SocketTask::buffered_amount`](crate::SocketTask::buffered_amount)
+    /// (default 16 MiB). Past it, a send with a `success`, `fail` or
+    /// `complete` callback fails at once (`send buffer full`), and a send
+    /// without callbacks waits in order until the buffer drains below it, so
+    /// that awaiting its `Completion` waits too. A single message larger
+    /// than the mark is still sent when the buffer is empty.
+    #[must_use]
+    pub fn max_buffered_bytes(mut self, bytes: usize) -> Self {
+        self.max_buffered_bytes = bytes;
+        self
+    }
+
+    /// Sends a ping every `interval`; when nothing at all (a pong or any
+    /// other frame) arrives within `timeout` after a ping, the task fails
+    /// with `on_error` ("no pong within N ms") and `on_close` code 1006. This
+    /// catches half-open connections that TCP alone notices only after
+    /// minutes. Off by default.
+    #[must_use]
+    pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.heartbeat = Some(Heartbeat { interval, timeout });
+        self
+    }
+
+    /// Reconnects after the connection is lost, as `policy` says. `on_open`
+    /// fires at each successful (re)connection, `on_reconnecting` before each
+    /// attempt, and `on_close` only once, when the task gives up or is
+    /// closed. The global `*_socket*` functions keep acting on the task
+    /// across reconnects. Off by default.
+    #[must_use]
+    pub fn reconnect(mut self, policy: ReconnectPolicy) -> Self {
+        self.reconnect = Some(policy);
         self
     }
 

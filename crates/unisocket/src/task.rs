@@ -19,6 +19,7 @@ use crate::error::{Api, ErrorKind, SocketError};
 use crate::events::{CloseEvent, ErrorEvent, MessageEvent, OpenEvent, PingPongEvent};
 use crate::options::{Callbacks, CloseOptions, CloseSuccess, SendOptions, SendSuccess};
 use crate::proto::connection::is_valid_sent_code;
+use crate::reconnect::ReconnectEvent;
 
 /// The state of a task, as `WebSocket.readyState` in a browser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,6 +63,15 @@ pub(crate) enum Command {
     },
 }
 
+/// Fails a command with `err` (reported for the command's own API).
+pub(crate) fn fail_command(cmd: Command, err: SocketError) {
+    match cmd {
+        Command::Send { reply, .. } => reply.settle(Err(err.for_api(Api::SendSocketMessage))),
+        Command::Ping { reply, .. } => reply.settle(Err(err.for_api(Api::SendSocketMessage))),
+        Command::Close { reply, .. } => reply.settle(Err(err.for_api(Api::CloseSocket))),
+    }
+}
+
 /// The pending outcome of one `send` or `close`: settling it resolves the
 /// [`Completion`] and runs the call's callbacks on the task's dispatcher.
 /// Dropping it unsettled fails the call, so no call is ever left hanging.
@@ -100,9 +110,10 @@ impl<T: Clone + Send + 'static> Reply<T> {
 
     fn settle_inner(&mut self, result: Result<T, SocketError>) {
         let Some(tx) = self.tx.take() else { return };
-        self.shared
-            .buffered
-            .fetch_sub(self.bytes, Ordering::Relaxed);
+        if self.bytes > 0 {
+            self.shared.buffered.fetch_sub(self.bytes, Ordering::AcqRel);
+            self.shared.release_waiting();
+        }
         let callbacks = mem::take(&mut self.callbacks);
         if !callbacks.is_empty() {
             let r = result.clone();
@@ -175,6 +186,7 @@ impl<T> Future for Completion<T> {
 pub(crate) type OpenFn = Box<dyn FnMut(&OpenEvent) + Send + 'static>;
 pub(crate) type MessageFn = Box<dyn FnMut(&MessageEvent) + Send + 'static>;
 pub(crate) type CloseFn = Box<dyn FnMut(&CloseEvent) + Send + 'static>;
+pub(crate) type ReconnectFn = Box<dyn FnMut(&ReconnectEvent) + Send + 'static>;
 pub(crate) type PingPongFn = Box<dyn FnMut(&PingPongEvent) + Send + 'static>;
 pub(crate) type ErrorFn = Box<dyn FnMut(&ErrorEvent) + Send + 'static>;
 
@@ -186,6 +198,7 @@ pub(crate) struct Listeners {
     pub(crate) close: Vec<CloseFn>,
     pub(crate) error: Vec<ErrorFn>,
     pub(crate) ping_pong: Vec<PingPongFn>,
+    pub(crate) reconnecting: Vec<ReconnectFn>,
 }
 
 impl Listeners {
@@ -196,6 +209,7 @@ impl Listeners {
         self.close.append(&mut newer.close);
         self.error.append(&mut newer.error);
         self.ping_pong.append(&mut newer.ping_pong);
+        self.reconnecting.append(&mut newer.reconnecting);
     }
 }
 
@@ -215,6 +229,10 @@ struct Inner {
     message_listeners: usize,
     jobs: VecDeque<Job>,
     dispatching: bool,
+    /// Sends without callbacks that wait, in order, for `buffered` to drop
+    /// below the high-water mark (they are counted in `buffered` already).
+    waiting: VecDeque<(usize, Command)>,
+    waiting_bytes: usize,
 }
 
 /// The state shared by the handles of a task and its driver.
@@ -222,6 +240,8 @@ pub(crate) struct Shared {
     pub(crate) id: u64,
     /// Bytes of sends accepted but not yet handed to the transport.
     buffered: AtomicUsize,
+    /// The high-water mark of `buffered`.
+    max_buffered: usize,
     pub(crate) cmd: mpsc::UnboundedSender<Command>,
     state: AtomicU8,
     max_held: usize,
@@ -234,11 +254,13 @@ impl Shared {
         cmd: mpsc::UnboundedSender<Command>,
         max_held: usize,
         queue_until_open: bool,
+        max_buffered: usize,
     ) -> Arc<Self> {
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Arc::new(Shared {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             buffered: AtomicUsize::new(0),
+            max_buffered,
             cmd,
             state: AtomicU8::new(ReadyState::Connecting as u8),
             max_held,
@@ -257,6 +279,8 @@ impl Shared {
                 message_listeners: 0,
                 jobs: VecDeque::new(),
                 dispatching: false,
+                waiting: VecDeque::new(),
+                waiting_bytes: 0,
             }),
         })
     }
@@ -329,6 +353,59 @@ impl Shared {
             inner.held.push_back(data);
             inner.recv_wakers.drain(..).for_each(Waker::wake);
         }
+    }
+
+    /// Hands a command to the driver; fails it if the driver is gone.
+    fn submit(&self, cmd: Command) {
+        if let Err(mpsc::error::SendError(cmd)) = self.cmd.send(cmd) {
+            fail_command(cmd, SocketError::not_connected(Api::SendSocketMessage));
+        }
+    }
+
+    /// Moves waiting sends to the driver, in order, while the buffer is
+    /// below its high-water mark.
+    fn release_waiting(&self) {
+        let mut ready = Vec::new();
+        {
+            let mut inner = self.lock();
+            while let Some((len, _)) = inner.waiting.front() {
+                let len = *len;
+                let in_flight = self.buffered.load(Ordering::Acquire) - inner.waiting_bytes;
+                if in_flight > 0 && in_flight + len > self.max_buffered {
+                    break;
+                }
+                if let Some((_, cmd)) = inner.waiting.pop_front() {
+                    inner.waiting_bytes -= len;
+                    ready.push(cmd);
+                }
+            }
+        }
+        for cmd in ready {
+            self.submit(cmd);
+        }
+    }
+
+    /// Fails every send still waiting for buffer space (the task closed).
+    pub(crate) fn fail_waiting(&self, err: &SocketError) {
+        let waiting: Vec<_> = {
+            let mut inner = self.lock();
+            inner.waiting_bytes = 0;
+            inner.waiting.drain(..).map(|(_, c)| c).collect()
+        };
+        for cmd in waiting {
+            fail_command(cmd, err.clone());
+        }
+    }
+
+    /// The connection was lost and another attempt is scheduled.
+    pub(crate) fn reconnecting(&self, ev: ReconnectEvent) {
+        let mut inner = self.lock();
+        self.state
+            .store(ReadyState::Connecting as u8, Ordering::Release);
+        inner.jobs.push_back(Box::new(move |l| {
+            l.reconnecting.iter_mut().for_each(|f| f(&ev))
+        }));
+        self.run_jobs(inner);
     }
 
     pub(crate) fn ping_pong(&self, ev: PingPongEvent) {
@@ -503,19 +580,40 @@ impl SocketTask {
     /// task was made with `queue_until_open(true)`.
     pub fn send(&self, options: impl Into<SendOptions>) -> Completion<SendSuccess> {
         let SendOptions { data, callbacks } = options.into();
-        let (reply, completion) =
-            Reply::new(Api::SendSocketMessage, data.len(), callbacks, &self.shared);
+        let len = data.len();
+        let fail_fast = !callbacks.is_empty();
+        let shared = &self.shared;
+        let before = shared.buffered.load(Ordering::Acquire);
+        let (reply, completion) = Reply::new(Api::SendSocketMessage, len, callbacks, shared);
         let state = self.ready_state();
-        let queued = state == ReadyState::Connecting && self.shared.queue_until_open;
-        if state == ReadyState::Open || queued {
-            if let Err(mpsc::error::SendError(Command::Send { reply, .. })) =
-                self.shared.cmd.send(Command::Send { data, reply })
-            {
-                reply.settle(Err(SocketError::not_connected(Api::SendSocketMessage)));
-            }
-        } else {
+        let queued = state == ReadyState::Connecting && shared.queue_until_open;
+        if state != ReadyState::Open && !queued {
             reply.settle(Err(SocketError::not_connected(Api::SendSocketMessage)));
+            return completion;
         }
+        let over = before > 0 && before + len > shared.max_buffered;
+        let mut inner = shared.lock();
+        if over || !inner.waiting.is_empty() {
+            if fail_fast {
+                drop(inner);
+                reply.settle(Err(SocketError::new(
+                    Api::SendSocketMessage,
+                    ErrorKind::BufferFull,
+                    format_args!(
+                        "send buffer full: {before} bytes wait for the network, the limit is {} (max_buffered_bytes)",
+                        shared.max_buffered
+                    ),
+                )));
+            } else {
+                inner.waiting_bytes += len;
+                inner
+                    .waiting
+                    .push_back((len, Command::Send { data, reply }));
+            }
+            return completion;
+        }
+        drop(inner);
+        shared.submit(Command::Send { data, reply });
         completion
     }
 
@@ -592,6 +690,15 @@ impl SocketTask {
     /// automatically). This is beyond the uni-app API.
     pub fn on_ping_pong(&self, f: impl FnMut(&PingPongEvent) + Send + 'static) {
         self.shared.lock().listeners.ping_pong.push(Box::new(f));
+    }
+
+    /// Listens for reconnection attempts (with
+    /// [`ConnectOptions::reconnect`](crate::ConnectOptions::reconnect)):
+    /// called with the attempt number and the delay before it, each time the
+    /// connection was lost and the task is about to try again. The task is
+    /// CONNECTING meanwhile.
+    pub fn on_reconnecting(&self, f: impl FnMut(&ReconnectEvent) + Send + 'static) {
+        self.shared.lock().listeners.reconnecting.push(Box::new(f));
     }
 
     /// Receives the next message, or `None` once the connection is closed and

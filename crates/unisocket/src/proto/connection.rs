@@ -45,6 +45,9 @@ pub struct Config {
     pub max_send_frame_size: Option<usize>,
     /// How long to wait for the peer's close frame after sending ours. Default 5 s.
     pub close_timeout: Duration,
+    /// Send a ping every `interval` and fail when nothing at all arrives
+    /// within `timeout` after one (see [`Connection::heartbeat_failed`]).
+    pub heartbeat: Option<Heartbeat>,
     /// The permessage-deflate parameters negotiated in the handshake, if any
     /// (ignored when the crate is built without the `deflate` feature).
     pub deflate: Option<DeflateParams>,
@@ -56,9 +59,29 @@ impl Default for Config {
             limits: Limits::default(),
             max_send_frame_size: None,
             close_timeout: Duration::from_secs(5),
+            heartbeat: None,
             deflate: None,
         }
     }
+}
+
+/// Heartbeat settings: ping every `interval`; the peer must send something
+/// (a pong or any other frame) within `timeout` after each ping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// Time between pings.
+    pub interval: Duration,
+    /// How long to wait for any frame after a ping.
+    pub timeout: Duration,
+}
+
+/// Where the heartbeat clock stands.
+#[derive(Debug, Clone, Copy, Default)]
+struct HeartbeatClock {
+    next_ping: Option<Instant>,
+    deadline: Option<Instant>,
+    failed: bool,
+    sent: u64,
 }
 
 /// Something the peer did.
@@ -148,6 +171,7 @@ pub struct Connection {
     utf8: Utf8Validator,
     close_deadline: Option<Instant>,
     timed_out: bool,
+    heartbeat: HeartbeatClock,
     error: Option<ProtocolError>,
     deflate: Option<Deflate>,
     /// Reused output buffer of the compressor.
@@ -171,6 +195,7 @@ impl Connection {
             utf8: Utf8Validator::new(),
             close_deadline: None,
             timed_out: false,
+            heartbeat: HeartbeatClock::default(),
             error: None,
             deflate,
             scratch: Vec::new(),
@@ -526,10 +551,18 @@ impl Connection {
 
     /// The next instant at which [`Connection::handle_timeout`] must be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.close_deadline
+        let hb = &self.heartbeat;
+        let heartbeat = if self.state == State::Open && !hb.failed {
+            [hb.next_ping, hb.deadline].into_iter().flatten().min()
+        } else {
+            None
+        };
+        [self.close_deadline, heartbeat].into_iter().flatten().min()
     }
 
-    /// Advances time: a close handshake whose deadline has passed ends.
+    /// Advances time: a close handshake whose deadline has passed ends; the
+    /// heartbeat sends its pings and notices a silent peer. Call it once
+    /// right after creating the connection to start the heartbeat clock.
     pub fn handle_timeout(&mut self, now: Instant) {
         if let Some(deadline) = self.close_deadline {
             if now >= deadline {
@@ -537,6 +570,49 @@ impl Connection {
                 self.state = State::Closed;
                 self.timed_out = true;
             }
+        }
+        let Some(hb) = self.config.heartbeat else {
+            return;
+        };
+        if self.state != State::Open || self.heartbeat.failed {
+            return;
+        }
+        if self.heartbeat.deadline.is_some_and(|d| now >= d) {
+            // Nothing arrived in time: the peer (or the path to it) is gone.
+            // No close frame: nobody would read it.
+            self.heartbeat.failed = true;
+            self.heartbeat.deadline = None;
+            self.state = State::Closed;
+            return;
+        }
+        match self.heartbeat.next_ping {
+            None => self.heartbeat.next_ping = Some(now + hb.interval),
+            Some(at) if now >= at => {
+                self.heartbeat.sent += 1;
+                let payload = self.heartbeat.sent.to_be_bytes();
+                self.encode_frame(OpCode::Ping, true, &payload);
+                self.heartbeat.next_ping = Some(now + hb.interval);
+                if self.heartbeat.deadline.is_none() {
+                    self.heartbeat.deadline = Some(now + hb.timeout);
+                }
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Bytes arrived from the peer: the heartbeat's pending deadline is met
+    /// (any frame counts, not only a pong).
+    pub fn handle_activity(&mut self) {
+        self.heartbeat.deadline = None;
+    }
+
+    /// When the heartbeat found the peer silent, the timeout that passed.
+    /// The connection is then [`State::Closed`] without a close frame: report
+    /// close code 1006.
+    pub fn heartbeat_failed(&self) -> Option<Duration> {
+        match self.config.heartbeat {
+            Some(hb) if self.heartbeat.failed => Some(hb.timeout),
+            _ => None,
         }
     }
 

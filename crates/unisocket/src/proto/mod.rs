@@ -19,5 +19,5 @@ mod test_server;
 #[cfg(test)]
 mod tests;
 
-pub use connection::{Config, Connection, Event, Limits, SendError, State};
+pub use connection::{Config, Connection, Event, Heartbeat, Limits, SendError, State};
 pub use error::{HandshakeError, ProtocolError};

@@ -15,6 +15,8 @@ pub mod utf8;
 #[cfg(all(test, feature = "deflate"))]
 mod deflate_tests;
 #[cfg(test)]
+mod heartbeat_tests;
+#[cfg(test)]
 mod test_server;
 #[cfg(test)]
 mod tests;

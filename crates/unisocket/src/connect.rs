@@ -19,6 +19,14 @@ static NETWORK_TIMEOUT_MS: AtomicU64 = AtomicU64::new(60_000);
 /// Sets the default connection timeout of every later `connect_socket` (the
 /// `networkTimeout.connectSocket` of `manifest.json`). The default is 60 s;
 /// [`ConnectOptions::timeout`] overrides it per call.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// unisocket::set_network_timeout(Duration::from_secs(15));
+/// assert_eq!(unisocket::network_timeout(), Duration::from_secs(15));
+/// # unisocket::set_network_timeout(Duration::from_secs(60));
+/// ```
 pub fn set_network_timeout(timeout: Duration) {
     let ms = u64::try_from(timeout.as_millis())
         .unwrap_or(u64::MAX)
@@ -27,6 +35,11 @@ pub fn set_network_timeout(timeout: Duration) {
 }
 
 /// The current default connection timeout.
+///
+/// ```
+/// // 60 s unless changed by `set_network_timeout` or `Manifest::apply`.
+/// println!("connect timeout: {:?}", unisocket::network_timeout());
+/// ```
 pub fn network_timeout() -> Duration {
     Duration::from_millis(NETWORK_TIMEOUT_MS.load(Ordering::Relaxed))
 }

@@ -7,6 +7,13 @@ use std::sync::Arc;
 use crate::proto::{HandshakeError, ProtocolError};
 
 /// Which API call an outcome belongs to; the prefix of `errMsg`.
+///
+/// ```
+/// use unisocket::Api;
+///
+/// assert_eq!(Api::SendSocketMessage.name(), "sendSocketMessage");
+/// assert_eq!(Api::ConnectSocket.ok_msg(), "connectSocket:ok");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Api {
     /// `connectSocket` (and the task's connection events).
@@ -34,6 +41,18 @@ impl Api {
 }
 
 /// What kind of failure a [`SocketError`] is.
+///
+/// ```
+/// use unisocket::{connect_socket, ConnectOptions, ErrorKind};
+///
+/// # tokio_test_block_on(async {
+/// let err = connect_socket(ConnectOptions::new("htp://x")).await.unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::InvalidUrl);
+/// # });
+/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -80,6 +99,17 @@ pub enum ErrorKind {
 /// [`SocketError::err_msg`] is the uni-app `errMsg`, e.g.
 /// `connectSocket:fail timed out after 60000 ms`; [`SocketError::kind`] is
 /// the typed cause to match on.
+///
+/// ```
+/// use unisocket::{connect_socket, ConnectOptions};
+///
+/// let task = connect_socket(ConnectOptions::new("ws://x").header("Referer", "y").fail(|e| {
+///     assert_eq!(e.err_msg(), "connectSocket:fail the Referer header cannot be set");
+///     assert_eq!(e.reason(), "the Referer header cannot be set");
+/// }));
+/// // Bad input never touches the network: the task is closed at once.
+/// assert_eq!(task.ready_state(), unisocket::ReadyState::Closed);
+/// ```
 #[derive(Clone)]
 pub struct SocketError {
     api: Api,

@@ -7,6 +7,20 @@ use crate::error::SocketError;
 
 /// HTTP headers in the order the server sent them; names compare
 /// case-insensitively in [`Headers::get`].
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), unisocket::SocketError> {
+/// let task = unisocket::connect_socket(unisocket::ConnectOptions::new("ws://127.0.0.1:9001"));
+/// task.on_open(|ev| {
+///     if let Some(server) = ev.header.get("server") {
+///         println!("server: {server}");
+///     }
+///     for (name, value) in ev.header.iter() {
+///         println!("{name}: {value}");
+///     }
+/// });
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Headers(Vec<(String, String)>);
 
@@ -41,6 +55,11 @@ impl Headers {
 
 /// How long each step of opening the connection took (the timings WeChat
 /// reports as `profile`).
+///
+/// ```no_run
+/// unisocket::connect_socket(unisocket::ConnectOptions::new("ws://127.0.0.1:9001"))
+///     .on_open(|ev| println!("opened in {:?} (handshake {:?})", ev.profile.total, ev.profile.handshake));
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Profile {
     /// Name resolution.
@@ -56,6 +75,11 @@ pub struct Profile {
 }
 
 /// The payload of `on_open`.
+///
+/// ```no_run
+/// let task = unisocket::connect_socket(unisocket::ConnectOptions::new("ws://127.0.0.1:9001"));
+/// task.on_open(|ev| println!("protocol {:?}, {} headers", ev.protocol, ev.header.len()));
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OpenEvent {
     /// The server's handshake response headers.
@@ -67,6 +91,16 @@ pub struct OpenEvent {
 }
 
 /// The payload of `on_message`.
+///
+/// ```no_run
+/// use unisocket::Data;
+///
+/// let task = unisocket::connect_socket(unisocket::ConnectOptions::new("ws://127.0.0.1:9001"));
+/// task.on_message(|ev| match &ev.data {
+///     Data::Text(text) => println!("text: {text}"),
+///     Data::Binary(bytes) => println!("{} bytes", bytes.len()),
+/// });
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageEvent {
     /// The message: text or binary.
@@ -74,6 +108,15 @@ pub struct MessageEvent {
 }
 
 /// The payload of `on_close`.
+///
+/// ```no_run
+/// let task = unisocket::connect_socket(unisocket::ConnectOptions::new("ws://127.0.0.1:9001"));
+/// task.on_close(|ev| {
+///     if !ev.was_clean {
+///         eprintln!("connection lost: {} {}", ev.code, ev.reason);
+///     }
+/// });
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloseEvent {
     /// The close code: the server's, or 1006 when the connection ended
@@ -86,6 +129,17 @@ pub struct CloseEvent {
 }
 
 /// A ping or pong from the server (see `SocketTask::on_ping_pong`).
+///
+/// ```no_run
+/// use unisocket::PingPongEvent;
+///
+/// let task = unisocket::connect_socket(unisocket::ConnectOptions::new("ws://127.0.0.1:9001"));
+/// task.on_ping_pong(|ev| {
+///     if let PingPongEvent::Pong(payload) = ev {
+///         println!("pong {payload:?}");
+///     }
+/// });
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PingPongEvent {
     /// The server sent a ping (already answered with a pong).
@@ -95,6 +149,16 @@ pub enum PingPongEvent {
 }
 
 /// The payload of `on_error`.
+///
+/// ```no_run
+/// use unisocket::ErrorKind;
+///
+/// let task = unisocket::connect_socket(unisocket::ConnectOptions::new("ws://127.0.0.1:9001"));
+/// task.on_error(|ev| match ev.error.kind() {
+///     ErrorKind::Timeout => eprintln!("too slow: {}", ev.err_msg),
+///     _ => eprintln!("{}", ev.err_msg),
+/// });
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct ErrorEvent {
     /// The uni-app `errMsg`, e.g. `connectSocket:fail timed out after 60000 ms`.

@@ -51,6 +51,11 @@ pub(crate) fn unregister(id: u64) {
 }
 
 /// The oldest task that is still alive (not CLOSED), if any.
+///
+/// ```
+/// // With no task alive there is none.
+/// assert!(unisocket::current_socket().is_none());
+/// ```
 pub fn current_socket() -> Option<SocketTask> {
     with_registry(|r| {
         r.live
@@ -63,6 +68,13 @@ pub fn current_socket() -> Option<SocketTask> {
 macro_rules! global_listener {
     ($(#[$doc:meta])* $name:ident, $method:ident, $event:ty, $field:ident) => {
         $(#[$doc])*
+        ///
+        /// ```no_run
+        /// use unisocket::{connect_socket, ConnectOptions};
+        ///
+        /// connect_socket(ConnectOptions::new("ws://127.0.0.1:9001"));
+        #[doc = concat!("unisocket::", stringify!($name), "(|ev| println!(\"{ev:?}\"));")]
+        /// ```
         pub fn $name(f: impl FnMut(&$event) + Send + 'static) {
             let f: Box<dyn FnMut(&$event) + Send> = Box::new(f);
             let target = with_registry(|r| match r.live.values().next().or(r.last.as_ref()) {
@@ -99,6 +111,17 @@ global_listener!(
 
 /// `uni.sendSocketMessage`: sends on the oldest live task. With no live task
 /// it fails with `sendSocketMessage:fail WebSocket is not connected`.
+///
+/// ```no_run
+/// use unisocket::{connect_socket, on_socket_open, send_socket_message, ConnectOptions, SendOptions};
+///
+/// connect_socket(ConnectOptions::new("ws://127.0.0.1:9001"));
+/// on_socket_open(|_| {
+///     drop(send_socket_message(
+///         SendOptions::new("hello").success(|ok| println!("{}", ok.err_msg)),
+///     ));
+/// });
+/// ```
 pub fn send_socket_message(options: impl Into<SendOptions>) -> Completion<SendSuccess> {
     let options = options.into();
     match current_socket() {
@@ -112,6 +135,15 @@ pub fn send_socket_message(options: impl Into<SendOptions>) -> Completion<SendSu
 
 /// `uni.closeSocket`: closes the oldest live task. With no live task it fails
 /// with `closeSocket:fail WebSocket is not connected`.
+///
+/// ```
+/// use unisocket::{close_socket, CloseOptions};
+///
+/// // With no live task the call fails, through `fail` and the Completion.
+/// drop(close_socket(CloseOptions::default().fail(|e| {
+///     assert_eq!(e.err_msg(), "closeSocket:fail WebSocket is not connected");
+/// })));
+/// ```
 pub fn close_socket(options: CloseOptions) -> Completion<CloseSuccess> {
     match current_socket() {
         Some(task) => task.close(options),

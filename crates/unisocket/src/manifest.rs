@@ -26,6 +26,11 @@ pub struct Manifest {
 }
 
 /// Why a manifest could not be read.
+///
+/// ```
+/// let err = unisocket::Manifest::from_json("{").unwrap_err();
+/// assert!(err.to_string().starts_with("not valid JSON"));
+/// ```
 #[derive(Debug)]
 pub struct ManifestError {
     reason: String,

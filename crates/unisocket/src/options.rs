@@ -87,6 +87,14 @@ macro_rules! callback_setters {
 
 /// The result of a successful `connect_socket`: the task exists and the
 /// connection attempt is under way.
+///
+/// ```no_run
+/// use unisocket::{connect_socket, ConnectOptions};
+///
+/// connect_socket(ConnectOptions::new("ws://127.0.0.1:9001").success(|ok| {
+///     assert_eq!(ok.err_msg, "connectSocket:ok");
+/// }));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectSuccess {
     /// `"connectSocket:ok"`.
@@ -94,6 +102,13 @@ pub struct ConnectSuccess {
 }
 
 /// The result of a successful send: the whole frame was handed to the transport.
+///
+/// ```no_run
+/// # async fn demo(task: unisocket::SocketTask) -> Result<(), unisocket::SocketError> {
+/// let ok = task.send("hi").await?;
+/// assert_eq!(ok.err_msg, "sendSocketMessage:ok");
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendSuccess {
     /// `"sendSocketMessage:ok"`.
@@ -101,6 +116,13 @@ pub struct SendSuccess {
 }
 
 /// The result of a successful close: the closing handshake ended.
+///
+/// ```no_run
+/// # async fn demo(task: unisocket::SocketTask) -> Result<(), unisocket::SocketError> {
+/// let ok = task.close(unisocket::CloseOptions::default()).await?;
+/// assert_eq!(ok.err_msg, "closeSocket:ok");
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloseSuccess {
     /// `"closeSocket:ok"`.
@@ -507,6 +529,16 @@ impl ConnectOptions {
 ///
 /// Anything that converts into [`Data`] converts into `SendOptions`:
 /// `task.send("hi")`, `task.send(vec![1, 2, 3])`.
+///
+/// ```
+/// use unisocket::SendOptions;
+///
+/// let options = SendOptions::new("hello")
+///     .success(|ok| println!("{}", ok.err_msg))
+///     .fail(|e| eprintln!("{}", e.err_msg()))
+///     .complete(|_| println!("done"));
+/// # drop(options);
+/// ```
 pub struct SendOptions {
     pub(crate) data: Data,
     pub(crate) callbacks: Callbacks<SendSuccess>,
@@ -540,6 +572,13 @@ impl<T: Into<Data>> From<T> for SendOptions {
 
 /// The options of `close`: `SocketTask.close(OBJECT)`. The default is code
 /// 1000 and no reason.
+///
+/// ```
+/// use unisocket::CloseOptions;
+///
+/// let options = CloseOptions::default().code(4001).reason("going away");
+/// # drop(options);
+/// ```
 pub struct CloseOptions {
     pub(crate) code: u16,
     pub(crate) reason: String,

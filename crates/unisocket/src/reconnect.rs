@@ -106,6 +106,13 @@ impl ReconnectPolicy {
 }
 
 /// The payload of `on_reconnecting`: a new attempt is scheduled.
+///
+/// ```no_run
+/// use unisocket::{connect_socket, ConnectOptions, ReconnectPolicy};
+///
+/// let task = connect_socket(ConnectOptions::new("ws://127.0.0.1:9001").reconnect(ReconnectPolicy::default()));
+/// task.on_reconnecting(|ev| println!("attempt {} in {:?}", ev.attempt, ev.delay));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReconnectEvent {
     /// The attempt number, from 1; reset after each successful open.

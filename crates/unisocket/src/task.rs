@@ -22,6 +22,13 @@ use crate::proto::connection::is_valid_sent_code;
 use crate::reconnect::ReconnectEvent;
 
 /// The state of a task, as `WebSocket.readyState` in a browser.
+///
+/// ```
+/// use unisocket::{connect_socket, ConnectOptions, ReadyState};
+///
+/// let task = connect_socket(ConnectOptions::new("not a url"));
+/// assert_eq!(task.ready_state(), ReadyState::Closed);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum ReadyState {
@@ -139,6 +146,16 @@ impl<T: Clone + Send + 'static> Drop for Reply<T> {
 
 /// The outcome of `send` or `close`: a future that may be awaited or dropped
 /// (dropping it cancels nothing; the callbacks still run).
+///
+/// ```no_run
+/// # async fn demo(task: unisocket::SocketTask) -> Result<(), unisocket::SocketError> {
+/// // Await it: resolves once the frame reached the transport.
+/// let ok = task.send("hello").await?;
+/// assert_eq!(ok.err_msg, "sendSocketMessage:ok");
+/// // Or drop it: the message is still sent.
+/// drop(task.send("fire and forget"));
+/// # Ok(()) }
+/// ```
 #[must_use = "a Completion may be dropped, but then errors are only reported to the `fail` callback"]
 pub struct Completion<T> {
     api: Api,
@@ -574,6 +591,16 @@ impl fmt::Debug for SocketTask {
 impl SocketTask {
     /// Sends a text or binary message (`SocketTask.send`).
     ///
+    /// ```no_run
+    /// # async fn demo(task: unisocket::SocketTask) {
+    /// use unisocket::SendOptions;
+    ///
+    /// drop(task.send("text"));
+    /// drop(task.send(vec![1u8, 2, 3]));
+    /// drop(task.send(SendOptions::new("with callbacks").fail(|e| eprintln!("{}", e.err_msg()))));
+    /// # }
+    /// ```
+    ///
     /// Returns at once; the [`Completion`] resolves when the whole frame has
     /// been handed to the transport, or with the reason it could not be.
     /// Sending before OPEN fails with `WebSocket is not connected` unless the
@@ -619,6 +646,14 @@ impl SocketTask {
 
     /// Closes the connection (`SocketTask.close`), by default with code 1000.
     ///
+    /// ```no_run
+    /// # async fn demo(task: unisocket::SocketTask) -> Result<(), unisocket::SocketError> {
+    /// use unisocket::CloseOptions;
+    ///
+    /// task.close(CloseOptions::default().code(4000).reason("bye")).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// The code must be 1000 or 3000-4999 and the reason at most 123 bytes
     /// of UTF-8, or the call fails at once. Closing while CONNECTING aborts
     /// the attempt. The [`Completion`] resolves when the closing handshake
@@ -662,6 +697,13 @@ impl SocketTask {
     /// Sends a ping with `payload` (at most 125 bytes); the server answers
     /// with a pong, seen by [`SocketTask::on_ping_pong`]. This is beyond the
     /// uni-app API.
+    ///
+    /// ```no_run
+    /// # async fn demo(task: unisocket::SocketTask) -> Result<(), unisocket::SocketError> {
+    /// task.on_ping_pong(|ev| println!("{ev:?}"));
+    /// task.ping("are you there?").await?;
+    /// # Ok(()) }
+    /// ```
     pub fn ping(&self, payload: impl Into<Bytes>) -> Completion<()> {
         let payload = payload.into();
         let (reply, completion) = Reply::new(
@@ -704,6 +746,14 @@ impl SocketTask {
     /// Receives the next message, or `None` once the connection is closed and
     /// every held message has been taken.
     ///
+    /// ```no_run
+    /// # async fn demo(task: unisocket::SocketTask) {
+    /// while let Some(data) = task.recv().await {
+    ///     println!("{data:?}");
+    /// }
+    /// # }
+    /// ```
+    ///
     /// Messages go to `on_message` listeners when there are any, and are held
     /// for `recv` otherwise.
     pub async fn recv(&self) -> Option<Data> {
@@ -725,6 +775,13 @@ impl SocketTask {
 
     /// Waits until the task is CLOSED and returns its close event (the same
     /// one `on_close` receives).
+    ///
+    /// ```no_run
+    /// # async fn demo(task: unisocket::SocketTask) {
+    /// let ev = task.closed().await;
+    /// println!("closed with {} ({})", ev.code, ev.reason);
+    /// # }
+    /// ```
     pub async fn closed(&self) -> CloseEvent {
         std::future::poll_fn(|cx| self.shared.poll_closed(cx)).await
     }
@@ -736,6 +793,14 @@ impl SocketTask {
 
     /// Bytes of messages passed to `send` that have not been handed to the
     /// transport yet (as `WebSocket.bufferedAmount`).
+    ///
+    /// ```no_run
+    /// # async fn demo(task: unisocket::SocketTask) {
+    /// if task.buffered_amount() < 1 << 20 {
+    ///     drop(task.send(vec![0u8; 64 * 1024]));
+    /// }
+    /// # }
+    /// ```
     pub fn buffered_amount(&self) -> usize {
         self.shared.buffered.load(Ordering::Relaxed)
     }
@@ -747,6 +812,12 @@ impl SocketTask {
 
     /// Listens for the open event. Registered after the task opened, the
     /// listener is called once at once.
+    ///
+    /// ```no_run
+    /// let task = unisocket::connect_socket(unisocket::ConnectOptions::new("ws://127.0.0.1:9001"));
+    /// let t = task.clone();
+    /// task.on_open(move |_| drop(t.send("hello")));
+    /// ```
     pub fn on_open(&self, f: impl FnMut(&OpenEvent) + Send + 'static) {
         let mut f: OpenFn = Box::new(f);
         let mut inner = self.shared.lock();
@@ -763,6 +834,11 @@ impl SocketTask {
 
     /// Listens for messages. Messages held while no one listened are
     /// delivered to the first listener, in order.
+    ///
+    /// ```no_run
+    /// let task = unisocket::connect_socket(unisocket::ConnectOptions::new("ws://127.0.0.1:9001"));
+    /// task.on_message(|ev| println!("{:?}", ev.data));
+    /// ```
     pub fn on_message(&self, f: impl FnMut(&MessageEvent) + Send + 'static) {
         let mut inner = self.shared.lock();
         inner.listeners.message.push(Box::new(f));
@@ -778,6 +854,11 @@ impl SocketTask {
 
     /// Listens for the close event (exactly one per task). Registered after
     /// the task closed, the listener is called once at once.
+    ///
+    /// ```no_run
+    /// let task = unisocket::connect_socket(unisocket::ConnectOptions::new("ws://127.0.0.1:9001"));
+    /// task.on_close(|ev| println!("closed: {} {}", ev.code, ev.reason));
+    /// ```
     pub fn on_close(&self, f: impl FnMut(&CloseEvent) + Send + 'static) {
         let mut f: CloseFn = Box::new(f);
         let mut inner = self.shared.lock();
@@ -794,6 +875,12 @@ impl SocketTask {
 
     /// Listens for errors. Registered after an error happened, the listener
     /// is called once at once with it.
+    ///
+    /// ```
+    /// let task = unisocket::connect_socket(unisocket::ConnectOptions::new("htp://x"));
+    /// // The task already failed; a late listener still hears about it.
+    /// task.on_error(|ev| assert!(ev.err_msg.starts_with("connectSocket:fail invalid URL")));
+    /// ```
     pub fn on_error(&self, f: impl FnMut(&ErrorEvent) + Send + 'static) {
         let mut f: ErrorFn = Box::new(f);
         let mut inner = self.shared.lock();

@@ -4,6 +4,25 @@
 //! - [`handshake`]: the HTTP upgrade request and the checks on the response.
 //! - [`Connection`]: frames, fragmentation, UTF-8, control frames, the close
 //!   handshake and limits on an open connection.
+//! - [`deflate`]: RFC 7692 permessage-deflate negotiation and compression.
+//!
+//! Driving a connection by hand, with bytes in and out:
+//!
+//! ```
+//! use std::time::Instant;
+//! use unisocket::proto::{Config, Connection, Event};
+//! use unisocket::Data;
+//!
+//! let mut conn = Connection::new(Config::default());
+//! // An unmasked text frame "hi" from the server arrives...
+//! conn.read_buf().extend_from_slice(&[0x81, 0x02, b'h', b'i']);
+//! assert_eq!(conn.poll_event().unwrap(), Some(Event::Message(Data::from("hi"))));
+//! // ...and we answer; the masked frame waits in the write buffer.
+//! conn.send_text("hello").unwrap();
+//! let frame = conn.write_buf().split();
+//! assert_eq!(frame.len(), 2 + 4 + 5); // header, mask key, payload
+//! conn.close(1000, "bye", Instant::now()).unwrap();
+//! ```
 
 pub mod connection;
 pub mod deflate;

@@ -1,23 +1,25 @@
 //! `unisocket URL`: the interactive client. Each stdin line is sent as a
-//! message; incoming messages are printed as they arrive.
+//! message; incoming messages are printed on stdout as they arrive; status
+//! lines (connected, ping/pong, closed, errors) go to stderr. With `--json`,
+//! stdout carries one JSON object per event instead.
 
-use std::io::{IsTerminal, Write};
+use std::collections::HashMap;
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use tokio::io::AsyncBufReadExt;
+use tokio::sync::{mpsc, oneshot};
+use unisocket::proto::connection::is_valid_sent_code;
 use unisocket::{
-    connect_socket, CloseEvent, CloseOptions, ConnectOptions, Data, OpenEvent, PingPongEvent,
+    connect_socket, CloseEvent, CloseOptions, ConnectOptions, Data, ErrorKind, OpenEvent,
+    PingPongEvent, SocketError,
 };
 
-/// Exit code for a connection that could not be opened.
-pub const EXIT_CONNECT: i32 = 3;
-/// Exit code for a connection that ended abnormally (no clean close).
-pub const EXIT_ABNORMAL: i32 = 4;
-/// Exit code for bad arguments found after parsing (clap uses 2 for its own).
-pub const EXIT_USAGE: i32 = 2;
+use crate::exit;
+use crate::style::{self, describe_close_code, Paint};
 
 /// How binary messages are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -28,76 +30,132 @@ pub enum BinaryFormat {
     Base64,
 }
 
-/// The options of the client mode.
+/// The options of the client mode (`unisocket URL`).
 #[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Client options")]
 pub struct ClientArgs {
-    /// The server URL: `ws://host[:port]/path` or `wss://...`
-    pub url: String,
+    /// The server URL, `ws://host[:port]/path` or `wss://...`; without it,
+    /// the demo runs.
+    pub url: Option<String>,
     /// A request header "Name: value" (repeatable).
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
     pub headers: Vec<String>,
-    /// A subprotocol to offer (repeatable).
+    /// A subprotocol to offer, in order of preference (repeatable).
     #[arg(short = 'p', long = "protocol", value_name = "NAME")]
     pub protocols: Vec<String>,
     /// Send stdin lines (and -x messages) as binary messages instead of text.
-    #[arg(long)]
+    #[arg(short = 'b', long)]
     pub binary: bool,
-    /// How to print binary messages.
-    #[arg(long, value_enum, default_value_t = BinaryFormat::Hex)]
+    /// How to print received binary messages.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = BinaryFormat::Hex)]
     pub binary_format: BinaryFormat,
-    /// Print one JSON object per event instead of plain lines.
+    /// Print one JSON object per event on stdout (open, message, ping, pong,
+    /// error, close).
     #[arg(long)]
     pub json: bool,
-    /// Send MESSAGE (repeatable), print replies until --wait, then close.
+    /// Send MESSAGE instead of reading stdin (repeatable), print replies
+    /// until --wait, then close.
     #[arg(short = 'x', long = "execute", value_name = "MESSAGE")]
     pub execute: Vec<String>,
-    /// With -x: how long to wait for replies before closing.
+    /// After the last message (of -x, or of stdin when it is not a
+    /// terminal): how long to print replies before closing. Replies that
+    /// arrive after the close frame is sent are dropped, as in a browser.
+    /// Ctrl-D on a terminal closes at once.
     #[arg(short = 'w', long, value_name = "SECONDS", default_value_t = 2.0)]
     pub wait: f64,
     /// Send a ping every SECONDS.
     #[arg(long, value_name = "SECONDS")]
     pub ping_interval: Option<f64>,
-    /// Print pings and pongs from the server.
-    #[arg(long)]
+    /// Print pings and pongs (with the round-trip time of our pings).
+    #[arg(short = 'P', long)]
     pub show_ping_pong: bool,
-    /// Offer permessage-deflate compression.
+    /// Offer permessage-deflate compression (RFC 7692).
     #[arg(long)]
     pub compress: bool,
-    /// Connect through this proxy (http://, socks5://, socks5h://).
-    #[arg(long, value_name = "URL")]
+    /// Connect through this proxy: http://[user:pass@]host[:port],
+    /// socks5://... or socks5h://... (default: HTTPS_PROXY, HTTP_PROXY,
+    /// ALL_PROXY, NO_PROXY).
+    #[arg(long, value_name = "URL", conflicts_with = "no_proxy")]
     pub proxy: Option<String>,
-    /// Trust the CA certificates in this PEM file (for wss://).
+    /// Connect directly, ignoring the proxy environment variables.
+    #[arg(long)]
+    pub no_proxy: bool,
+    /// Also trust the CA certificates of this PEM file (for wss://).
     #[arg(long, value_name = "FILE")]
     pub ca: Option<PathBuf>,
-    /// Do not verify the server's TLS certificate (dangerous).
-    #[arg(long)]
+    /// Do not verify the server's TLS certificate (dangerous: prints a warning).
+    #[arg(short = 'k', long)]
     pub insecure: bool,
-    /// The close code sent when stdin ends or --wait passes.
-    #[arg(long, default_value_t = 1000)]
+    /// The close code sent at the end of stdin or -x (1000 or 3000-4999).
+    #[arg(long, value_name = "CODE", default_value_t = 1000)]
     pub close_code: u16,
-    /// The close reason sent when stdin ends or --wait passes.
-    #[arg(long, default_value = "")]
+    /// The close reason sent with it (at most 123 bytes of UTF-8).
+    #[arg(
+        long,
+        value_name = "TEXT",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub close_reason: String,
-    /// Connection timeout.
+    /// How long opening the connection may take (DNS, TCP, TLS, handshake).
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
     pub timeout: f64,
-    /// Print handshake details (response headers, timings) to stderr.
+    /// Print handshake details (request and response headers, timings) to stderr.
     #[arg(short = 'v', long)]
     pub verbose: bool,
 }
 
-fn seconds(name: &str, s: f64) -> Result<Duration, String> {
-    Duration::try_from_secs_f64(s)
-        .map_err(|_| format!("--{name} must be a non-negative number of seconds"))
+/// What to do, checked before anything touches the network.
+struct Plan {
+    url: String,
+    options: ConnectOptions,
+    wait: Duration,
+    ping_interval: Option<Duration>,
+    close_code: u16,
+    close_reason: String,
 }
 
-/// Builds the connect options; `Err` is a usage error.
-pub fn options(args: &ClientArgs) -> Result<ConnectOptions, String> {
-    let mut o = ConnectOptions::new(args.url.clone()).timeout(seconds("timeout", args.timeout)?);
+fn seconds(name: &str, s: f64, allow_zero: bool) -> Result<Duration, String> {
+    match Duration::try_from_secs_f64(s) {
+        Ok(d) if allow_zero || !d.is_zero() => Ok(d),
+        _ if allow_zero => Err(format!(
+            "--{name} must be a number of seconds, 0 or more (not {s})"
+        )),
+        _ => Err(format!(
+            "--{name} must be a number of seconds greater than 0 (not {s})"
+        )),
+    }
+}
+
+/// Checks the arguments and builds the connect options; `Err` is a usage
+/// error, reported before connecting.
+fn plan(url: String, args: &ClientArgs) -> Result<Plan, String> {
+    let timeout = seconds("timeout", args.timeout, false)?;
+    let wait = seconds("wait", args.wait, true)?;
+    let ping_interval = args
+        .ping_interval
+        .map(|s| seconds("ping-interval", s, false))
+        .transpose()?;
+    if !is_valid_sent_code(args.close_code) {
+        return Err(format!(
+            "--close-code {} is not allowed: use 1000 or 3000-4999",
+            args.close_code
+        ));
+    }
+    if args.close_reason.len() > 123 {
+        return Err(format!(
+            "--close-reason is {} bytes of UTF-8; the limit is 123",
+            args.close_reason.len()
+        ));
+    }
+    let mut o = ConnectOptions::new(url.clone()).timeout(timeout);
     for h in &args.headers {
         let (name, value) = h
             .split_once(':')
             .ok_or_else(|| format!("header {h:?} is not in the form \"Name: value\""))?;
+        if name.trim().is_empty() {
+            return Err(format!("header {h:?} has no name"));
+        }
         o = o.header(name.trim(), value.trim());
     }
     if !args.protocols.is_empty() {
@@ -105,8 +163,12 @@ pub fn options(args: &ClientArgs) -> Result<ConnectOptions, String> {
     }
     if let Some(p) = &args.proxy {
         o = o.proxy(p.clone());
+    } else if args.no_proxy {
+        o = o.no_proxy();
     }
     if let Some(ca) = &args.ca {
+        std::fs::File::open(ca)
+            .map_err(|e| format!("cannot read the --ca file {}: {e}", ca.display()))?;
         o = o.ca_certificates_file(ca.clone());
     }
     if args.insecure {
@@ -115,91 +177,196 @@ pub fn options(args: &ClientArgs) -> Result<ConnectOptions, String> {
     if args.compress {
         o = o.per_message_deflate(true);
     }
-    Ok(o)
+    Ok(Plan {
+        url,
+        options: o,
+        wait,
+        ping_interval,
+        close_code: args.close_code,
+        close_reason: args.close_reason.clone(),
+    })
 }
 
-/// Prints events, as plain lines or JSON.
+/// Whether a connection failure is the caller's fault (exit 2) rather than
+/// the network's (exit 3).
+fn is_usage_error(e: &SocketError) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::InvalidUrl
+            | ErrorKind::InvalidHeader
+            | ErrorKind::InvalidProtocol
+            | ErrorKind::InvalidArgument
+    )
+}
+
+/// Prints events: messages on stdout, status lines on stderr; or one JSON
+/// object per event on stdout.
 struct Printer {
     json: bool,
-    color: bool,
+    verbose: bool,
+    /// stdout is a terminal: prefix received messages with `< `.
+    tty: bool,
+    out: Paint,
+    err: Paint,
     binary_format: BinaryFormat,
+    /// When each of our pings was sent, by payload, for the pong's RTT.
+    pings: Mutex<HashMap<Vec<u8>, Instant>>,
 }
 
 impl Printer {
-    fn line(&self, s: &str) {
+    fn stdout_line(&self, s: &str) {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{s}");
         let _ = out.flush();
     }
 
-    fn json(&self, v: serde_json::Value) {
-        self.line(&v.to_string());
+    fn stderr_line(&self, s: &str) {
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "{s}");
+        let _ = err.flush();
     }
 
-    fn paint(&self, code: &str, s: &str) -> String {
-        if self.color {
-            format!("\x1b[{code}m{s}\x1b[0m")
-        } else {
-            s.to_owned()
-        }
+    fn json(&self, v: serde_json::Value) {
+        self.stdout_line(&v.to_string());
     }
 
     fn binary(&self, b: &[u8]) -> String {
         match self.binary_format {
-            BinaryFormat::Hex => b.iter().map(|x| format!("{x:02x}")).collect(),
+            BinaryFormat::Hex => style::hex(b),
             BinaryFormat::Base64 => base64::engine::general_purpose::STANDARD.encode(b),
         }
     }
 
-    fn open(&self, ev: &OpenEvent, verbose: bool) {
+    fn format_name(&self) -> &'static str {
+        match self.binary_format {
+            BinaryFormat::Hex => "hex",
+            BinaryFormat::Base64 => "base64",
+        }
+    }
+
+    /// `-v`: what we are about to send.
+    fn request(&self, url: &str, args: &ClientArgs) {
+        if !self.verbose {
+            return;
+        }
+        let d = |s: &str| self.err.dim(s);
+        self.stderr_line(&d(&format!(
+            "* connecting to {url} (timeout {} s)",
+            args.timeout
+        )));
+        if let Some(p) = &args.proxy {
+            self.stderr_line(&d(&format!("* proxy {p}")));
+        }
+        for h in &args.headers {
+            if let Some((n, v)) = h.split_once(':') {
+                self.stderr_line(&d(&format!("> {}: {}", n.trim(), v.trim())));
+            }
+        }
+        if !args.protocols.is_empty() {
+            self.stderr_line(&d(&format!(
+                "> Sec-WebSocket-Protocol: {}",
+                args.protocols.join(", ")
+            )));
+        }
+        if args.compress {
+            self.stderr_line(&d(
+                "> Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits",
+            ));
+        }
+    }
+
+    fn open(&self, url: &str, ev: &OpenEvent) {
+        let p = ev.profile;
         if self.json {
-            let headers: serde_json::Map<String, serde_json::Value> = ev
-                .header
-                .iter()
-                .map(|(n, v)| (n.to_owned(), v.into()))
-                .collect();
+            let mut headers = serde_json::Map::new();
+            for (n, v) in ev.header.iter() {
+                let joined = match headers.get(n).and_then(|old| old.as_str()) {
+                    Some(old) => format!("{old}, {v}"),
+                    None => v.to_owned(),
+                };
+                headers.insert(n.to_owned(), joined.into());
+            }
+            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
             self.json(serde_json::json!({
                 "event": "open",
+                "url": url,
                 "protocol": ev.protocol,
                 "headers": headers,
                 "profile_ms": {
-                    "dns": ms(ev.profile.dns), "connect": ms(ev.profile.connect),
-                    "tls": ms(ev.profile.tls), "handshake": ms(ev.profile.handshake),
-                    "total": ms(ev.profile.total),
+                    "dns": ms(p.dns), "connect": ms(p.connect), "tls": ms(p.tls),
+                    "handshake": ms(p.handshake), "total": ms(p.total),
                 },
             }));
-        } else if verbose {
-            eprintln!("connected (protocol {:?})", ev.protocol);
-            for (n, v) in ev.header.iter() {
-                eprintln!("< {n}: {v}");
-            }
-            let p = ev.profile;
-            eprintln!(
-                "dns {:.2} ms, connect {:.2} ms, tls {:.2} ms, handshake {:.2} ms, total {:.2} ms",
-                ms(p.dns),
-                ms(p.connect),
-                ms(p.tls),
-                ms(p.handshake),
-                ms(p.total)
-            );
+            return;
         }
+        if self.verbose {
+            let d = |s: &str| self.err.dim(s);
+            self.stderr_line(&d("< HTTP/1.1 101 Switching Protocols"));
+            for (n, v) in ev.header.iter() {
+                self.stderr_line(&d(&format!("< {n}: {v}")));
+            }
+            self.stderr_line(&d(&format!(
+                "* dns {}, connect {}, tls {}, handshake {}, total {}",
+                style::ms(p.dns),
+                style::ms(p.connect),
+                style::ms(p.tls),
+                style::ms(p.handshake),
+                style::ms(p.total)
+            )));
+        }
+        let mut line = format!("connected to {url}");
+        if !ev.protocol.is_empty() {
+            line.push_str(&format!(" (subprotocol {})", ev.protocol));
+        }
+        if let Some(ext) = ev.header.get("sec-websocket-extensions") {
+            line.push_str(&format!(" [{ext}]"));
+        }
+        if std::io::stdin().is_terminal() {
+            line.push_str("; type messages, Ctrl-D to close");
+        }
+        self.stderr_line(&self.err.green(&line));
     }
 
     fn message(&self, data: &Data) {
         match (data, self.json) {
-            (Data::Text(t), true) => self
-                .json(serde_json::json!({"event": "message", "type": "text", "data": t.as_str()})),
-            (Data::Binary(b), true) => {
-                let key = match self.binary_format {
-                    BinaryFormat::Hex => "hex",
-                    BinaryFormat::Base64 => "base64",
-                };
-                self.json(
-                    serde_json::json!({"event": "message", "type": "binary", key: self.binary(b)}),
-                );
+            (Data::Text(t), true) => self.json(serde_json::json!({
+                "event": "message", "type": "text", "data": t.as_str(),
+            })),
+            (Data::Binary(b), true) => self.json(serde_json::json!({
+                "event": "message", "type": "binary",
+                "encoding": self.format_name(), "data": self.binary(b),
+            })),
+            (Data::Text(t), false) if self.tty => {
+                self.stdout_line(&format!("{}{t}", self.out.cyan("< ")));
             }
-            (Data::Text(t), false) => self.line(t),
-            (Data::Binary(b), false) => self.line(&self.paint("36", &self.binary(b))),
+            (Data::Text(t), false) => self.stdout_line(t),
+            (Data::Binary(b), false) if self.tty => self.stdout_line(&format!(
+                "{}{}",
+                self.out.cyan("< "),
+                self.out
+                    .yellow(&format!("[binary {} B] {}", b.len(), self.binary(b)))
+            )),
+            (Data::Binary(b), false) => self.stdout_line(&self.binary(b)),
+        }
+    }
+
+    fn sent_ping(&self, payload: &[u8]) {
+        let mut pings = self.pings.lock().unwrap_or_else(|e| e.into_inner());
+        if pings.len() > 1000 {
+            pings.clear();
+        }
+        pings.insert(payload.to_vec(), Instant::now());
+        drop(pings);
+        if self.json {
+            self.json(serde_json::json!({
+                "event": "ping_sent", "data": String::from_utf8_lossy(payload),
+            }));
+        } else {
+            self.stderr_line(
+                &self
+                    .err
+                    .dim(&format!("ping sent: {}", String::from_utf8_lossy(payload))),
+            );
         }
     }
 
@@ -208,51 +375,77 @@ impl Printer {
             PingPongEvent::Ping(d) => ("ping", d),
             PingPongEvent::Pong(d) => ("pong", d),
         };
+        let rtt = match ev {
+            PingPongEvent::Pong(d) => self
+                .pings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&d[..])
+                .map(|t| t.elapsed()),
+            PingPongEvent::Ping(_) => None,
+        };
+        let text = String::from_utf8_lossy(data);
         if self.json {
-            self.json(serde_json::json!({"event": kind, "data": String::from_utf8_lossy(data)}));
+            let mut v = serde_json::json!({"event": kind, "data": text});
+            if let Some(rtt) = rtt {
+                v["rtt_ms"] = (rtt.as_secs_f64() * 1000.0).into();
+            }
+            self.json(v);
         } else {
-            self.line(&self.paint("90", &format!("[{kind} {}]", String::from_utf8_lossy(data))));
+            let mut line = format!("{kind} received: {text}");
+            match rtt {
+                Some(rtt) => line.push_str(&format!(" (round trip {})", style::ms(rtt))),
+                None if kind == "ping" => line.push_str(" (answered with a pong)"),
+                None => {}
+            }
+            self.stderr_line(&self.err.dim(&line));
         }
     }
 
     fn close(&self, ev: &CloseEvent) {
         if self.json {
-            self.json(serde_json::json!({"event": "close", "code": ev.code, "reason": ev.reason, "clean": ev.was_clean}));
+            self.json(serde_json::json!({
+                "event": "close", "code": ev.code, "reason": ev.reason, "clean": ev.was_clean,
+            }));
+            return;
+        }
+        let mut line = format!("closed {}", describe_close_code(ev.code));
+        if !ev.reason.is_empty() {
+            line.push_str(&format!(" {:?}", ev.reason));
+        }
+        if ev.was_clean {
+            self.stderr_line(&self.err.green(&line));
         } else {
-            eprintln!(
-                "{}",
-                self.paint(
-                    "33",
-                    format!("closed: {} {}", ev.code, ev.reason).trim_end()
-                )
-            );
+            line.push_str(", without a closing handshake");
+            self.stderr_line(&self.err.red(&line));
         }
     }
 
     fn error(&self, err_msg: &str) {
         if self.json {
             self.json(serde_json::json!({"event": "error", "message": err_msg}));
-        } else {
-            eprintln!("unisocket: {err_msg}");
         }
+        self.stderr_line(&format!("unisocket: {}", self.err.red(err_msg)));
     }
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 /// Runs the client; returns the exit code.
-pub fn run(args: ClientArgs) -> i32 {
-    let options = match options(&args) {
-        Ok(o) => o,
+pub fn run(url: String, args: ClientArgs) -> i32 {
+    let plan = match plan(url, &args) {
+        Ok(p) => p,
         Err(e) => {
             eprintln!("unisocket: {e}");
-            return EXIT_USAGE;
+            return exit::USAGE;
         }
     };
     if args.insecure {
-        eprintln!("unisocket: warning: --insecure: the server's certificate is NOT verified; anyone on the path can read and change this connection");
+        eprintln!(
+            "unisocket: {}",
+            Paint::stderr().yellow(
+                "warning: --insecure: the server's TLS certificate is NOT verified; \
+                 anyone on the path can read and change this connection"
+            )
+        );
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -262,111 +455,222 @@ pub fn run(args: ClientArgs) -> i32 {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("unisocket: cannot start a runtime: {e}");
-            return 1;
+            return exit::FAILURE;
         }
     };
     let printer = Arc::new(Printer {
         json: args.json,
-        color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        verbose: args.verbose,
+        tty: std::io::stdout().is_terminal(),
+        out: Paint::stdout(),
+        err: Paint::stderr(),
         binary_format: args.binary_format,
+        pings: Mutex::new(HashMap::new()),
     });
-    rt.block_on(session(args, options, printer))
+    let code = rt.block_on(session(args, plan, printer));
+    // The stdin thread may be blocked in a read: do not wait for it.
+    rt.shutdown_background();
+    code
 }
 
-async fn session(args: ClientArgs, options: ConnectOptions, printer: Arc<Printer>) -> i32 {
+/// Waits `wait` for the server to close; `None` if it did not.
+async fn wait_for_close(
+    wait: Duration,
+    done_rx: &mut oneshot::Receiver<CloseEvent>,
+) -> Option<CloseEvent> {
+    match tokio::time::timeout(wait, done_rx).await {
+        Ok(ev) => ev.ok(),
+        Err(_) => None,
+    }
+}
+
+/// Reads stdin on a thread of its own (a blocking read must not hold the
+/// runtime), one line per item, without the line ending.
+fn stdin_lines() -> mpsc::Receiver<std::io::Result<Vec<u8>>> {
+    let (tx, rx) = mpsc::channel(64);
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        loop {
+            let mut line = Vec::new();
+            match stdin.read_until(b'\n', &mut line) {
+                Ok(0) => break,
+                Ok(_) => {
+                    if line.last() == Some(&b'\n') {
+                        line.pop();
+                        if line.last() == Some(&b'\r') {
+                            line.pop();
+                        }
+                    }
+                    if tx.blocking_send(Ok(line)).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    break;
+                }
+            }
+        }
+    });
+    rx
+}
+
+async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
+    let Plan {
+        url,
+        options,
+        wait,
+        ping_interval,
+        close_code,
+        close_reason,
+    } = plan;
+    printer.request(&url, &args);
+    let opened = Arc::new(AtomicBool::new(false));
+    let failed_after_open = Arc::new(AtomicBool::new(false));
+    let (done_tx, mut done_rx) = oneshot::channel::<CloseEvent>();
+    let done_tx = Mutex::new(Some(done_tx));
+
+    // Every event is printed from the task's callbacks, which run one at a
+    // time and in order (open, messages, error, close), so what is printed
+    // is in the order it happened.
     let task = connect_socket(options);
     {
+        let (p, o, u) = (printer.clone(), opened.clone(), url.clone());
+        task.on_open(move |ev| {
+            o.store(true, Ordering::SeqCst);
+            p.open(&u, ev);
+        });
         let p = printer.clone();
-        task.on_error(move |ev| p.error(&ev.err_msg));
-        let p = printer.clone();
-        task.on_close(move |ev| p.close(ev));
-        let p = printer.clone();
-        let verbose = args.verbose;
-        task.on_open(move |ev| p.open(ev, verbose));
+        task.on_message(move |ev| p.message(&ev.data));
         if args.show_ping_pong {
             let p = printer.clone();
             task.on_ping_pong(move |ev| p.ping_pong(ev));
         }
-    }
-    let task = match task.await {
-        Ok(t) => t,
-        Err(_) => return EXIT_CONNECT,
-    };
-    let printer_rx = printer.clone();
-    let reader = task.clone();
-    let receiving = tokio::spawn(async move {
-        while let Some(data) = reader.recv().await {
-            printer_rx.message(&data);
-        }
-    });
-    if let Some(interval) = args.ping_interval {
-        let interval = match seconds("ping-interval", interval) {
-            Ok(d) if !d.is_zero() => d,
-            _ => {
-                eprintln!("unisocket: --ping-interval must be a positive number of seconds");
-                return EXIT_USAGE;
+        let (p, o, f) = (printer.clone(), opened.clone(), failed_after_open.clone());
+        task.on_error(move |ev| {
+            if o.load(Ordering::SeqCst) {
+                f.store(true, Ordering::SeqCst);
             }
+            p.error(&ev.err_msg);
+        });
+        let (p, o) = (printer.clone(), opened.clone());
+        task.on_close(move |ev| {
+            if o.load(Ordering::SeqCst) {
+                p.close(ev);
+            }
+            if let Some(tx) = done_tx.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                let _ = tx.send(ev.clone());
+            }
+        });
+    }
+
+    if let Err(e) = task.clone().await {
+        // The error line comes from `on_error`; wait for `on_close`, which
+        // runs after it, so that it is printed before we exit.
+        let _ = tokio::time::timeout(Duration::from_secs(2), done_rx).await;
+        return if is_usage_error(&e) {
+            exit::USAGE
+        } else {
+            exit::CONNECT
         };
-        let t = task.clone();
+    }
+
+    if let Some(interval) = ping_interval {
+        let (t, p, show) = (task.clone(), printer.clone(), args.show_ping_pong);
         tokio::spawn(async move {
-            let mut n = 0u64;
             let mut ticker = tokio::time::interval(interval);
             ticker.tick().await;
-            loop {
+            for n in 1u64.. {
                 ticker.tick().await;
-                n += 1;
-                if t.ping(n.to_string()).await.is_err() {
+                let payload = n.to_string();
+                if show {
+                    p.sent_ping(payload.as_bytes());
+                }
+                if t.ping(payload).await.is_err() {
                     break;
                 }
             }
         });
     }
-    let to_data = |s: String| -> Data {
+
+    let to_data = |bytes: Vec<u8>| -> Result<Data, Vec<u8>> {
         if args.binary {
-            Data::from(s.into_bytes())
+            Ok(Data::from(bytes))
         } else {
-            Data::from(s)
+            String::from_utf8(bytes)
+                .map(Data::from)
+                .map_err(|e| e.into_bytes())
         }
     };
-    if args.execute.is_empty() {
-        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-        loop {
+
+    // Messages that arrive after our close frame is sent are dropped (as in
+    // a browser), so after the last message we wait for replies first.
+    let closed_by_server = if args.execute.is_empty() {
+        let interactive = std::io::stdin().is_terminal();
+        let mut lines = stdin_lines();
+        let mut n = 0u64;
+        let ended = loop {
             tokio::select! {
-                line = lines.next_line() => match line {
-                    Ok(Some(line)) => {
-                        if let Err(e) = task.send(to_data(line)).await {
-                            eprintln!("unisocket: {}", e.err_msg());
-                            break;
+                ev = &mut done_rx => break ev.ok(),
+                line = lines.recv() => match line {
+                    Some(Ok(bytes)) => {
+                        n += 1;
+                        match to_data(bytes) {
+                            Ok(data) => {
+                                if let Err(e) = task.send(data).await {
+                                    printer.error(e.err_msg());
+                                }
+                            }
+                            Err(_) => printer.error(&format!(
+                                "line {n} of stdin is not UTF-8 and was not sent (use --binary)"
+                            )),
                         }
                     }
-                    _ => break,
+                    Some(Err(e)) => {
+                        printer.error(&format!("cannot read stdin: {e}"));
+                        break None;
+                    }
+                    None => break None,
                 },
-                _ = task.closed() => break,
             }
+        };
+        match ended {
+            // Ctrl-D on a terminal: the user has seen the replies; close now.
+            None if !interactive && n > 0 => wait_for_close(wait, &mut done_rx).await,
+            other => other,
         }
     } else {
-        for m in args.execute.clone() {
-            if let Err(e) = task.send(to_data(m)).await {
-                eprintln!("unisocket: {}", e.err_msg());
+        for m in &args.execute {
+            let data = if args.binary {
+                Data::from(m.clone().into_bytes())
+            } else {
+                Data::from(m.clone())
+            };
+            if let Err(e) = task.send(data).await {
+                printer.error(e.err_msg());
                 break;
             }
         }
-        let wait = seconds("wait", args.wait).unwrap_or(Duration::from_secs(2));
-        let _ = tokio::time::timeout(wait, task.closed()).await;
-    }
-    if task.ready_state() != unisocket::ReadyState::Closed {
-        let close = CloseOptions::default()
-            .code(args.close_code)
-            .reason(args.close_reason.clone());
-        if let Err(e) = task.close(close).await {
-            eprintln!("unisocket: {}", e.err_msg());
-            return EXIT_USAGE;
+        wait_for_close(wait, &mut done_rx).await
+    };
+
+    let ev = match closed_by_server {
+        Some(ev) => ev,
+        None => {
+            let close = CloseOptions::default()
+                .code(close_code)
+                .reason(close_reason);
+            // A failure here (the server closed first) shows in the close event.
+            let _ = task.close(close).await;
+            match tokio::time::timeout(Duration::from_secs(10), done_rx).await {
+                Ok(Ok(ev)) => ev,
+                _ => task.closed().await,
+            }
         }
-    }
-    let _ = receiving.await;
-    if task.closed().await.was_clean {
-        0
+    };
+    if ev.was_clean && !failed_after_open.load(Ordering::SeqCst) {
+        exit::OK
     } else {
-        EXIT_ABNORMAL
+        exit::ABNORMAL
     }
 }

@@ -1,18 +1,31 @@
 //! `unisocket` with no arguments: an embedded echo server on 127.0.0.1 and a
-//! short live session with it through the library's callback API.
+//! short live session with it through the library's callback API, exactly
+//! as a uni-app page would use `uni.connectSocket`.
 
 use std::sync::mpsc;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use unisocket::{connect_socket, CloseOptions, ConnectOptions, Data, SendOptions};
+use unisocket::{connect_socket, CloseOptions, ConnectOptions, Data, PingPongEvent, SendOptions};
 
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+use crate::exit;
+use crate::style::{self, describe_close_code, Paint};
+
+/// The payload of the demo's ping.
+const PING: &str = "are you there?";
+
+/// Prints one line, flushed (the callbacks run on the library's threads).
+fn say(line: String) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }
 
 /// Runs the demo; returns the process exit code.
 pub fn run() -> i32 {
+    let paint = Paint::stdout();
+    let ev_name = move |s: &str| paint.cyan(s);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -21,19 +34,21 @@ pub fn run() -> i32 {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("unisocket: cannot start a runtime: {e}");
-            return 1;
+            return exit::FAILURE;
         }
     };
     let addr = match rt.block_on(crate::server::spawn_echo(Arc::new(|_| {}))) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("unisocket: cannot start the echo server: {e}");
-            return 1;
+            return exit::FAILURE;
         }
     };
     let url = format!("ws://{addr}/demo");
-    println!("embedded echo server listening on {url}");
-    println!("connect_socket({url:?})");
+    say(paint.dim(&format!(
+        "embedded echo server listening on {url} (no network needed)"
+    )));
+    say(format!("{}({url:?})", paint.bold("connect_socket")));
 
     let messages: Vec<Data> = vec![
         "hello from unisocket".into(),
@@ -42,60 +57,105 @@ pub fn run() -> i32 {
     ];
     let expected = messages.len();
     let (done_tx, done_rx) = mpsc::channel::<i32>();
+    // The close's `success` runs after `on_close`; wait for it too.
+    let (settled_tx, settled_rx) = mpsc::channel::<()>();
 
-    let task = connect_socket(ConnectOptions::new(url).success(|ok| println!("  {}", ok.err_msg)));
+    // Outside a tokio runtime: the library runs the connection on a
+    // background runtime of its own, as the callback API promises.
+    let task = connect_socket(
+        ConnectOptions::new(url).success(move |ok| say(format!("  success: {}", ok.err_msg))),
+    );
     let t = task.clone();
     task.on_open(move |ev| {
         let p = ev.profile;
-        println!(
-            "on_open: dns {} | connect {} | handshake {} | total {}",
-            ms(p.dns),
-            ms(p.connect),
-            ms(p.handshake),
-            ms(p.total)
-        );
+        say(format!(
+            "{}: dns {} | connect {} | handshake {} | total {}",
+            ev_name("on_open"),
+            style::ms(p.dns),
+            style::ms(p.connect),
+            style::ms(p.handshake),
+            style::ms(p.total)
+        ));
         for data in messages.clone() {
             let shown = show(&data);
             drop(
                 t.send(
                     SendOptions::new(data)
-                        .success(move |ok| println!("  send {shown}: {}", ok.err_msg)),
+                        .success(move |ok| say(format!("  send {shown}: {}", ok.err_msg))),
                 ),
             );
         }
     });
-    let t = task.clone();
+
+    let ping_sent = Arc::new(Mutex::new(None::<Instant>));
+    let (t, sent) = (task.clone(), ping_sent.clone());
     let mut received = 0;
     task.on_message(move |ev| {
         received += 1;
-        println!("on_message: {}", show(&ev.data));
+        say(format!("{}: {}", ev_name("on_message"), show(&ev.data)));
         if received == expected {
-            println!("close(code 1000, reason \"demo done\")");
+            say(format!("{}({PING:?})", paint.bold("ping")));
+            *sent.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+            drop(t.ping(PING));
+        }
+    });
+
+    let t = task.clone();
+    task.on_ping_pong(move |ev| {
+        if let PingPongEvent::Pong(payload) = ev {
+            let rtt = ping_sent
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .map(|t0| t0.elapsed())
+                .unwrap_or_default();
+            say(format!(
+                "{}: pong {:?} after {}",
+                ev_name("on_ping_pong"),
+                String::from_utf8_lossy(payload),
+                style::ms(rtt)
+            ));
+            let settled = settled_tx.clone();
+            say(format!(
+                "{}(code 1000, reason \"demo done\")",
+                paint.bold("close")
+            ));
             drop(
                 t.close(
                     CloseOptions::default()
                         .code(1000)
                         .reason("demo done")
-                        .success(|ok| println!("  {}", ok.err_msg)),
+                        .success(move |ok| say(format!("  success: {}", ok.err_msg)))
+                        .complete(move |_| {
+                            let _ = settled.send(());
+                        }),
                 ),
             );
         }
     });
-    task.on_error(|ev| eprintln!("on_error: {}", ev.err_msg));
-    let tx = done_tx.clone();
+    task.on_error(move |ev| say(format!("{}: {}", paint.red("on_error"), ev.err_msg)));
     task.on_close(move |ev| {
-        println!(
-            "on_close: code {} reason {:?} clean {}",
-            ev.code, ev.reason, ev.was_clean
-        );
-        let _ = tx.send(if ev.was_clean { 0 } else { 3 });
+        say(format!(
+            "{}: code {}, reason {:?}, {}",
+            ev_name("on_close"),
+            describe_close_code(ev.code),
+            ev.reason,
+            if ev.was_clean { "clean" } else { "NOT clean" }
+        ));
+        let _ = done_tx.send(if ev.was_clean {
+            exit::OK
+        } else {
+            exit::ABNORMAL
+        });
     });
     let code = done_rx
         .recv_timeout(Duration::from_secs(10))
         .unwrap_or_else(|_| {
             eprintln!("unisocket: the demo did not finish within 10 s");
-            3
+            exit::FAILURE
         });
+    if code == exit::OK {
+        let _ = settled_rx.recv_timeout(Duration::from_secs(2));
+    }
     drop(rt);
     code
 }
@@ -103,9 +163,6 @@ pub fn run() -> i32 {
 fn show(data: &Data) -> String {
     match data {
         Data::Text(t) => format!("text {:?}", t.as_str()),
-        Data::Binary(b) => {
-            let hex: Vec<String> = b.iter().map(|x| format!("{x:02x}")).collect();
-            format!("binary [{}]", hex.join(" "))
-        }
+        Data::Binary(b) => format!("binary [{}]", style::hex(b)),
     }
 }

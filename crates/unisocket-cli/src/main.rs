@@ -1,86 +1,94 @@
 //! `unisocket`: a WebSocket command-line tool built on the unisocket library.
 
+mod bench;
 mod client;
 mod demo;
 mod server;
+mod style;
 
-use std::sync::Arc;
+use clap::{CommandFactory, Parser, Subcommand};
 
-use clap::{Parser, Subcommand};
+/// Exit codes shared by every mode.
+pub mod exit {
+    /// The connection closed with a closing handshake (or the command succeeded).
+    pub const OK: i32 = 0;
+    /// Any other failure (no runtime, cannot listen, nothing measured, ...).
+    pub const FAILURE: i32 = 1;
+    /// Bad arguments: found by clap or by our own checks, before any connection.
+    pub const USAGE: i32 = 2;
+    /// The connection could not be opened (DNS, refused, TLS, handshake, timeout).
+    pub const CONNECT: i32 = 3;
+    /// The connection ended abnormally: no closing handshake, or an error after open.
+    pub const ABNORMAL: i32 = 4;
+}
 
-/// A WebSocket client and test server built on the uni-app socket API.
+const EXAMPLES: &str = "\
+Examples:
+  unisocket                                   demo: embedded echo server and a live session
+  unisocket ws://127.0.0.1:9001               interactive: stdin lines out, messages in
+  unisocket wss://example.com/ws -H 'Authorization: Bearer t0k' -p chat.v1
+  unisocket ws://127.0.0.1:9001 -x hello -w 1 send, print replies for 1 s, close
+  unisocket ws://127.0.0.1:9001 --json < lines.txt
+  unisocket serve --port 9001 --mode broadcast
+  unisocket bench ws://127.0.0.1:9001 --conns 8 --size 1024 --duration 5
+
+Exit codes:
+  0 clean close   1 other failure   2 usage error   3 could not connect   4 abnormal close";
+
+/// A WebSocket client, test server and benchmark built on the uni-app socket API.
 ///
 /// With no arguments, starts an embedded echo server on 127.0.0.1 and runs a
-/// short live session against it (no network needed).
+/// short live session against it (no network needed). With a URL, an
+/// interactive client: each stdin line is sent as a message and received
+/// messages are printed on stdout; status lines go to stderr.
 #[derive(Parser, Debug)]
-#[command(
-    name = "unisocket",
-    version,
-    after_help = "Examples:\n  unisocket                       demo against an embedded echo server\n  unisocket serve --port 9001     run an echo server"
-)]
+#[command(name = "unisocket", version, after_help = EXAMPLES)]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// Connect to a server (`unisocket URL`): stdin lines out, messages in.
     #[command(flatten)]
-    client: Option<client::ClientArgs>,
+    client: client::ClientArgs,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a WebSocket test server (echo or broadcast).
-    #[command(after_help = "Example:\n  unisocket serve --port 9001 --mode broadcast")]
-    Serve {
-        /// Port to listen on (0 picks a free one).
-        #[arg(long, default_value_t = 9001)]
-        port: u16,
-        /// Address to bind.
-        #[arg(long, default_value = "127.0.0.1")]
-        host: String,
-        /// What to do with each message.
-        #[arg(long, value_enum, default_value_t = server::Mode::Echo)]
-        mode: server::Mode,
-    },
+    /// Run a WebSocket test server: echo, or broadcast to every client.
+    #[command(after_help = "\
+Examples:
+  unisocket serve                              echo server on ws://127.0.0.1:9001
+  unisocket serve --port 0 --mode broadcast    broadcast server on a free port
+
+The first line on stdout is always `listening on ws://HOST:PORT (MODE mode)`.")]
+    Serve(server::ServeArgs),
+    /// Measure an echo server: round trips per second, MB/s and latency.
+    #[command(after_help = "\
+Examples:
+  unisocket bench ws://127.0.0.1:9001
+  unisocket bench ws://127.0.0.1:9001 --conns 16 --size 4096 --duration 10 --text
+
+Each connection sends a message and waits for its echo before sending the
+next (one in flight per connection); latency is measured per round trip.")]
+    Bench(bench::BenchArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
-    let code = match (cli.command, cli.client) {
-        (None, Some(args)) => client::run(args),
-        (None, None) => demo::run(),
-        (Some(Command::Serve { port, host, mode }), _) => serve(&host, port, mode),
+    let code = match cli.command {
+        Some(Command::Serve(args)) => server::run(&args),
+        Some(Command::Bench(args)) => bench::run(&args),
+        None => match cli.client.url.clone() {
+            Some(url) => client::run(url, cli.client),
+            // Options given, but no URL: clap has already handled --help and
+            // --version, so anything on the command line is a client option.
+            None if std::env::args_os().len() > 1 => Cli::command()
+                .error(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    "these options need a URL: unisocket [OPTIONS] <URL>",
+                )
+                .exit(),
+            None => demo::run(),
+        },
     };
     std::process::exit(code);
-}
-
-fn serve(host: &str, port: u16, mode: server::Mode) -> i32 {
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("unisocket: cannot start a runtime: {e}");
-            return 1;
-        }
-    };
-    rt.block_on(async {
-        let listener = match tokio::net::TcpListener::bind((host, port)).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("unisocket: cannot listen on {host}:{port}: {e}");
-                return 2;
-            }
-        };
-        match listener.local_addr() {
-            Ok(addr) => println!("listening on ws://{addr} ({mode:?} mode)"),
-            Err(e) => eprintln!("unisocket: {e}"),
-        }
-        let log: Arc<dyn Fn(String) + Send + Sync> = Arc::new(|line| println!("{line}"));
-        match server::serve(listener, mode, log).await {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("unisocket: server stopped: {e}");
-                1
-            }
-        }
-    })
 }

@@ -1,6 +1,7 @@
 //! The test server of `unisocket serve` and of the zero-setup demo: echo, or
 //! broadcast to every connected client. Built on the library's frame codec.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -11,25 +12,103 @@ use tokio::sync::broadcast;
 use unisocket::proto::frame::{apply_mask, FrameHeader, OpCode, MAX_HEADER_LEN};
 use unisocket::proto::handshake::accept_key;
 
+use crate::exit;
+
 /// What the server does with each message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
     /// Send each message back to its sender.
     Echo,
-    /// Send each message to every connected client.
+    /// Send each message to every connected client (the sender included).
     Broadcast,
 }
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Echo => "echo",
+            Mode::Broadcast => "broadcast",
+        }
+    }
+}
+
+/// The options of `unisocket serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Port to listen on (0 picks a free one; the first stdout line tells which).
+    #[arg(long, default_value_t = 9001)]
+    pub port: u16,
+    /// Address to bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// What to do with each message.
+    #[arg(long, value_enum, default_value_t = Mode::Echo)]
+    pub mode: Mode,
+    /// Print only the `listening on` line, not every connection and message.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+/// One log line on stdout, flushed at once (the output is often a pipe read
+/// by a script). A closed stdout is not an error worth stopping for.
+fn print_line(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Runs `unisocket serve` until the process is stopped; returns the exit code.
+pub fn run(args: &ServeArgs) -> i32 {
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("unisocket: cannot start a runtime: {e}");
+            return exit::FAILURE;
+        }
+    };
+    rt.block_on(async {
+        let (host, port) = (args.host.as_str(), args.port);
+        let listener = match TcpListener::bind((host, port)).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("unisocket: cannot listen on {host}:{port}: {e}");
+                return exit::FAILURE;
+            }
+        };
+        match listener.local_addr() {
+            Ok(addr) => print_line(&format!(
+                "listening on ws://{addr} ({} mode)",
+                args.mode.name()
+            )),
+            Err(e) => {
+                eprintln!("unisocket: {e}");
+                return exit::FAILURE;
+            }
+        }
+        let log: Log = if args.quiet {
+            Arc::new(|_| {})
+        } else {
+            Arc::new(|line| print_line(&line))
+        };
+        match serve(listener, args.mode, log).await {
+            Ok(()) => exit::OK,
+            Err(e) => {
+                eprintln!("unisocket: the server stopped: {e}");
+                exit::FAILURE
+            }
+        }
+    })
+}
+
+/// Where the server's log lines go.
+pub type Log = Arc<dyn Fn(String) + Send + Sync>;
 
 /// Largest message the server accepts.
 const MAX_MESSAGE: usize = 64 << 20;
 
-/// Binds `addr` and serves until the process ends. `log` receives one line
-/// per connection event.
-pub async fn serve(
-    listener: TcpListener,
-    mode: Mode,
-    log: Arc<dyn Fn(String) + Send + Sync>,
-) -> std::io::Result<()> {
+/// Serves `listener` until the process ends. `log` receives one line per
+/// connection event and message.
+pub async fn serve(listener: TcpListener, mode: Mode, log: Log) -> std::io::Result<()> {
     let (tx, _) = broadcast::channel::<(u8, bytes::Bytes)>(1024);
     loop {
         let (stream, peer) = listener.accept().await?;
@@ -37,7 +116,6 @@ pub async fn serve(
         let tx = tx.clone();
         let log = log.clone();
         tokio::spawn(async move {
-            log(format!("{peer} connected"));
             let result = handle(stream, peer, mode, tx, &*log).await;
             match result {
                 Ok(()) => log(format!("{peer} disconnected")),
@@ -48,7 +126,7 @@ pub async fn serve(
 }
 
 /// Starts an echo server on 127.0.0.1 (a free port) in the background.
-pub async fn spawn_echo(log: Arc<dyn Fn(String) + Send + Sync>) -> std::io::Result<SocketAddr> {
+pub async fn spawn_echo(log: Log) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
@@ -61,7 +139,12 @@ fn invalid(msg: &str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, msg.to_owned())
 }
 
-async fn handshake(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<()> {
+/// Answers the HTTP upgrade; returns the request path and the subprotocol
+/// chosen (the client's first).
+async fn handshake(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+) -> std::io::Result<(String, Option<String>)> {
     loop {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut headers);
@@ -86,13 +169,14 @@ async fn handshake(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Resul
                      Sec-WebSocket-Accept: {}\r\n",
                     accept_key(&key)
                 );
-                if let Some(p) = protocol {
+                if let Some(p) = &protocol {
                     resp.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
                 }
                 resp.push_str("\r\n");
+                let path = req.path.unwrap_or("/").to_owned();
                 stream.write_all(resp.as_bytes()).await?;
                 buf.advance(n);
-                return Ok(());
+                return Ok((path, protocol));
             }
             httparse::Status::Partial => {
                 if buf.len() > 64 * 1024 || stream.read_buf(buf).await? == 0 {
@@ -127,8 +211,14 @@ async fn handle(
     log: &(dyn Fn(String) + Send + Sync),
 ) -> std::io::Result<()> {
     let mut buf = BytesMut::with_capacity(16 * 1024);
-    handshake(&mut stream, &mut buf).await?;
+    // Subscribe first: once the client sees the handshake response it may
+    // count on receiving broadcasts.
     let mut rx = tx.subscribe();
+    let (path, protocol) = handshake(&mut stream, &mut buf).await?;
+    match protocol {
+        Some(p) => log(format!("{peer} connected to {path} (subprotocol {p})")),
+        None => log(format!("{peer} connected to {path}")),
+    }
     let mut message: Option<(OpCode, BytesMut)> = None;
     loop {
         // Decode every whole frame in the buffer.
@@ -159,7 +249,12 @@ async fn handle(
                     let code = payload
                         .get(..2)
                         .map_or(1005, |c| u16::from_be_bytes([c[0], c[1]]));
-                    log(format!("{peer} sent close {code}"));
+                    let reason = String::from_utf8_lossy(payload.get(2..).unwrap_or(&[]));
+                    if reason.is_empty() {
+                        log(format!("{peer} sent close {code}"));
+                    } else {
+                        log(format!("{peer} sent close {code} {reason:?}"));
+                    }
                     let echo = if payload.len() >= 2 {
                         &payload[..]
                     } else {
@@ -188,15 +283,15 @@ async fn handle(
                         continue;
                     }
                     let data = std::mem::take(&mut data).freeze();
-                    let kind = if op == OpCode::Text { "text" } else { "binary" };
-                    log(format!(
-                        "{peer} sent {kind} message of {} bytes",
-                        data.len()
-                    ));
+                    let what = describe(op, &data);
                     match mode {
-                        Mode::Echo => stream.write_all(&encode(op, &data)).await?,
+                        Mode::Echo => {
+                            log(format!("{peer} {what}"));
+                            stream.write_all(&encode(op, &data)).await?;
+                        }
                         Mode::Broadcast => {
-                            let _ = tx.send((op.as_u8(), data));
+                            let n = tx.send((op.as_u8(), data)).unwrap_or(0);
+                            log(format!("{peer} {what} -> {n} client(s)"));
                         }
                     }
                 }
@@ -219,4 +314,15 @@ async fn handle(
             }
         }
     }
+}
+
+/// `text (5 bytes) "hello"` or `binary (4 bytes)`, for the log.
+fn describe(op: OpCode, data: &[u8]) -> String {
+    if op != OpCode::Text {
+        return format!("binary ({} bytes)", data.len());
+    }
+    let text = String::from_utf8_lossy(data);
+    let shown: String = text.chars().take(80).collect();
+    let more = if shown.len() < text.len() { "..." } else { "" };
+    format!("text ({} bytes) {shown:?}{more}", data.len())
 }

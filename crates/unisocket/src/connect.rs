@@ -87,7 +87,7 @@ pub fn connect_socket(options: ConnectOptions) -> SocketTask {
         max_held_bytes: _,
         close_timeout,
         max_send_frame_size,
-        queue_until_open: _,
+        queue_until_open,
         tls,
         proxy,
         deflate,
@@ -138,6 +138,7 @@ pub fn connect_socket(options: ConnectOptions) -> SocketTask {
         },
         deflate,
         reconnect,
+        queue_until_open,
         max_queued_bytes,
         started,
     };

@@ -48,6 +48,8 @@ pub(crate) struct Params {
     pub deflate: Option<DeflateConfig>,
     /// Whether and how to reconnect after the connection is lost.
     pub reconnect: Option<ReconnectPolicy>,
+    /// Whether sends made before open wait for it (else they fail).
+    pub queue_until_open: bool,
     /// The bound of the queue of sends made before open.
     pub max_queued_bytes: usize,
     pub started: Instant,
@@ -98,7 +100,7 @@ async fn run_connection(
     params: Params,
     mut rx: mpsc::UnboundedReceiver<Command>,
 ) {
-    let mut early = Early::new(params.max_queued_bytes);
+    let mut early = Early::new(params.queue_until_open, params.max_queued_bytes);
     let mut attempt: u32 = 0;
     loop {
         let timeout = params.timeout;
@@ -111,7 +113,7 @@ async fn run_connection(
             ))).map_err(Abort::Failed),
             abort = wait_for_abort(&mut rx, &mut early) => Err(abort),
         };
-        let (close, user_closed, close_replies) = match outcome {
+        let (close, user_closed, close_replies, cause) = match outcome {
             Err(Abort::ByUser {
                 code,
                 reason,
@@ -124,6 +126,11 @@ async fn run_connection(
                 },
                 true,
                 vec![reply],
+                Some(SocketError::new(
+                    Api::ConnectSocket,
+                    ErrorKind::Aborted,
+                    "closed before the connection was established",
+                )),
             ),
             Err(Abort::Failed(err)) => {
                 shared.failed(err.clone());
@@ -132,7 +139,7 @@ async fn run_connection(
                     reason: err.reason().to_owned(),
                     was_clean: false,
                 };
-                (close, false, Vec::new())
+                (close, false, Vec::new(), Some(err))
             }
             Ok(opened) => {
                 attempt = 0;
@@ -146,7 +153,7 @@ async fn run_connection(
                 let close = driver.end(result).await;
                 let user_closed = !driver.close_replies.is_empty();
                 rx = driver.rx;
-                (close, user_closed, driver.close_replies)
+                (close, user_closed, driver.close_replies, None)
             }
         };
         if !user_closed {
@@ -161,14 +168,19 @@ async fn run_connection(
                         abort = wait_for_abort(&mut rx, &mut early) => {
                             let Abort::ByUser { code, reason, reply } = abort else { continue };
                             let close = CloseEvent { code, reason, was_clean: false };
-                            end_task(&shared, &mut rx, &mut early, close, vec![reply]);
+                            let aborted = SocketError::new(
+                                Api::ConnectSocket,
+                                ErrorKind::Aborted,
+                                "closed while waiting to reconnect",
+                            );
+                            end_task(&shared, &mut rx, &mut early, close, vec![reply], Some(aborted));
                             return;
                         }
                     }
                 }
             }
         }
-        end_task(&shared, &mut rx, &mut early, close, close_replies);
+        end_task(&shared, &mut rx, &mut early, close, close_replies, cause);
         return;
     }
 }
@@ -182,12 +194,15 @@ fn end_task(
     early: &mut Early,
     close: CloseEvent,
     close_replies: Vec<Reply<CloseSuccess>>,
+    cause: Option<SocketError>,
 ) {
-    let err = SocketError::new(
-        Api::ConnectSocket,
-        ErrorKind::Closed,
-        format_args!("the connection closed ({})", close.code),
-    );
+    let err = cause.unwrap_or_else(|| {
+        SocketError::new(
+            Api::ConnectSocket,
+            ErrorKind::Closed,
+            format_args!("the connection closed ({})", close.code),
+        )
+    });
     fail_commands(&mut early.cmds, &err);
     shared.fail_waiting(&SocketError::not_connected(Api::SendSocketMessage));
     finish(shared, rx, close);
@@ -203,14 +218,18 @@ struct Early {
     cmds: VecDeque<Command>,
     bytes: usize,
     max: usize,
+    /// `queue_until_open`: without it, sends that reach the driver while it
+    /// is not connected (sent just before the connection dropped) fail.
+    enabled: bool,
 }
 
 impl Early {
-    fn new(max: usize) -> Self {
+    fn new(enabled: bool, max: usize) -> Self {
         Early {
             cmds: VecDeque::new(),
             bytes: 0,
             max,
+            enabled,
         }
     }
 
@@ -219,6 +238,10 @@ impl Early {
             Command::Send { data, .. } => data.len(),
             _ => 0,
         };
+        if !self.enabled && !matches!(cmd, Command::Close { .. }) {
+            crate::task::fail_command(cmd, SocketError::not_connected(Api::SendSocketMessage));
+            return;
+        }
         if self.bytes + len > self.max && len > 0 {
             let err = SocketError::new(
                 Api::SendSocketMessage,
@@ -378,6 +401,9 @@ fn io_failure(what: &str, e: std::io::Error) -> SocketError {
 enum End {
     /// The protocol reached [`State::Closed`] and everything was written.
     Closed,
+    /// The peer is gone or stopped reading (heartbeat failure, close
+    /// timeout, flush deadline): drop the transport without lingering.
+    Abandoned,
     /// The transport failed.
     Io(std::io::Error),
 }
@@ -545,14 +571,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     ));
                 }
                 // The peer is gone: nothing more will be written to it.
-                return Poll::Ready(End::Closed);
+                return Poll::Ready(End::Abandoned);
             }
             if self.conn.state() == State::Closed {
                 let flushed = self.out.is_empty() && self.conn.write_buf().is_empty();
                 let deadline = *self
                     .flush_deadline
                     .get_or_insert_with(|| Instant::now() + self.conn.config().close_timeout);
-                if flushed || self.conn.timed_out() || Instant::now() >= deadline {
+                if self.conn.timed_out() || (!flushed && Instant::now() >= deadline) {
+                    return Poll::Ready(End::Abandoned);
+                }
+                if flushed {
                     return Poll::Ready(End::Closed);
                 }
             } else if !self.eof && self.pending_failure.is_none() && !self.shared.held_full(cx) {
@@ -653,6 +682,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 }
                 None
             }
+            End::Abandoned => None,
             End::Io(e) => Some(e),
         };
         let err_reason = |e: &SocketError| e.reason().to_owned();

@@ -380,25 +380,30 @@ impl Shared {
     }
 
     /// Moves waiting sends to the driver, in order, while the buffer is
-    /// below its high-water mark.
+    /// below its high-water mark. The hand-over happens under the lock, so
+    /// that two threads releasing at once cannot swap two messages.
     fn release_waiting(&self) {
-        let mut ready = Vec::new();
+        let mut gone = Vec::new();
         {
             let mut inner = self.lock();
-            while let Some((len, _)) = inner.waiting.front() {
-                let len = *len;
+            while let Some(&(len, _)) = inner.waiting.front() {
                 let in_flight = self.buffered.load(Ordering::Acquire) - inner.waiting_bytes;
                 if in_flight > 0 && in_flight + len > self.max_buffered {
                     break;
                 }
-                if let Some((_, cmd)) = inner.waiting.pop_front() {
-                    inner.waiting_bytes -= len;
-                    ready.push(cmd);
+                let Some((_, cmd)) = inner.waiting.pop_front() else {
+                    break;
+                };
+                inner.waiting_bytes -= len;
+                if let Err(mpsc::error::SendError(cmd)) = self.cmd.send(cmd) {
+                    gone.push(cmd);
                 }
             }
         }
-        for cmd in ready {
-            self.submit(cmd);
+        // Failing a send settles it, which calls back into this function:
+        // only after the lock is released.
+        for cmd in gone {
+            fail_command(cmd, SocketError::not_connected(Api::SendSocketMessage));
         }
     }
 
@@ -536,7 +541,8 @@ impl Shared {
 
     fn poll_open(&self, cx: &mut Context<'_>) -> Poll<Result<(), SocketError>> {
         let mut inner = self.lock();
-        if inner.open.is_some() {
+        // While reconnecting (CONNECTING after an open), wait for the new open.
+        if inner.open.is_some() && self.ready_state() != ReadyState::Connecting {
             return Poll::Ready(Ok(()));
         }
         if inner.close.is_some() {
@@ -636,6 +642,11 @@ impl SocketTask {
                 inner
                     .waiting
                     .push_back((len, Command::Send { data, reply }));
+                drop(inner);
+                // The driver may have drained the buffer between our reading
+                // `before` and queuing: look again, or this send would wait
+                // for a release that never comes.
+                shared.release_waiting();
             }
             return completion;
         }

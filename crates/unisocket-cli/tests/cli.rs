@@ -1,0 +1,1616 @@
+//! End-to-end tests of the `unisocket` binary: the real executable against
+//! `unisocket serve` (a child process) and against small servers written
+//! here (raw WebSocket over TCP or TLS, an HTTP CONNECT proxy) that record
+//! what the client sent or misbehave on purpose. Every child is killed after
+//! at most `LIMIT`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use unisocket::proto::handshake::accept_key;
+
+/// The longest any child may run.
+const LIMIT: Duration = Duration::from_secs(20);
+
+// ---------------------------------------------------------------------------
+// Children with bounded lifetimes.
+
+/// The `unisocket` binary, with the proxy variables of the environment removed
+/// so that the tests connect directly.
+fn unisocket() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_unisocket"));
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "no_proxy",
+        "NO_COLOR",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// A running child whose stdout and stderr are collected by threads; killed
+/// when dropped.
+struct Spawned {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+    started: Instant,
+}
+
+fn collect(mut r: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let buf = Arc::new(Mutex::new(String::new()));
+    let b = buf.clone();
+    thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = r.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            b.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+    });
+    buf
+}
+
+impl Spawned {
+    fn start(args: &[&str]) -> Spawned {
+        Spawned::start_cmd(unisocket().args(args))
+    }
+
+    fn start_cmd(cmd: &mut Command) -> Spawned {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start unisocket");
+        let stdout = collect(child.stdout.take().unwrap());
+        let stderr = collect(child.stderr.take().unwrap());
+        Spawned {
+            stdin: child.stdin.take(),
+            child,
+            stdout,
+            stderr,
+            started: Instant::now(),
+        }
+    }
+
+    fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    fn write_stdin(&mut self, data: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("stdin is open");
+        stdin.write_all(data).expect("write stdin");
+        stdin.flush().expect("flush stdin");
+    }
+
+    fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Waits until stdout contains `needle` (the child is still running, so
+    /// this also checks that output is flushed as it happens).
+    fn wait_stdout(&self, needle: &str) {
+        wait_until(&format!("stdout to contain {needle:?}"), || {
+            self.stdout().contains(needle)
+        });
+    }
+
+    fn wait_stderr(&self, needle: &str) {
+        wait_until(&format!("stderr to contain {needle:?}"), || {
+            self.stderr().contains(needle)
+        });
+    }
+
+    /// Waits for the exit (killing the child at `LIMIT`), then for the
+    /// output threads to drain.
+    fn finish(mut self) -> Finished {
+        self.stdin = None;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if self.started.elapsed() > LIMIT {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "unisocket did not exit within {LIMIT:?}\nstdout:\n{}\nstderr:\n{}",
+                    self.stdout(),
+                    self.stderr()
+                );
+            }
+            thread::sleep(Duration::from_millis(10));
+        };
+        // The pipes close with the process; give the readers a moment.
+        thread::sleep(Duration::from_millis(50));
+        Finished {
+            status,
+            stdout: self.stdout(),
+            stderr: self.stderr(),
+            took: self.started.elapsed(),
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a finished run printed.
+#[derive(Debug)]
+struct Finished {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+    took: Duration,
+}
+
+impl Finished {
+    fn code(&self) -> i32 {
+        self.status.code().expect("exited with a code")
+    }
+
+    #[track_caller]
+    fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code(),
+            code,
+            "exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// The output has no ANSI escapes (neither stream is a terminal).
+    #[track_caller]
+    fn expect_no_colour(&self) -> &Self {
+        assert!(
+            !self.stdout.contains('\x1b') && !self.stderr.contains('\x1b'),
+            "colour codes on a pipe: {self:?}"
+        );
+        self
+    }
+}
+
+/// Runs `unisocket args` with `stdin` as its whole input.
+fn run(args: &[&str], stdin: &[u8]) -> Finished {
+    let mut s = Spawned::start(args);
+    s.write_stdin(stdin);
+    s.finish()
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < LIMIT, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// `unisocket serve` as a child process.
+
+struct Serve {
+    child: Child,
+    url: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Serve {
+    fn start(extra: &[&str]) -> Serve {
+        let mut child = unisocket()
+            .args(["serve", "--port", "0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start unisocket serve");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let l = log.clone();
+        let out = child.stdout.take().unwrap();
+        // Keep reading, so that the server never blocks on a full pipe.
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line.clone());
+                l.lock().unwrap().push(line);
+            }
+        });
+        let first = match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("unisocket serve printed no first line within 10 s");
+            }
+        };
+        // "listening on ws://127.0.0.1:PORT (echo mode)"
+        let addr = first
+            .strip_prefix("listening on ws://")
+            .and_then(|rest| rest.split(' ').next())
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+        Serve {
+            url: format!("ws://{addr}"),
+            child,
+            log,
+        }
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn wait_log(&self, what: &str, f: impl Fn(&[String]) -> bool) {
+        wait_until(what, || f(&self.log()));
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A raw WebSocket server: the handshake with the library's `accept_key`,
+// frames by hand, and a script per connection.
+
+trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
+/// The upgrade request as the server saw it.
+#[derive(Debug, Clone)]
+struct Request {
+    line: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+const CLOSE: u8 = 8;
+const PING: u8 = 9;
+const PONG: u8 = 10;
+
+/// One accepted connection, after the request was read.
+struct Conn {
+    stream: Box<dyn Stream>,
+    request: Request,
+}
+
+impl Conn {
+    /// Answers 101, choosing `protocol`.
+    fn accept(&mut self, protocol: Option<&str>) {
+        let key = self
+            .request
+            .header("sec-websocket-key")
+            .expect("Sec-WebSocket-Key");
+        let mut resp = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {}\r\n",
+            accept_key(key)
+        );
+        if let Some(p) = protocol {
+            resp.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
+        }
+        resp.push_str("\r\n");
+        self.stream.write_all(resp.as_bytes()).unwrap();
+        self.stream.flush().unwrap();
+    }
+
+    fn read_frame(&mut self) -> std::io::Result<(u8, Vec<u8>)> {
+        let s = &mut self.stream;
+        let mut h = [0u8; 2];
+        s.read_exact(&mut h)?;
+        let opcode = h[0] & 0x0f;
+        let mut len = u64::from(h[1] & 0x7f);
+        if len == 126 {
+            let mut b = [0u8; 2];
+            s.read_exact(&mut b)?;
+            len = u64::from(u16::from_be_bytes(b));
+        } else if len == 127 {
+            let mut b = [0u8; 8];
+            s.read_exact(&mut b)?;
+            len = u64::from_be_bytes(b);
+        }
+        let mut key = [0u8; 4];
+        if h[1] & 0x80 != 0 {
+            s.read_exact(&mut key)?;
+        }
+        let mut payload = vec![0u8; len as usize];
+        s.read_exact(&mut payload)?;
+        for (i, b) in payload.iter_mut().enumerate() {
+            *b ^= key[i % 4];
+        }
+        Ok((opcode, payload))
+    }
+
+    fn write_frame(&mut self, opcode: u8, payload: &[u8]) {
+        let mut f = vec![0x80 | opcode];
+        match payload.len() {
+            n if n < 126 => f.push(n as u8),
+            n if n <= 0xffff => {
+                f.push(126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(payload);
+        let _ = self.stream.write_all(&f);
+        let _ = self.stream.flush();
+    }
+
+    fn close_payload(code: u16, reason: &str) -> Vec<u8> {
+        let mut p = code.to_be_bytes().to_vec();
+        p.extend_from_slice(reason.as_bytes());
+        p
+    }
+
+    /// Echoes data frames and answers pings until the client closes;
+    /// returns the client's close payload.
+    fn echo_until_close(&mut self) -> Option<Vec<u8>> {
+        loop {
+            let (op, payload) = self.read_frame().ok()?;
+            match op {
+                PING => self.write_frame(PONG, &payload),
+                CLOSE => {
+                    self.write_frame(CLOSE, &payload);
+                    return Some(payload);
+                }
+                PONG => {}
+                op => self.write_frame(op, &payload),
+            }
+        }
+    }
+}
+
+fn read_request(stream: &mut dyn Stream) -> std::io::Result<Request> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        head.push(byte[0]);
+        assert!(head.len() < 64 * 1024, "request head too large");
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = text.split("\r\n");
+    let line = lines.next().unwrap_or_default().to_owned();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    Ok(Request { line, headers })
+}
+
+type Script = Arc<dyn Fn(&mut Conn) + Send + Sync>;
+
+/// A server on 127.0.0.1 that runs `script` on each connection (plain TCP,
+/// or TLS with `tls`), and records the requests and what the scripts report.
+struct RawServer {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    requests: Arc<Mutex<Vec<Request>>>,
+    notes: Arc<Mutex<Vec<String>>>,
+}
+
+impl RawServer {
+    fn start(script: impl Fn(&mut Conn, &Notes) + Send + Sync + 'static) -> RawServer {
+        RawServer::start_inner(None, script)
+    }
+
+    fn start_tls(
+        config: Arc<rustls::ServerConfig>,
+        script: impl Fn(&mut Conn, &Notes) + Send + Sync + 'static,
+    ) -> RawServer {
+        RawServer::start_inner(Some(config), script)
+    }
+
+    fn start_inner(
+        tls: Option<Arc<rustls::ServerConfig>>,
+        script: impl Fn(&mut Conn, &Notes) + Send + Sync + 'static,
+    ) -> RawServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let notes = Arc::new(Mutex::new(Vec::new()));
+        let notes_for: Notes = Notes(notes.clone());
+        let script: Script = {
+            let n = notes_for.clone();
+            Arc::new(move |c: &mut Conn| script(c, &n))
+        };
+        let (acc, reqs) = (accepted.clone(), requests.clone());
+        thread::spawn(move || {
+            for tcp in listener.incoming() {
+                let Ok(tcp) = tcp else { break };
+                acc.fetch_add(1, Ordering::SeqCst);
+                let (script, reqs, tls) = (script.clone(), reqs.clone(), tls.clone());
+                thread::spawn(move || {
+                    let _ = tcp.set_read_timeout(Some(LIMIT));
+                    let mut stream: Box<dyn Stream> = match tls {
+                        None => Box::new(tcp),
+                        Some(config) => {
+                            let conn = rustls::ServerConnection::new(config).unwrap();
+                            Box::new(rustls::StreamOwned::new(conn, tcp))
+                        }
+                    };
+                    let Ok(request) = read_request(&mut *stream) else {
+                        return;
+                    };
+                    reqs.lock().unwrap().push(request.clone());
+                    let mut conn = Conn { stream, request };
+                    script(&mut conn);
+                });
+            }
+        });
+        RawServer {
+            addr,
+            accepted,
+            requests,
+            notes,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}/raw", self.addr)
+    }
+
+    fn request(&self) -> Request {
+        wait_until("the server to see a request", || {
+            !self.requests.lock().unwrap().is_empty()
+        });
+        self.requests.lock().unwrap()[0].clone()
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.notes.lock().unwrap().clone()
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+/// What a script reports back to the test.
+#[derive(Clone)]
+struct Notes(Arc<Mutex<Vec<String>>>);
+
+impl Notes {
+    fn add(&self, s: String) {
+        self.0.lock().unwrap().push(s);
+    }
+}
+
+/// An echo script that notes the close code and reason it received.
+fn echo_script(conn: &mut Conn, notes: &Notes) {
+    conn.accept(None);
+    if let Some(p) = conn.echo_until_close() {
+        if p.len() >= 2 {
+            let code = u16::from_be_bytes([p[0], p[1]]);
+            notes.add(format!(
+                "close {code} {:?}",
+                String::from_utf8_lossy(&p[2..])
+            ));
+        } else {
+            notes.add("close (no code)".to_owned());
+        }
+    }
+}
+
+/// A listener that counts connection attempts, for "nothing touched the
+/// network" checks.
+fn counting_listener() -> RawServer {
+    RawServer::start(|conn, _| conn.accept(None))
+}
+
+/// A port with nothing listening on it.
+fn closed_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+// ---------------------------------------------------------------------------
+// The demo and --help.
+
+#[test]
+fn demo_shows_open_profile_messages_ping_and_clean_close_with_reason() {
+    let out = run(&[], b"");
+    out.expect_code(0).expect_no_colour();
+    let o = &out.stdout;
+    for needle in [
+        "embedded echo server listening on ws://127.0.0.1:",
+        "on_open: dns ",
+        "| connect ",
+        "| handshake ",
+        "| total ",
+        "on_message: text \"hello from unisocket\"",
+        "on_message: binary [deadbeef]",
+        "ping(\"are you there?\")",
+        "on_ping_pong: pong \"are you there?\" after ",
+        "close(code 1000, reason \"demo done\")",
+        "on_close: code 1000 (normal closure), reason \"demo done\", clean",
+        "success: closeSocket:ok",
+    ] {
+        assert!(o.contains(needle), "missing {needle:?} in:\n{o}");
+    }
+    // Events in order: open, the three echoes, the pong, the close.
+    let pos = |s: &str| o.find(s).unwrap();
+    assert!(pos("on_open") < pos("on_message"));
+    assert!(pos("on_message: binary") < pos("on_ping_pong"));
+    assert!(pos("on_ping_pong") < pos("on_close"));
+    assert!(out.took < Duration::from_secs(10));
+}
+
+#[test]
+fn help_shows_an_example_for_each_mode_and_the_exit_codes() {
+    let top = run(&["--help"], b"");
+    top.expect_code(0).expect_no_colour();
+    for needle in [
+        "Examples:",
+        "unisocket ws://127.0.0.1:9001",
+        "-x hello",
+        "unisocket serve --port",
+        "unisocket bench ws://",
+        "--close-code",
+        "--ping-interval",
+        "2 usage error",
+        "3 could not connect",
+        "4 abnormal close",
+    ] {
+        assert!(top.stdout.contains(needle), "--help lacks {needle:?}");
+    }
+    let serve = run(&["serve", "--help"], b"");
+    serve.expect_code(0);
+    assert!(serve.stdout.contains("Examples:"));
+    assert!(serve
+        .stdout
+        .contains("unisocket serve --port 0 --mode broadcast"));
+    let bench = run(&["bench", "--help"], b"");
+    bench.expect_code(0);
+    assert!(bench.stdout.contains("Examples:"));
+    assert!(bench
+        .stdout
+        .contains("unisocket bench ws://127.0.0.1:9001 --conns"));
+    let version = run(&["--version"], b"");
+    version.expect_code(0);
+    assert!(version.stdout.starts_with("unisocket "));
+}
+
+// ---------------------------------------------------------------------------
+// The client against `unisocket serve`.
+
+#[test]
+fn stdin_lines_are_sent_and_echoes_printed_then_eof_closes_with_1000() {
+    let server = Serve::start(&[]);
+    let out = run(
+        &[&server.url, "-w", "0.5"],
+        "hello\nwörld\r\n\nlast".as_bytes(),
+    );
+    out.expect_code(0).expect_no_colour();
+    // Each line is one message (CR LF stripped, the empty line too, the
+    // unterminated last line as well), echoed in order.
+    assert_eq!(out.stdout, "hello\nwörld\n\nlast\n");
+    assert!(out.stderr.contains("connected to ws://127.0.0.1:"));
+    assert!(
+        out.stderr.contains("closed 1000 (normal closure)"),
+        "{}",
+        out.stderr
+    );
+    server.wait_log("the server to log the close", |log| {
+        log.iter().any(|l| l.ends_with("sent close 1000"))
+    });
+    let log = server.log().join("\n");
+    assert!(log.contains("connected to /"), "{log}");
+    assert!(log.contains("text (5 bytes) \"hello\""), "{log}");
+}
+
+#[test]
+fn execute_sends_each_message_prints_replies_and_closes_after_wait() {
+    let server = Serve::start(&[]);
+    let out = run(&[&server.url, "-x", "one", "-x", "two", "-w", "0.5"], b"");
+    out.expect_code(0);
+    assert_eq!(out.stdout, "one\ntwo\n");
+    assert!(out.took >= Duration::from_millis(500), "{:?}", out.took);
+    assert!(out.took < Duration::from_secs(5), "{:?}", out.took);
+}
+
+#[test]
+fn binary_messages_are_sent_with_binary_and_printed_as_hex_or_base64() {
+    let server = Serve::start(&[]);
+    let hex = run(&[&server.url, "--binary", "-x", "hi!", "-w", "0.3"], b"");
+    hex.expect_code(0);
+    assert_eq!(hex.stdout, "686921\n");
+    let b64 = run(
+        &[
+            &server.url,
+            "-b",
+            "--binary-format",
+            "base64",
+            "-x",
+            "hi!",
+            "-w",
+            "0.3",
+        ],
+        b"",
+    );
+    b64.expect_code(0);
+    assert_eq!(b64.stdout, "aGkh\n");
+    // Stdin lines as binary too.
+    let stdin = run(&[&server.url, "--binary", "-w", "0.3"], b"\x01\x02\n");
+    stdin.expect_code(0);
+    assert_eq!(stdin.stdout, "0102\n");
+    server.wait_log("binary in the server log", |log| {
+        log.iter().any(|l| l.contains("binary (2 bytes)"))
+    });
+}
+
+#[test]
+fn json_prints_one_object_per_event() {
+    let server = Serve::start(&[]);
+    let out = run(
+        &[
+            &server.url,
+            "--json",
+            "-x",
+            "hi",
+            "-x",
+            "ø",
+            "-w",
+            "0.3",
+            "--close-reason",
+            "done",
+        ],
+        b"",
+    );
+    out.expect_code(0);
+    let events: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["open", "message", "message", "close"], "{events:?}");
+    let open = &events[0];
+    assert!(open["url"].as_str().unwrap().starts_with("ws://127.0.0.1:"));
+    assert!(open["profile_ms"]["total"].as_f64().unwrap() > 0.0);
+    assert!(open["headers"]["Sec-WebSocket-Accept"].is_string());
+    assert_eq!(events[1]["type"], "text");
+    assert_eq!(events[1]["data"], "hi");
+    assert_eq!(events[2]["data"], "ø");
+    assert_eq!(events[3]["code"], 1000);
+    assert_eq!(events[3]["reason"], "done");
+    assert_eq!(events[3]["clean"], true);
+
+    let bin = run(&[&server.url, "--json", "-b", "-x", "A", "-w", "0.3"], b"");
+    bin.expect_code(0);
+    let msg: serde_json::Value = serde_json::from_str(bin.stdout.lines().nth(1).unwrap()).unwrap();
+    assert_eq!(msg["type"], "binary");
+    assert_eq!(msg["encoding"], "hex");
+    assert_eq!(msg["data"], "41");
+}
+
+#[test]
+fn ping_interval_sends_pings_and_show_ping_pong_prints_the_pongs() {
+    let server = Serve::start(&[]);
+    let out = run(
+        &[
+            &server.url,
+            "--ping-interval",
+            "0.2",
+            "--show-ping-pong",
+            "-x",
+            "x",
+            "-w",
+            "1",
+        ],
+        b"",
+    );
+    out.expect_code(0);
+    assert!(out.stderr.contains("ping sent: 1"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("pong received: 1 (round trip "),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("pong received: 2"), "{}", out.stderr);
+    // Pings are not messages: stdout has the echo only.
+    assert_eq!(out.stdout, "x\n");
+
+    let json = run(
+        &[
+            &server.url,
+            "--json",
+            "--ping-interval",
+            "0.2",
+            "-P",
+            "-x",
+            "x",
+            "-w",
+            "0.7",
+        ],
+        b"",
+    );
+    json.expect_code(0);
+    let pong = json
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["event"] == "pong")
+        .expect("a pong event");
+    assert_eq!(pong["data"], "1");
+    assert!(pong["rtt_ms"].as_f64().unwrap() >= 0.0);
+
+    // Without --show-ping-pong nothing is printed about them.
+    let quiet = run(
+        &[
+            &server.url,
+            "--ping-interval",
+            "0.2",
+            "-x",
+            "x",
+            "-w",
+            "0.5",
+        ],
+        b"",
+    );
+    quiet.expect_code(0);
+    assert!(!quiet.stderr.contains("pong"), "{}", quiet.stderr);
+}
+
+#[test]
+fn close_code_and_reason_are_sent_and_echoed_back() {
+    let server = Serve::start(&[]);
+    let out = run(
+        &[
+            &server.url,
+            "--close-code",
+            "4001",
+            "--close-reason",
+            "bye now",
+        ],
+        b"",
+    );
+    out.expect_code(0);
+    assert!(
+        out.stderr.contains("closed 4001 \"bye now\""),
+        "{}",
+        out.stderr
+    );
+    server.wait_log("the close in the log", |log| {
+        log.iter()
+            .any(|l| l.ends_with("sent close 4001 \"bye now\""))
+    });
+
+    let raw = RawServer::start(echo_script);
+    run(&[&raw.url(), "--close-code", "3000"], b"").expect_code(0);
+    wait_until("the close", || !raw.notes().is_empty());
+    assert_eq!(raw.notes(), ["close 3000 \"\""]);
+}
+
+#[test]
+fn verbose_prints_the_handshake_on_stderr() {
+    let server = Serve::start(&[]);
+    let out = run(
+        &[
+            &server.url,
+            "-v",
+            "-H",
+            "X-Trace: 42",
+            "-p",
+            "chat.v1",
+            "-x",
+            "a",
+            "-w",
+            "0.2",
+        ],
+        b"",
+    );
+    out.expect_code(0);
+    let e = &out.stderr;
+    for needle in [
+        "* connecting to ws://127.0.0.1:",
+        "> X-Trace: 42",
+        "> Sec-WebSocket-Protocol: chat.v1",
+        "< HTTP/1.1 101 Switching Protocols",
+        "< Sec-WebSocket-Accept: ",
+        "* dns ",
+        "handshake ",
+        "connected to ws://127.0.0.1:",
+        "(subprotocol chat.v1)",
+    ] {
+        assert!(e.contains(needle), "missing {needle:?} in:\n{e}");
+    }
+    assert_eq!(out.stdout, "a\n");
+}
+
+#[test]
+fn server_closing_first_ends_the_client_even_with_stdin_open() {
+    // The server closes right after the handshake with a code and reason;
+    // stdin stays open (a blocked read must not keep the process alive).
+    let raw = RawServer::start(|conn, notes| {
+        conn.accept(None);
+        conn.write_frame(CLOSE, &Conn::close_payload(4002, "go away"));
+        if let Ok((op, p)) = conn.read_frame() {
+            notes.add(format!("{op} {p:?}"));
+        }
+    });
+    let mut s = Spawned::start(&[&raw.url()]);
+    s.wait_stderr("closed");
+    // Keep stdin open until the process has exited on its own.
+    let stdin = s.stdin.take();
+    let out = s.finish();
+    drop(stdin);
+    out.expect_code(0);
+    assert!(
+        out.stderr.contains("closed 4002 \"go away\""),
+        "{}",
+        out.stderr
+    );
+    wait_until("the client's close echo", || !raw.notes().is_empty());
+    assert!(raw.notes()[0].starts_with("8 "), "{:?}", raw.notes());
+}
+
+#[test]
+fn a_line_that_is_not_utf8_is_reported_and_skipped_in_text_mode() {
+    let server = Serve::start(&[]);
+    let out = run(&[&server.url, "-w", "0.3"], b"ok\n\xff\xfe\nstill ok\n");
+    out.expect_code(0);
+    assert_eq!(out.stdout, "ok\nstill ok\n");
+    assert!(
+        out.stderr
+            .contains("line 2 of stdin is not UTF-8 and was not sent (use --binary)"),
+        "{}",
+        out.stderr
+    );
+}
+
+// ---------------------------------------------------------------------------
+// What reaches the server: headers, subprotocols, compression, proxy, TLS.
+
+#[test]
+fn headers_and_protocols_reach_the_server_and_the_chosen_one_is_shown() {
+    let raw = RawServer::start(|conn, _| {
+        conn.accept(Some("chat.v1"));
+        conn.echo_until_close();
+    });
+    let out = run(
+        &[
+            &raw.url(),
+            "-H",
+            "X-Token: abc",
+            "--header",
+            "X-Two:  spaced value ",
+            "-p",
+            "chat.v2",
+            "--protocol",
+            "chat.v1",
+            "--json",
+            "-x",
+            "m",
+            "-w",
+            "0.2",
+        ],
+        b"",
+    );
+    out.expect_code(0);
+    let req = raw.request();
+    assert!(req.line.starts_with("GET /raw HTTP/1.1"), "{req:?}");
+    assert_eq!(req.header("X-Token"), Some("abc"));
+    assert_eq!(req.header("X-Two"), Some("spaced value"));
+    assert_eq!(
+        req.header("Sec-WebSocket-Protocol"),
+        Some("chat.v2, chat.v1")
+    );
+    assert_eq!(req.header("Sec-WebSocket-Extensions"), None);
+    let open: serde_json::Value = serde_json::from_str(out.stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(open["protocol"], "chat.v1");
+}
+
+#[test]
+fn compress_offers_permessage_deflate_and_works_when_declined() {
+    let raw = RawServer::start(echo_script);
+    run(&[&raw.url(), "--compress", "-x", "z", "-w", "0.2"], b"").expect_code(0);
+    let offer = raw.request();
+    let ext = offer
+        .header("Sec-WebSocket-Extensions")
+        .expect("an extension offer");
+    assert!(ext.contains("permessage-deflate"), "{ext}");
+    // `unisocket serve` declines the offer; the session goes on uncompressed.
+    let server = Serve::start(&[]);
+    let out = run(&[&server.url, "--compress", "-x", "zz", "-w", "0.2"], b"");
+    out.expect_code(0);
+    assert_eq!(out.stdout, "zz\n");
+}
+
+#[test]
+fn server_pings_are_answered_and_shown() {
+    let raw = RawServer::start(|conn, notes| {
+        conn.accept(None);
+        conn.write_frame(PING, b"srv");
+        // The client's message may come before its pong: echo it meanwhile.
+        while let Ok((op, p)) = conn.read_frame() {
+            match op {
+                PONG => {
+                    notes.add(format!("pong {}", String::from_utf8_lossy(&p)));
+                    break;
+                }
+                CLOSE => {
+                    conn.write_frame(CLOSE, &p);
+                    return;
+                }
+                op => conn.write_frame(op, &p),
+            }
+        }
+        conn.echo_until_close();
+    });
+    let out = run(&[&raw.url(), "-P", "-x", "m", "-w", "0.3"], b"");
+    out.expect_code(0);
+    assert!(
+        out.stderr
+            .contains("ping received: srv (answered with a pong)"),
+        "{}",
+        out.stderr
+    );
+    wait_until("the pong", || !raw.notes().is_empty());
+    assert_eq!(raw.notes(), ["pong srv"]);
+}
+
+/// A throw-away CA and a server certificate for 127.0.0.1.
+struct Pki {
+    ca_pem: String,
+    config: Arc<rustls::ServerConfig>,
+}
+
+fn pki() -> Pki {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair, KeyUsagePurpose,
+    };
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "unisocket-cli test CA");
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let issuer = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    leaf.distinguished_name
+        .push(DnType::CommonName, "127.0.0.1");
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    leaf.use_authority_key_identifier_extension = true;
+    let key = KeyPair::generate().unwrap();
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    let chain = CertificateDer::pem_slice_iter(cert.pem().as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    Pki {
+        ca_pem: issuer.pem(),
+        config: Arc::new(config),
+    }
+}
+
+fn temp_file(name: &str, contents: &str) -> std::path::PathBuf {
+    let path =
+        std::env::temp_dir().join(format!("unisocket-cli-test-{}-{name}", std::process::id()));
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+#[test]
+fn wss_needs_ca_or_insecure_and_insecure_warns() {
+    let pki = pki();
+    let raw = RawServer::start_tls(pki.config.clone(), echo_script);
+    let url = format!("wss://127.0.0.1:{}/tls", raw.addr.port());
+
+    // Not trusted: a connect failure.
+    let untrusted = run(&[&url, "-x", "t", "-w", "0.2", "--timeout", "10"], b"");
+    untrusted.expect_code(3);
+    assert!(
+        untrusted
+            .stderr
+            .starts_with("unisocket: connectSocket:fail"),
+        "{}",
+        untrusted.stderr
+    );
+    assert_eq!(untrusted.stderr.lines().count(), 1, "{}", untrusted.stderr);
+
+    // --ca FILE: trusted.
+    let ca = temp_file("ca.pem", &pki.ca_pem);
+    let trusted = run(
+        &[&url, "--ca", ca.to_str().unwrap(), "-x", "t", "-w", "0.2"],
+        b"",
+    );
+    let _ = std::fs::remove_file(&ca);
+    trusted.expect_code(0);
+    assert_eq!(trusted.stdout, "t\n");
+    assert!(!trusted.stderr.contains("warning"), "{}", trusted.stderr);
+
+    // --insecure: works, with a warning.
+    let insecure = run(&[&url, "--insecure", "-x", "t", "-w", "0.2"], b"");
+    insecure.expect_code(0);
+    assert_eq!(insecure.stdout, "t\n");
+    assert!(
+        insecure
+            .stderr
+            .contains("warning: --insecure: the server's TLS certificate is NOT verified"),
+        "{}",
+        insecure.stderr
+    );
+}
+
+/// An HTTP CONNECT proxy on 127.0.0.1 that records the targets it was asked for.
+fn connect_proxy() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { break };
+            let s = s.clone();
+            thread::spawn(move || {
+                let Ok(req) = read_request(&mut client) else {
+                    return;
+                };
+                s.lock().unwrap().push(req.line.clone());
+                let target = req.line.split(' ').nth(1).unwrap_or_default().to_owned();
+                let Ok(upstream) = TcpStream::connect(&target) else {
+                    let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n");
+                    return;
+                };
+                client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .unwrap();
+                let (mut c2, mut u2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                let mut upstream = upstream;
+                thread::spawn(move || {
+                    let _ = std::io::copy(&mut u2, &mut c2);
+                    let _ = c2.shutdown(std::net::Shutdown::Write);
+                });
+                let _ = std::io::copy(&mut client, &mut upstream);
+                let _ = upstream.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[test]
+fn proxy_sends_the_connection_through_http_connect() {
+    let server = Serve::start(&[]);
+    let (proxy, seen) = connect_proxy();
+    let out = run(
+        &[
+            &server.url,
+            "--proxy",
+            &format!("http://{proxy}"),
+            "-x",
+            "via proxy",
+            "-w",
+            "0.3",
+        ],
+        b"",
+    );
+    out.expect_code(0);
+    assert_eq!(out.stdout, "via proxy\n");
+    let target = server.url.trim_start_matches("ws://");
+    assert_eq!(
+        seen.lock().unwrap().clone(),
+        [format!("CONNECT {target} HTTP/1.1")]
+    );
+}
+
+#[test]
+fn proxy_environment_is_used_unless_no_proxy() {
+    let server = Serve::start(&[]);
+    let dead_proxy = format!("http://127.0.0.1:{}", closed_port());
+    // HTTP_PROXY points at nothing: the connection fails through it...
+    let mut via_env = Spawned::start_cmd(unisocket().env("HTTP_PROXY", &dead_proxy).args([
+        &server.url,
+        "-x",
+        "a",
+        "-w",
+        "0.2",
+    ]));
+    via_env.close_stdin();
+    let out = via_env.finish();
+    out.expect_code(3);
+    assert!(out.stderr.contains("proxy"), "{}", out.stderr);
+    // ... and --no-proxy ignores it.
+    let mut direct = Spawned::start_cmd(unisocket().env("HTTP_PROXY", &dead_proxy).args([
+        &server.url,
+        "--no-proxy",
+        "-x",
+        "a",
+        "-w",
+        "0.2",
+    ]));
+    direct.close_stdin();
+    let out = direct.finish();
+    out.expect_code(0);
+    assert_eq!(out.stdout, "a\n");
+}
+
+// ---------------------------------------------------------------------------
+// Exit codes.
+
+#[test]
+fn usage_errors_exit_2_before_connecting() {
+    let listener = counting_listener();
+    let url = listener.url();
+    let long_reason = "r".repeat(124);
+    let missing_ca = std::env::temp_dir().join("unisocket-cli-test-no-such-ca.pem");
+    let missing_ca = missing_ca.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![&url, "--close-code", "999"],
+            "--close-code 999 is not allowed",
+        ),
+        (
+            vec![&url, "--close-code", "1005"],
+            "--close-code 1005 is not allowed",
+        ),
+        (vec![&url, "--close-code", "70000"], "error: invalid value"),
+        (
+            vec![&url, "--close-reason", &long_reason],
+            "the limit is 123",
+        ),
+        (
+            vec![&url, "-H", "no colon"],
+            "is not in the form \"Name: value\"",
+        ),
+        (vec![&url, "-H", ": value"], "has no name"),
+        (vec![&url, "-H", "Referer: x"], "Referer"),
+        (vec![&url, "-H", "X-Bad: a\rb"], "connectSocket:fail"),
+        (vec![&url, "-p", "two words"], "connectSocket:fail"),
+        (vec![&url, "--timeout", "0"], "--timeout must be"),
+        (vec![&url, "--wait=-1"], "--wait must be"),
+        (
+            vec![&url, "--ping-interval", "0"],
+            "--ping-interval must be",
+        ),
+        (vec![&url, "--ca", missing_ca], "cannot read the --ca file"),
+        (vec![&url, "--proxy", "ftp://proxy"], "connectSocket:fail"),
+        (vec![&url, "--no-such-flag"], "error: unexpected argument"),
+        (vec!["htp://127.0.0.1/"], "scheme must be ws or wss"),
+        (vec!["-x", "hello"], "need a URL"),
+        (vec!["bench", &url, "--conns", "0"], "--conns must be"),
+        (vec!["bench", &url, "--duration", "0"], "--duration must be"),
+        (vec!["serve", "--mode", "nope"], "error: invalid value"),
+    ];
+    for (args, message) in cases {
+        let out = run(&args, b"");
+        assert_eq!(out.code(), 2, "{args:?}: {out:?}");
+        assert!(out.stderr.contains(message), "{args:?}: {}", out.stderr);
+        // Our own errors are one line.
+        if out.stderr.starts_with("unisocket:") {
+            assert_eq!(out.stderr.lines().count(), 1, "{args:?}: {}", out.stderr);
+        }
+        assert!(out.stdout.is_empty(), "{args:?}: {}", out.stdout);
+    }
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(listener.accepted(), 0, "a usage error touched the network");
+}
+
+#[test]
+fn connect_failures_exit_3_with_one_line() {
+    // Nothing listening.
+    let refused = run(&[&format!("ws://127.0.0.1:{}/", closed_port())], b"");
+    refused.expect_code(3).expect_no_colour();
+    assert_eq!(refused.stderr.lines().count(), 1, "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .starts_with("unisocket: connectSocket:fail connection refused"),
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.stdout.is_empty());
+
+    // The server refuses the upgrade.
+    let forbidden = RawServer::start(|conn, _| {
+        let _ = conn
+            .stream
+            .write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n");
+    });
+    let out = run(&[&forbidden.url(), "-x", "a"], b"");
+    out.expect_code(3);
+    assert!(out.stderr.contains("403"), "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+
+    // The server never answers: --timeout.
+    let silent = RawServer::start(|conn, _| {
+        let mut sink = [0u8; 64];
+        let _ = conn.stream.read(&mut sink);
+    });
+    let out = run(&[&silent.url(), "--timeout", "0.5"], b"");
+    out.expect_code(3);
+    assert!(out.stderr.contains("timed out"), "{}", out.stderr);
+    assert!(out.took < Duration::from_secs(5), "{:?}", out.took);
+}
+
+#[test]
+fn abnormal_close_exits_4() {
+    // The server echoes the first message, then drops the TCP connection
+    // without a close frame.
+    let raw = RawServer::start(|conn, _| {
+        conn.accept(None);
+        if let Ok((op, p)) = conn.read_frame() {
+            conn.write_frame(op, &p);
+        }
+    });
+    let mut s = Spawned::start(&[&raw.url()]);
+    s.write_stdin(b"first\n");
+    // stdin stays open: the drop alone must end the client.
+    let out = s.finish();
+    out.expect_code(4);
+    assert_eq!(out.stdout, "first\n");
+    assert!(
+        out.stderr.contains("closed 1006 (abnormal closure)"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("without a closing handshake"));
+
+    // The same with --json: the close event says so.
+    let raw = RawServer::start(|conn, _| {
+        conn.accept(None);
+        let _ = conn.read_frame();
+    });
+    let out = run(&[&raw.url(), "--json", "-x", "a", "-w", "5"], b"");
+    out.expect_code(4);
+    let last: serde_json::Value = serde_json::from_str(out.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "close");
+    assert_eq!(last["code"], 1006);
+    assert_eq!(last["clean"], false);
+    assert!(out.took < Duration::from_secs(4), "{:?}", out.took);
+}
+
+// ---------------------------------------------------------------------------
+// `unisocket serve`.
+
+#[test]
+fn broadcast_sends_each_message_to_every_client() {
+    let server = Serve::start(&["--mode", "broadcast"]);
+    // A listener that stays connected (stdin open) and prints JSON.
+    let mut listener = Spawned::start(&[&server.url, "--json"]);
+    listener.wait_stdout("\"event\":\"open\"");
+    server.wait_log("the first client", |log| {
+        log.iter().filter(|l| l.contains("connected to /")).count() == 1
+    });
+    // A second client says something and leaves.
+    let talker = run(&[&server.url, "-x", "to everyone", "-w", "0.5"], b"");
+    talker.expect_code(0);
+    // The sender gets its own message too.
+    assert_eq!(talker.stdout, "to everyone\n");
+    listener.wait_stdout("to everyone");
+    listener.close_stdin();
+    let out = listener.finish();
+    out.expect_code(0);
+    let messages: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event"] == "message")
+        .collect();
+    assert_eq!(messages.len(), 1, "{}", out.stdout);
+    assert_eq!(messages[0]["data"], "to everyone");
+    let log = server.log().join("\n");
+    assert!(log.starts_with("listening on ws://127.0.0.1:"), "{log}");
+    assert!(log.contains("(broadcast mode)"), "{log}");
+    assert!(
+        log.contains("text (11 bytes) \"to everyone\" -> 2 client(s)"),
+        "{log}"
+    );
+}
+
+#[test]
+fn serve_on_a_busy_port_fails_with_one_line() {
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port().to_string();
+    let out = run(&["serve", "--port", &port], b"");
+    out.expect_code(1);
+    assert!(
+        out.stderr
+            .starts_with("unisocket: cannot listen on 127.0.0.1:"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.lines().count(), 1);
+}
+
+// ---------------------------------------------------------------------------
+// `unisocket bench`.
+
+#[test]
+fn bench_reports_rate_throughput_and_latency_percentiles() {
+    let server = Serve::start(&["--quiet"]);
+    for extra in [&[][..], &["--text"][..]] {
+        let mut args = vec![
+            "bench",
+            &server.url,
+            "--conns",
+            "3",
+            "--size",
+            "256",
+            "--duration",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        let out = run(&args, b"");
+        out.expect_code(0).expect_no_colour();
+        let o = &out.stdout;
+        let kind = if extra.is_empty() { "binary" } else { "text" };
+        assert!(
+            o.contains(&format!("3 connection(s), 256-byte {kind} messages")),
+            "{o}"
+        );
+        for needle in ["msg/s", "MB/s each way", "p50 ", "p90 ", "p99 ", "max "] {
+            assert!(o.contains(needle), "missing {needle:?} in:\n{o}");
+        }
+        let rounds: u64 = o
+            .split(" round trips")
+            .next()
+            .and_then(|s| s.rsplit('(').next())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no round-trip count in:\n{o}"));
+        assert!(rounds > 0, "{o}");
+        // Not a terminal: no progress line.
+        assert!(!out.stderr.contains('\r'), "{:?}", out.stderr);
+    }
+    assert_eq!(server.log().len(), 1, "--quiet prints the first line only");
+}
+
+#[test]
+fn bench_exit_codes() {
+    let refused = run(
+        &["bench", &format!("ws://127.0.0.1:{}/", closed_port())],
+        b"",
+    );
+    refused.expect_code(3);
+    assert_eq!(refused.stderr.lines().count(), 1, "{}", refused.stderr);
+    // A server that drops the connection after the first echo.
+    let raw = RawServer::start(|conn, _| {
+        conn.accept(None);
+        if let Ok((op, p)) = conn.read_frame() {
+            conn.write_frame(op, &p);
+        }
+    });
+    let out = run(
+        &["bench", &raw.url(), "--conns", "1", "--duration", "5"],
+        b"",
+    );
+    out.expect_code(4);
+    assert!(
+        out.stderr
+            .contains("the connection closed during the run: 1006 (abnormal closure)"),
+        "{}",
+        out.stderr
+    );
+}
+
+// ---------------------------------------------------------------------------
+// A real terminal, through tmux.
+
+/// A tmux server of its own (its own socket file), killed when dropped.
+struct Tmux {
+    socket: std::path::PathBuf,
+}
+
+impl Tmux {
+    /// `None` (and a note on stderr) when tmux cannot be run.
+    fn start(name: &str, command: &str) -> Option<Tmux> {
+        if !Command::new("tmux")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            eprintln!("SKIPPED: tmux is not installed (apt-get install -y tmux)");
+            return None;
+        }
+        let tmux = Tmux {
+            socket: std::env::temp_dir()
+                .join(format!("unisocket-tmux-{}-{name}", std::process::id())),
+        };
+        let status = tmux
+            .cmd()
+            .args(["new-session", "-d", "-s", "t", "-x", "150", "-y", "40"])
+            .arg(command)
+            .status()
+            .expect("run tmux");
+        assert!(status.success(), "tmux new-session failed");
+        Some(tmux)
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.arg("-S").arg(&self.socket).args(["-f", "/dev/null"]);
+        c
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let status = self
+            .cmd()
+            .args(["send-keys", "-t", "t"])
+            .args(keys)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// The pane's text; with `escapes`, with its colour codes.
+    fn screen(&self, escapes: bool) -> String {
+        let mut c = self.cmd();
+        c.args(["capture-pane", "-p", "-t", "t"]);
+        if escapes {
+            c.arg("-e");
+        }
+        String::from_utf8_lossy(&c.output().unwrap().stdout).into_owned()
+    }
+
+    fn wait_screen(&self, needle: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let s = self.screen(false);
+            if s.contains(needle) {
+                return s;
+            }
+            assert!(
+                start.elapsed() < LIMIT,
+                "timed out waiting for {needle:?} on the screen:\n{s}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd().arg("kill-server").status();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// `sh -c` command text that runs the binary with `args`, prints its exit
+/// code and stays on screen.
+fn shell_command(env: &str, args: &[&str]) -> String {
+    let mut cmd = format!("{env} '{}'", env!("CARGO_BIN_EXE_unisocket"));
+    for a in args {
+        cmd.push_str(&format!(" '{a}'"));
+    }
+    format!("sh -c \"{cmd}; echo exit=\\$?; sleep 60\"")
+}
+
+#[test]
+#[cfg_attr(no_tmux, ignore = "needs tmux")]
+fn interactive_session_in_a_terminal() {
+    let server = Serve::start(&[]);
+    let Some(tmux) = Tmux::start(
+        "interactive",
+        &shell_command(
+            "env -u NO_COLOR -u HTTP_PROXY -u http_proxy -u ALL_PROXY -u all_proxy",
+            &[&server.url],
+        ),
+    ) else {
+        return;
+    };
+    tmux.wait_screen("Ctrl-D to close");
+    tmux.keys(&["first line", "Enter"]);
+    tmux.wait_screen("< first line");
+    tmux.keys(&["second line", "Enter"]);
+    tmux.wait_screen("< second line");
+    tmux.keys(&["C-d"]);
+    let screen = tmux.wait_screen("exit=");
+    assert!(screen.contains("closed 1000 (normal closure)"), "{screen}");
+    assert!(screen.contains("exit=0"), "{screen}");
+    // Typed lines (echoed by the terminal) and replies alternate.
+    let lines: Vec<&str> = screen.lines().map(str::trim_end).collect();
+    let at = |s: &str| lines.iter().position(|l| *l == s).unwrap();
+    assert!(at("first line") < at("< first line"), "{screen}");
+    assert!(at("< first line") < at("second line"), "{screen}");
+    assert!(at("second line") < at("< second line"), "{screen}");
+    // On a terminal, with colours.
+    assert!(
+        tmux.screen(true).contains('\x1b'),
+        "no colours on a terminal"
+    );
+}
+
+#[test]
+#[cfg_attr(no_tmux, ignore = "needs tmux")]
+fn colours_on_a_terminal_unless_no_color() {
+    let Some(coloured) = Tmux::start("colour", &shell_command("env -u NO_COLOR", &[])) else {
+        return;
+    };
+    coloured.wait_screen("exit=0");
+    let with = coloured.screen(true);
+    assert!(with.contains("\x1b[36mon_open"), "{with:?}");
+
+    let Some(plain) = Tmux::start("nocolour", &shell_command("env NO_COLOR=1", &[])) else {
+        return;
+    };
+    let screen = plain.wait_screen("exit=0");
+    assert!(screen.contains("on_close: code 1000"), "{screen}");
+    let without = plain.screen(true);
+    assert!(!without.contains("\x1b[36m"), "{without:?}");
+    assert!(!without.contains("\x1b[1m"), "{without:?}");
+}
+
+#[test]
+#[cfg_attr(no_tmux, ignore = "needs tmux")]
+fn bench_shows_a_progress_line_on_a_terminal() {
+    let server = Serve::start(&["--quiet"]);
+    let Some(tmux) = Tmux::start(
+        "bench",
+        &shell_command(
+            "env -u HTTP_PROXY -u http_proxy -u ALL_PROXY -u all_proxy",
+            &["bench", &server.url, "--conns", "2", "--duration", "3"],
+        ),
+    ) else {
+        return;
+    };
+    // While it runs: the progress line, updated about once per second.
+    let during = tmux.wait_screen("round trips");
+    assert!(during.contains("msg/s"), "{during}");
+    assert!(!during.contains("latency:"), "{during}");
+    // At the end the progress line is replaced by the report.
+    let after = tmux.wait_screen("exit=");
+    assert!(after.contains("exit=0"), "{after}");
+    assert!(after.contains("latency:"), "{after}");
+    assert!(after.contains("p99 "), "{after}");
+    assert!(
+        !after.contains(" s   "),
+        "the progress line was not cleared:\n{after}"
+    );
+}

@@ -435,6 +435,9 @@ struct Driver<S> {
     rx: mpsc::UnboundedReceiver<Command>,
 }
 
+/// How much a read asks for when no large frame is being received.
+const READ_CHUNK: usize = 16 * 1024;
+
 /// How many commands one wake-up takes before it writes.
 const COMMAND_BATCH: usize = 64;
 
@@ -536,7 +539,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                         }
                         break;
                     }
-                    self.out = self.conn.write_buf().split();
+                    // Swap rather than split: both buffers keep their
+                    // allocations, so steady traffic allocates nothing.
+                    self.out.clear();
+                    if self.out.capacity() > 4 * READ_CHUNK {
+                        self.out = BytesMut::new();
+                    }
+                    std::mem::swap(&mut self.out, self.conn.write_buf());
                     self.moved += self.out.len() as u64;
                 }
                 match Pin::new(&mut self.io).poll_write(cx, &self.out) {
@@ -587,8 +596,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             } else if !self.eof && self.pending_failure.is_none() && !self.shared.held_full(cx) {
                 // Reads.
                 let buf = self.conn.read_buf();
-                if buf.capacity() - buf.len() < 4096 {
-                    buf.reserve(64 * 1024);
+                if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+                    // Large frames reserve their whole length in the codec;
+                    // this only sizes reads of small traffic.
+                    buf.reserve(READ_CHUNK);
                 }
                 match tokio_util::io::poll_read_buf(
                     Pin::new(&mut self.io),
@@ -603,6 +614,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     Poll::Ready(Ok(_)) => {
                         self.conn.handle_activity();
                         self.process_events();
+                        let buf = self.conn.read_buf();
+                        if buf.is_empty() && buf.capacity() > 4 * READ_CHUNK {
+                            // Shrink back after a large message.
+                            *buf = BytesMut::new();
+                        }
                         progress = true;
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(End::Io(e)),

@@ -70,6 +70,14 @@ pub(crate) enum Command {
     },
 }
 
+/// Adds the task's waker to `wakers` unless it is there already: a future
+/// polled many times must not grow the list.
+fn register(wakers: &mut Vec<Waker>, cx: &Context<'_>) {
+    if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+        wakers.push(cx.waker().clone());
+    }
+}
+
 /// Fails a command with `err` (reported for the command's own API).
 pub(crate) fn fail_command(cmd: Command, err: SocketError) {
     match cmd {
@@ -506,9 +514,7 @@ impl Shared {
         if inner.close.is_some() {
             return Poll::Ready(None);
         }
-        if !inner.recv_wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            inner.recv_wakers.push(cx.waker().clone());
-        }
+        register(&mut inner.recv_wakers, cx);
         Poll::Pending
     }
 
@@ -535,7 +541,7 @@ impl Shared {
         if let Some(ev) = &inner.close {
             return Poll::Ready(ev.clone());
         }
-        inner.open_wakers.push(cx.waker().clone());
+        register(&mut inner.open_wakers, cx);
         Poll::Pending
     }
 
@@ -555,7 +561,7 @@ impl Shared {
                 )
             })));
         }
-        inner.open_wakers.push(cx.waker().clone());
+        register(&mut inner.open_wakers, cx);
         Poll::Pending
     }
 }

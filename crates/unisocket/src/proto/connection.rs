@@ -186,8 +186,9 @@ impl Connection {
         #[cfg(not(feature = "deflate"))]
         let deflate: Option<Deflate> = None;
         Connection {
-            read: BytesMut::with_capacity(8 * 1024),
-            write: BytesMut::with_capacity(8 * 1024),
+            // Allocated on first use: an idle connection costs no buffer.
+            read: BytesMut::new(),
+            write: BytesMut::new(),
             state: State::Open,
             config,
             frame: None,

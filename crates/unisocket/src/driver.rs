@@ -506,7 +506,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 reason,
                 reply,
             } => {
-                if self.conn.state() == State::Open
+                if let Some(e) = self.pending_failure.take() {
+                    // The server already broke the protocol (behind a message
+                    // nobody took yet): report that, with its close code,
+                    // rather than closing as if all were well.
+                    self.conn.fail(&e);
+                    self.shared.set_closing();
+                    self.failure = Some(SocketError::protocol(e));
+                } else if self.conn.state() == State::Open
                     && self.conn.close(code, &reason, Instant::now()).is_ok()
                 {
                     self.shared.set_closing();

@@ -152,11 +152,19 @@ struct Partial {
     buf: BytesMut,
     /// The inflated payload so far (compressed messages).
     inflated: Vec<u8>,
+    /// The compressed bytes received so far (compressed messages).
+    wire: usize,
 }
 
 impl Partial {
+    /// The bytes received so far, as sent on the wire: the frame-level
+    /// message limit counts these; inflating has its own check.
     fn len(&self) -> usize {
-        self.buf.len() + self.inflated.len()
+        if self.compressed {
+            self.wire
+        } else {
+            self.buf.len()
+        }
     }
 }
 
@@ -386,10 +394,12 @@ impl Connection {
                 compressed: h.rsv1,
                 buf: BytesMut::new(),
                 inflated: Vec::new(),
+                wire: 0,
             },
         };
         let open = self.state == State::Open;
         if partial.compressed {
+            partial.wire += payload.len();
             if open {
                 let deflate = self
                     .deflate

@@ -14,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Sleep;
 
+use crate::data::Data;
 use crate::error::{Api, ErrorKind, SocketError};
 use crate::events::{CloseEvent, Headers, OpenEvent, PingPongEvent, Profile};
 use crate::options::{CloseSuccess, SendSuccess};
@@ -104,7 +105,9 @@ async fn run_connection(
     let mut attempt: u32 = 0;
     loop {
         let timeout = params.timeout;
-        let opening = tokio::time::timeout(timeout, open(&params));
+        // Boxed: the opening state lives only while connecting, not in every
+        // connection's task for its whole life.
+        let opening = Box::pin(tokio::time::timeout(timeout, open(&params)));
         let outcome = tokio::select! {
             r = opening => r.unwrap_or_else(|_| Err(SocketError::new(
                 Api::ConnectSocket,
@@ -432,11 +435,23 @@ struct Driver<S> {
     /// Once the protocol is closed, how long the last bytes may take to
     /// leave; a peer that stopped reading must not hold the task open.
     flush_deadline: Option<Instant>,
+    /// Messages of the current read, handed to the task together.
+    batch: Vec<Data>,
+    /// How much the next read asks for: doubles while reads fill it, halves
+    /// while they do not, so idle connections hold small buffers.
+    read_hint: usize,
+    /// Reads since a large frame went by (either way); buffers shrink only
+    /// after many small ones, not after every large message.
+    quiet_reads: u32,
     rx: mpsc::UnboundedReceiver<Command>,
 }
 
-/// How much a read asks for when no large frame is being received.
-const READ_CHUNK: usize = 16 * 1024;
+/// The smallest read: what an idle connection keeps.
+const MIN_READ: usize = 2 * 1024;
+/// The largest read of small traffic (large frames reserve their length).
+const MAX_READ: usize = 64 * 1024;
+/// How many reads without a large frame before buffers shrink back.
+const QUIET_READS: u32 = 64;
 
 /// How many commands one wake-up takes before it writes.
 const COMMAND_BATCH: usize = 64;
@@ -478,6 +493,9 @@ impl Driver<transport::Stream> {
             pending_failure: None,
             eof: false,
             flush_deadline: None,
+            batch: Vec::new(),
+            read_hint: MIN_READ,
+            quiet_reads: 0,
             rx,
         }
     }
@@ -549,10 +567,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     // Swap rather than split: both buffers keep their
                     // allocations, so steady traffic allocates nothing.
                     self.out.clear();
-                    if self.out.capacity() > 4 * READ_CHUNK {
+                    if self.quiet_reads > QUIET_READS && self.out.capacity() > MAX_READ {
                         self.out = BytesMut::new();
                     }
                     std::mem::swap(&mut self.out, self.conn.write_buf());
+                    if self.out.len() > MAX_READ {
+                        // Large messages are being sent: keep the buffers.
+                        self.quiet_reads = 0;
+                    }
                     self.moved += self.out.len() as u64;
                 }
                 match Pin::new(&mut self.io).poll_write(cx, &self.out) {
@@ -602,12 +624,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 }
             } else if !self.eof && self.pending_failure.is_none() && !self.shared.held_full(cx) {
                 // Reads.
+                let hint = self.read_hint;
                 let buf = self.conn.read_buf();
-                if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+                if buf.capacity() - buf.len() < hint / 2 {
                     // Large frames reserve their whole length in the codec;
                     // this only sizes reads of small traffic.
-                    buf.reserve(READ_CHUNK);
+                    buf.reserve(hint);
                 }
+                let spare = buf.capacity() - buf.len();
                 match tokio_util::io::poll_read_buf(
                     Pin::new(&mut self.io),
                     cx,
@@ -618,14 +642,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                         self.conn.handle_eof();
                         progress = true;
                     }
-                    Poll::Ready(Ok(_)) => {
+                    Poll::Ready(Ok(n)) => {
                         self.conn.handle_activity();
+                        self.adapt_read_size(n, spare);
                         self.process_events();
-                        let buf = self.conn.read_buf();
-                        if buf.is_empty() && buf.capacity() > 4 * READ_CHUNK {
-                            // Shrink back after a large message.
-                            *buf = BytesMut::new();
-                        }
                         progress = true;
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(End::Io(e)),
@@ -656,12 +676,48 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         }
     }
 
+    /// Sizes the next read from this one (`n` bytes into `spare` room), and
+    /// shrinks the read buffer back once large frames have stopped.
+    fn adapt_read_size(&mut self, n: usize, spare: usize) {
+        if n >= spare {
+            self.read_hint = (self.read_hint * 2).min(MAX_READ);
+        } else if n < self.read_hint / 4 {
+            self.read_hint = (self.read_hint / 2).max(MIN_READ);
+        }
+        let buf = self.conn.read_buf();
+        if spare > MAX_READ {
+            // A large frame is being received.
+            self.quiet_reads = 0;
+        } else {
+            self.quiet_reads = self.quiet_reads.saturating_add(1);
+        }
+        if self.quiet_reads > QUIET_READS && buf.is_empty() && buf.capacity() > MAX_READ {
+            *buf = BytesMut::new();
+        }
+    }
+
     fn process_events(&mut self) {
+        let mut batch = std::mem::take(&mut self.batch);
+        self.decode_into(&mut batch);
+        self.shared.messages(&mut batch);
+        self.batch = batch;
+    }
+
+    /// Decodes every whole event in the read buffer; messages are gathered
+    /// in `batch` and handed over together.
+    fn decode_into(&mut self, batch: &mut Vec<Data>) {
         loop {
             match self.conn.poll_event() {
-                Ok(Some(Event::Message(data))) => self.shared.message(data),
-                Ok(Some(Event::Ping(p))) => self.shared.ping_pong(PingPongEvent::Ping(p)),
-                Ok(Some(Event::Pong(p))) => self.shared.ping_pong(PingPongEvent::Pong(p)),
+                Ok(Some(Event::Message(data))) => batch.push(data),
+                Ok(Some(Event::Ping(p))) => {
+                    // Keep the order: messages before this ping go first.
+                    self.shared.messages(batch);
+                    self.shared.ping_pong(PingPongEvent::Ping(p));
+                }
+                Ok(Some(Event::Pong(p))) => {
+                    self.shared.messages(batch);
+                    self.shared.ping_pong(PingPongEvent::Pong(p));
+                }
                 Ok(Some(Event::Close { code, reason })) => {
                     self.shared.set_closing();
                     self.peer_close = Some((code, reason));

@@ -36,7 +36,13 @@ impl Api {
 
     /// The success `errMsg`, e.g. `connectSocket:ok`.
     pub fn ok_msg(self) -> String {
-        format!("{}:ok", self.name())
+        // Built on every successful send: no formatting on that path.
+        match self {
+            Api::ConnectSocket => "connectSocket:ok",
+            Api::SendSocketMessage => "sendSocketMessage:ok",
+            Api::CloseSocket => "closeSocket:ok",
+        }
+        .to_owned()
     }
 }
 

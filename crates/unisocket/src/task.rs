@@ -7,7 +7,7 @@ use std::future::{Future, IntoFuture};
 use std::mem;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -127,7 +127,9 @@ impl<T: Clone + Send + 'static> Reply<T> {
         let Some(tx) = self.tx.take() else { return };
         if self.bytes > 0 {
             self.shared.buffered.fetch_sub(self.bytes, Ordering::AcqRel);
-            self.shared.release_waiting();
+            if self.shared.has_waiting.load(Ordering::Acquire) {
+                self.shared.release_waiting();
+            }
         }
         let callbacks = mem::take(&mut self.callbacks);
         if !callbacks.is_empty() {
@@ -267,6 +269,9 @@ pub(crate) struct Shared {
     buffered: AtomicUsize,
     /// The high-water mark of `buffered`.
     max_buffered: usize,
+    /// Whether `Inner::waiting` holds sends (read without the lock on the
+    /// hot path of every settled send).
+    has_waiting: AtomicBool,
     pub(crate) cmd: mpsc::UnboundedSender<Command>,
     state: AtomicU8,
     max_held: usize,
@@ -286,6 +291,7 @@ impl Shared {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             buffered: AtomicUsize::new(0),
             max_buffered,
+            has_waiting: AtomicBool::new(false),
             cmd,
             state: AtomicU8::new(ReadyState::Connecting as u8),
             max_held,
@@ -365,17 +371,25 @@ impl Shared {
         self.run_jobs(inner);
     }
 
-    pub(crate) fn message(&self, data: Data) {
+    /// Delivers the messages of one read, in order, under one lock.
+    pub(crate) fn messages(&self, batch: &mut Vec<Data>) {
+        if batch.is_empty() {
+            return;
+        }
         let mut inner = self.lock();
         if inner.message_listeners > 0 {
-            let ev = MessageEvent { data };
-            inner
-                .jobs
-                .push_back(Box::new(move |l| l.message.iter_mut().for_each(|f| f(&ev))));
+            for data in batch.drain(..) {
+                let ev = MessageEvent { data };
+                inner
+                    .jobs
+                    .push_back(Box::new(move |l| l.message.iter_mut().for_each(|f| f(&ev))));
+            }
             self.run_jobs(inner);
         } else {
-            inner.held_bytes += data.len();
-            inner.held.push_back(data);
+            for data in batch.drain(..) {
+                inner.held_bytes += data.len();
+                inner.held.push_back(data);
+            }
             inner.recv_wakers.drain(..).for_each(Waker::wake);
         }
     }
@@ -403,6 +417,9 @@ impl Shared {
                     break;
                 };
                 inner.waiting_bytes -= len;
+                if inner.waiting.is_empty() {
+                    self.has_waiting.store(false, Ordering::Release);
+                }
                 if let Err(mpsc::error::SendError(cmd)) = self.cmd.send(cmd) {
                     gone.push(cmd);
                 }
@@ -420,6 +437,7 @@ impl Shared {
         let waiting: Vec<_> = {
             let mut inner = self.lock();
             inner.waiting_bytes = 0;
+            self.has_waiting.store(false, Ordering::Release);
             inner.waiting.drain(..).map(|(_, c)| c).collect()
         };
         for cmd in waiting {
@@ -648,6 +666,7 @@ impl SocketTask {
                 inner
                     .waiting
                     .push_back((len, Command::Send { data, reply }));
+                shared.has_waiting.store(true, Ordering::Release);
                 drop(inner);
                 // The driver may have drained the buffer between our reading
                 // `before` and queuing: look again, or this send would wait

@@ -647,7 +647,8 @@ impl Connection {
     }
 
     fn encode_frame_rsv(&mut self, opcode: OpCode, fin: bool, rsv1: bool, payload: &[u8]) {
-        let mask: [u8; 4] = rand::random();
+        // One 32-bit draw from the thread's CSPRNG (ChaCha), not four byte draws.
+        let mask = rand::random::<u32>().to_ne_bytes();
         let header = FrameHeader {
             fin,
             rsv1,

@@ -625,8 +625,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             } else if !self.eof && self.pending_failure.is_none() && !self.shared.held_full(cx) {
                 // Reads.
                 let hint = self.read_hint;
+                let large = self.conn.receiving_large_frame();
                 let buf = self.conn.read_buf();
-                if buf.capacity() - buf.len() < hint / 2 {
+                if !large && buf.capacity() - buf.len() < hint / 2 {
                     // Large frames reserve their whole length in the codec;
                     // this only sizes reads of small traffic.
                     buf.reserve(hint);

@@ -14,6 +14,9 @@ use super::frame::{apply_mask, FrameHeader, OpCode, MAX_HEADER_LEN};
 use super::utf8::Utf8Validator;
 use crate::data::{Data, Text};
 
+/// Frames at least this large are received into a buffer of their own.
+const LARGE_FRAME: usize = 32 * 1024;
+
 /// Size limits enforced on what the peer sends (SPEC section 5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -181,6 +184,8 @@ pub struct Connection {
     timed_out: bool,
     heartbeat: HeartbeatClock,
     error: Option<ProtocolError>,
+    /// The own buffer of a large frame being received (see `read_buf`).
+    large: Option<BytesMut>,
     deflate: Option<Deflate>,
     /// Reused output buffer of the compressor.
     scratch: Vec<u8>,
@@ -206,6 +211,7 @@ impl Connection {
             timed_out: false,
             heartbeat: HeartbeatClock::default(),
             error: None,
+            large: None,
             deflate,
             scratch: Vec::new(),
         }
@@ -213,7 +219,18 @@ impl Connection {
 
     /// Where bytes read from the peer are appended.
     pub fn read_buf(&mut self) -> &mut BytesMut {
-        &mut self.read
+        // While a large frame arrives, its bytes go straight into a buffer of
+        // exactly its size, which becomes the message without a copy.
+        match &mut self.large {
+            Some(own) => own,
+            None => &mut self.read,
+        }
+    }
+
+    /// Whether [`Connection::read_buf`] is the own buffer of a large frame,
+    /// already sized for the rest of it: the caller should not grow it.
+    pub fn receiving_large_frame(&self) -> bool {
+        self.large.is_some()
     }
 
     /// Bytes waiting to be written to the peer. The caller writes them and
@@ -257,6 +274,7 @@ impl Connection {
             Err(e) => {
                 self.error = Some(e.clone());
                 self.read.clear();
+                self.large = None;
                 self.partial = None;
                 self.frame = None;
                 Err(e)
@@ -275,6 +293,7 @@ impl Connection {
         self.close_deadline = None;
         self.error = Some(e.clone());
         self.read.clear();
+        self.large = None;
         self.partial = None;
         self.frame = None;
     }
@@ -288,14 +307,28 @@ impl Connection {
                 };
                 self.check_header(&header)?;
                 let _ = self.read.split_to(len);
+                // The header check bounds payload_len by max_frame_size (or 125).
+                let payload_len = header.payload_len as usize;
+                if payload_len >= LARGE_FRAME && self.read.len() < payload_len {
+                    // Give the frame a buffer of its own: the shared read
+                    // buffer stays small, and is not re-allocated while the
+                    // application still holds earlier messages cut from it.
+                    let mut own = BytesMut::with_capacity(payload_len);
+                    own.extend_from_slice(&self.read);
+                    self.read.clear();
+                    self.large = Some(own);
+                }
                 self.frame = Some(CurrentFrame { header, checked: 0 });
             }
             let Some(frame) = self.frame.as_mut() else {
                 return Ok(None);
             };
-            // The header check bounds payload_len by max_frame_size (or 125).
             let len = frame.header.payload_len as usize;
-            let available = self.read.len().min(len);
+            let source = match &mut self.large {
+                Some(own) => own,
+                None => &mut self.read,
+            };
+            let available = source.len().min(len);
             // Compressed text is checked after inflating, in `on_data`.
             let is_text = match frame.header.opcode {
                 OpCode::Text => !frame.header.rsv1,
@@ -307,17 +340,28 @@ impl Connection {
             };
             if is_text && available > frame.checked && self.state == State::Open {
                 self.utf8
-                    .feed(&self.read[frame.checked..available])
+                    .feed(&source[frame.checked..available])
                     .map_err(|_| ProtocolError::InvalidUtf8)?;
                 frame.checked = available;
             }
             if available < len {
-                self.read.reserve(len - available);
+                source.reserve(len - available);
                 return Ok(None);
             }
             let header = frame.header;
             self.frame = None;
-            let payload = self.read.split_to(len);
+            let payload = match self.large.take() {
+                Some(mut own) => {
+                    // Bytes past the frame (if the buffer had room for more)
+                    // belong to the next frames.
+                    let rest = own.split_off(len);
+                    if !rest.is_empty() {
+                        self.read.extend_from_slice(&rest);
+                    }
+                    own
+                }
+                None => self.read.split_to(len),
+            };
             if let Some(ev) = self.on_frame(header, payload)? {
                 return Ok(Some(ev));
             }

@@ -13,6 +13,15 @@
 //! the two ends of N connections do not share one process's file-descriptor
 //! limit and the memory figures are the client's alone. The client needs a
 //! little more than N file descriptors (`ulimit -n`).
+//!
+//! The server (`many_tasks --serve`, also used by the `soak` example) echoes
+//! every data frame, except three unfragmented text commands that misbehave
+//! on purpose:
+//!
+//! - `!drop`: resets the TCP connection (`SO_LINGER` 0), without a close frame;
+//! - `!eof`: shuts the TCP connection down (FIN), without a close frame;
+//! - `!close`: sends a close frame 1011, drops the data frames that follow,
+//!   and ends the TCP connection after the client's close frame.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -318,8 +327,48 @@ fn invalid(msg: &str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, msg.to_owned())
 }
 
+/// A text message that makes the server misbehave on purpose.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Misbehave {
+    /// Reset the TCP connection.
+    Drop,
+    /// Shut the TCP connection down without a close frame.
+    Eof,
+    /// Close with code 1011.
+    Close,
+}
+
+impl Misbehave {
+    fn parse(payload: &[u8]) -> Option<Self> {
+        match payload {
+            b"!drop" => Some(Misbehave::Drop),
+            b"!eof" => Some(Misbehave::Eof),
+            b"!close" => Some(Misbehave::Close),
+            _ => None,
+        }
+    }
+}
+
+/// The close frame of `!close`: code 1011 and a reason.
+fn server_close_frame(out: &mut Vec<u8>) {
+    let reason = b"server close on request";
+    let header = FrameHeader {
+        fin: true,
+        rsv1: false,
+        opcode: OpCode::Close,
+        mask: None,
+        payload_len: (2 + reason.len()) as u64,
+    };
+    let mut head = [0u8; MAX_HEADER_LEN];
+    let hn = header.encode(&mut head);
+    out.extend_from_slice(&head[..hn]);
+    out.extend_from_slice(&1011u16.to_be_bytes());
+    out.extend_from_slice(reason);
+}
+
 /// One connection: the handshake, then every frame is echoed unmasked
-/// (fragments one by one), pings are answered, a close is returned.
+/// (fragments one by one), pings are answered, a close is returned; the
+/// [`Misbehave`] commands are obeyed instead of echoed.
 async fn echo(mut stream: TcpStream) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let mut buf = BytesMut::with_capacity(4096);
@@ -346,6 +395,8 @@ async fn echo(mut stream: TcpStream) -> std::io::Result<()> {
     );
     stream.write_all(response.as_bytes()).await?;
     let mut out = Vec::new();
+    // After `!close`: our close frame is sent, data frames are dropped.
+    let mut closing = false;
     loop {
         while let Some((h, n)) =
             FrameHeader::decode(&buf, false).map_err(|e| invalid(&e.to_string()))?
@@ -359,6 +410,36 @@ async fn echo(mut stream: TcpStream) -> std::io::Result<()> {
             let mut payload = buf.split_to(len);
             let key = h.mask.ok_or_else(|| invalid("unmasked client frame"))?;
             apply_mask(&mut payload, key, 0);
+            if closing {
+                if h.opcode == OpCode::Close {
+                    stream.write_all(&out).await?;
+                    stream.shutdown().await?;
+                    return Ok(());
+                }
+                continue;
+            }
+            let command = (h.fin && h.opcode == OpCode::Text)
+                .then(|| Misbehave::parse(&payload))
+                .flatten();
+            match command {
+                Some(Misbehave::Drop) => {
+                    stream.write_all(&out).await?;
+                    // Dropping a socket with a zero linger sends a reset.
+                    stream.set_zero_linger()?;
+                    return Ok(());
+                }
+                Some(Misbehave::Eof) => {
+                    stream.write_all(&out).await?;
+                    stream.shutdown().await?;
+                    return Ok(());
+                }
+                Some(Misbehave::Close) => {
+                    server_close_frame(&mut out);
+                    closing = true;
+                    continue;
+                }
+                None => {}
+            }
             let (fin, opcode) = match h.opcode {
                 OpCode::Ping => (true, OpCode::Pong),
                 OpCode::Pong => continue,

@@ -488,6 +488,12 @@ impl Shared {
         inner
             .jobs
             .push_back(Box::new(move |l| l.close.iter_mut().for_each(|f| f(&ev))));
+        // No event follows the close: drop the listeners, and with them the
+        // task handles they may hold (a listener that captures its own task
+        // would otherwise keep the task alive for ever).
+        inner
+            .jobs
+            .push_back(Box::new(|l| *l = Listeners::default()));
         self.run_jobs(inner);
     }
 
@@ -767,7 +773,10 @@ impl SocketTask {
     /// Listens for pings and pongs from the server (pings are answered
     /// automatically). This is beyond the uni-app API.
     pub fn on_ping_pong(&self, f: impl FnMut(&PingPongEvent) + Send + 'static) {
-        self.shared.lock().listeners.ping_pong.push(Box::new(f));
+        let mut inner = self.shared.lock();
+        if inner.close.is_none() {
+            inner.listeners.ping_pong.push(Box::new(f));
+        }
     }
 
     /// Listens for reconnection attempts (with
@@ -776,7 +785,10 @@ impl SocketTask {
     /// connection was lost and the task is about to try again. The task is
     /// CONNECTING meanwhile.
     pub fn on_reconnecting(&self, f: impl FnMut(&ReconnectEvent) + Send + 'static) {
-        self.shared.lock().listeners.reconnecting.push(Box::new(f));
+        let mut inner = self.shared.lock();
+        if inner.close.is_none() {
+            inner.listeners.reconnecting.push(Box::new(f));
+        }
     }
 
     /// Receives the next message, or `None` once the connection is closed and
@@ -857,13 +869,17 @@ impl SocketTask {
     pub fn on_open(&self, f: impl FnMut(&OpenEvent) + Send + 'static) {
         let mut f: OpenFn = Box::new(f);
         let mut inner = self.shared.lock();
+        // Once closed, listeners are called (if at all) and not kept.
+        let keep = inner.close.is_none();
         if let Some(ev) = inner.open.clone() {
             inner.jobs.push_back(Box::new(move |l| {
                 f(&ev);
-                l.open.push(f);
+                if keep {
+                    l.open.push(f);
+                }
             }));
             self.shared.run_jobs(inner);
-        } else {
+        } else if keep {
             inner.listeners.open.push(f);
         }
     }
@@ -875,8 +891,21 @@ impl SocketTask {
     /// let task = unisocket::connect_socket(unisocket::ConnectOptions::new("ws://127.0.0.1:9001"));
     /// task.on_message(|ev| println!("{:?}", ev.data));
     /// ```
-    pub fn on_message(&self, f: impl FnMut(&MessageEvent) + Send + 'static) {
+    pub fn on_message(&self, mut f: impl FnMut(&MessageEvent) + Send + 'static) {
         let mut inner = self.shared.lock();
+        if inner.close.is_some() {
+            // Closed: hand this listener what is still held, then drop it.
+            let held: Vec<Data> = std::iter::from_fn(|| Shared::take_held(&mut inner)).collect();
+            if !held.is_empty() {
+                inner.jobs.push_back(Box::new(move |_| {
+                    for data in held {
+                        f(&MessageEvent { data });
+                    }
+                }));
+                self.shared.run_jobs(inner);
+            }
+            return;
+        }
         inner.listeners.message.push(Box::new(f));
         inner.message_listeners += 1;
         while let Some(data) = Shared::take_held(&mut inner) {
@@ -899,10 +928,7 @@ impl SocketTask {
         let mut f: CloseFn = Box::new(f);
         let mut inner = self.shared.lock();
         if let Some(ev) = inner.close.clone() {
-            inner.jobs.push_back(Box::new(move |l| {
-                f(&ev);
-                l.close.push(f);
-            }));
+            inner.jobs.push_back(Box::new(move |_| f(&ev)));
             self.shared.run_jobs(inner);
         } else {
             inner.listeners.close.push(f);
@@ -920,13 +946,16 @@ impl SocketTask {
     pub fn on_error(&self, f: impl FnMut(&ErrorEvent) + Send + 'static) {
         let mut f: ErrorFn = Box::new(f);
         let mut inner = self.shared.lock();
+        let keep = inner.close.is_none();
         if let Some(ev) = inner.error.clone() {
             inner.jobs.push_back(Box::new(move |l| {
                 f(&ev);
-                l.error.push(f);
+                if keep {
+                    l.error.push(f);
+                }
             }));
             self.shared.run_jobs(inner);
-        } else {
+        } else if keep {
             inner.listeners.error.push(f);
         }
     }

@@ -1,0 +1,78 @@
+//! Listeners do not outlive their task: once the close event has run, every
+//! listener (and whatever it captured, such as a clone of its own task) is
+//! dropped, so a closed task is freed.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use unisocket::{connect_socket, CloseOptions, ConnectOptions};
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{what} did not happen within 2 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_capturing_their_task_are_dropped_after_close() {
+    let server = support::TestServer::echo().await;
+    let sentinel = Arc::new(());
+    let task = connect_socket(ConnectOptions::new(server.url()).fail(|_| {}));
+    for _ in 0..3 {
+        let (t, s) = (task.clone(), sentinel.clone());
+        task.on_open(move |_| drop((&t, &s)));
+        let (t, s) = (task.clone(), sentinel.clone());
+        task.on_message(move |_| drop((&t, &s)));
+        let (t, s) = (task.clone(), sentinel.clone());
+        task.on_close(move |_| drop((&t, &s)));
+        let (t, s) = (task.clone(), sentinel.clone());
+        task.on_error(move |_| drop((&t, &s)));
+        let (t, s) = (task.clone(), sentinel.clone());
+        task.on_ping_pong(move |_| drop((&t, &s)));
+    }
+    task.clone().await.expect("opens");
+    task.send("hi").await.unwrap();
+    task.close(CloseOptions::default()).await.unwrap();
+    wait_for("dropping the listeners", || {
+        Arc::strong_count(&sentinel) == 1
+    })
+    .await;
+    // Listeners registered after the close are called (or not) and dropped.
+    let s = sentinel.clone();
+    task.on_close(move |_| drop(&s));
+    let s = sentinel.clone();
+    task.on_open(move |_| drop(&s));
+    let s = sentinel.clone();
+    task.on_message(move |_| drop(&s));
+    wait_for("dropping the late listeners", || {
+        Arc::strong_count(&sentinel) == 1
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_connect_with_a_fail_callback_keeps_nothing() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let sentinel = Arc::new(());
+    let s = sentinel.clone();
+    let task = connect_socket(
+        ConnectOptions::new(format!("ws://127.0.0.1:{port}/")).fail(move |_| drop(&s)),
+    );
+    let (t, s) = (task.clone(), sentinel.clone());
+    task.on_error(move |_| drop((&t, &s)));
+    let ev = task.closed().await;
+    assert_eq!(ev.code, 1006);
+    wait_for("dropping the callbacks", || {
+        Arc::strong_count(&sentinel) == 1
+    })
+    .await;
+}

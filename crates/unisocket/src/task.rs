@@ -21,6 +21,10 @@ use crate::options::{Callbacks, CloseOptions, CloseSuccess, SendOptions, SendSuc
 use crate::proto::connection::is_valid_sent_code;
 use crate::reconnect::ReconnectEvent;
 
+/// How far the driver reads ahead of a consumer that takes messages with
+/// `recv` (the held messages stay bounded by `max_held_bytes` as well).
+const READ_AHEAD: usize = 512 * 1024;
+
 /// The state of a task, as `WebSocket.readyState` in a browser.
 ///
 /// ```
@@ -501,7 +505,9 @@ impl Shared {
     /// waker is kept and woken once a consumer takes messages.
     pub(crate) fn held_full(&self, cx: &mut Context<'_>) -> bool {
         let mut inner = self.lock();
-        if inner.held_bytes >= self.max_held {
+        // Reading far ahead of a slow consumer only fills memory that is
+        // freed in bursts later; a little read-ahead keeps the pipe full.
+        if inner.held_bytes >= self.max_held.min(READ_AHEAD) {
             inner.driver_waker = Some(cx.waker().clone());
             true
         } else {

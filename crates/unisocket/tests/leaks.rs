@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use unisocket::{connect_socket, CloseOptions, ConnectOptions};
 
+/// Uses a captured value, so that the closure owns it.
+fn touch<T>(_: &T) {}
+
 async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     for _ in 0..200 {
         if done() {
@@ -26,15 +29,15 @@ async fn listeners_capturing_their_task_are_dropped_after_close() {
     let task = connect_socket(ConnectOptions::new(server.url()).fail(|_| {}));
     for _ in 0..3 {
         let (t, s) = (task.clone(), sentinel.clone());
-        task.on_open(move |_| drop((&t, &s)));
+        task.on_open(move |_| touch(&(&t, &s)));
         let (t, s) = (task.clone(), sentinel.clone());
-        task.on_message(move |_| drop((&t, &s)));
+        task.on_message(move |_| touch(&(&t, &s)));
         let (t, s) = (task.clone(), sentinel.clone());
-        task.on_close(move |_| drop((&t, &s)));
+        task.on_close(move |_| touch(&(&t, &s)));
         let (t, s) = (task.clone(), sentinel.clone());
-        task.on_error(move |_| drop((&t, &s)));
+        task.on_error(move |_| touch(&(&t, &s)));
         let (t, s) = (task.clone(), sentinel.clone());
-        task.on_ping_pong(move |_| drop((&t, &s)));
+        task.on_ping_pong(move |_| touch(&(&t, &s)));
     }
     task.clone().await.expect("opens");
     task.send("hi").await.unwrap();
@@ -45,11 +48,11 @@ async fn listeners_capturing_their_task_are_dropped_after_close() {
     .await;
     // Listeners registered after the close are called (or not) and dropped.
     let s = sentinel.clone();
-    task.on_close(move |_| drop(&s));
+    task.on_close(move |_| touch(&s));
     let s = sentinel.clone();
-    task.on_open(move |_| drop(&s));
+    task.on_open(move |_| touch(&s));
     let s = sentinel.clone();
-    task.on_message(move |_| drop(&s));
+    task.on_message(move |_| touch(&s));
     wait_for("dropping the late listeners", || {
         Arc::strong_count(&sentinel) == 1
     })
@@ -65,10 +68,10 @@ async fn a_failed_connect_with_a_fail_callback_keeps_nothing() {
     let sentinel = Arc::new(());
     let s = sentinel.clone();
     let task = connect_socket(
-        ConnectOptions::new(format!("ws://127.0.0.1:{port}/")).fail(move |_| drop(&s)),
+        ConnectOptions::new(format!("ws://127.0.0.1:{port}/")).fail(move |_| touch(&s)),
     );
     let (t, s) = (task.clone(), sentinel.clone());
-    task.on_error(move |_| drop((&t, &s)));
+    task.on_error(move |_| touch(&(&t, &s)));
     let ev = task.closed().await;
     assert_eq!(ev.code, 1006);
     wait_for("dropping the callbacks", || {

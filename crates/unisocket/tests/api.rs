@@ -10,7 +10,9 @@
 
 mod support;
 
-use std::future::{Future, IntoFuture};
+use support::{bounded, wait_until};
+
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,9 +31,6 @@ use unisocket::{
 /// The overall limit of one test.
 const TEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The limit of one wait inside a test.
-const WAIT_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The explicit connection timeout of every connection of this file (except
 /// in the test of the global default).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,24 +39,6 @@ async fn within<F: Future<Output = ()>>(body: F) {
     tokio::time::timeout(TEST_TIMEOUT, body)
         .await
         .expect("the test did not finish within 30 s");
-}
-
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT_TIMEOUT;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-async fn bounded<F: IntoFuture>(what: &str, fut: F) -> F::Output {
-    match tokio::time::timeout(WAIT_TIMEOUT, fut.into_future()).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out waiting for {what}"),
-    }
 }
 
 /// `ConnectOptions` with an explicit timeout (immune to the global default).

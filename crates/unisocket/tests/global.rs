@@ -8,7 +8,9 @@
 
 mod support;
 
-use std::future::{Future, IntoFuture};
+use support::{bounded, wait_until, WAIT_TIMEOUT};
+
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -25,8 +27,6 @@ use unisocket::{
 static SERIAL: Mutex<()> = Mutex::new(());
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(30);
-const WAIT_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Runs `body` alone (holding [`SERIAL`]) on a fresh multi-thread runtime,
 /// under [`TEST_TIMEOUT`], after checking that no task is alive.
 fn serial_test<F: Future<Output = ()>>(body: F) {
@@ -45,24 +45,6 @@ fn serial_test<F: Future<Output = ()>>(body: F) {
             .await
             .expect("the test did not finish within 30 s");
     });
-}
-
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT_TIMEOUT;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-async fn bounded<F: IntoFuture>(what: &str, fut: F) -> F::Output {
-    match tokio::time::timeout(WAIT_TIMEOUT, fut.into_future()).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out waiting for {what}"),
-    }
 }
 
 fn opts(url: impl Into<String>) -> ConnectOptions {

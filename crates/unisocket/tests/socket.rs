@@ -6,7 +6,9 @@
 
 mod support;
 
-use std::future::{Future, IntoFuture};
+use support::{bounded, wait_until};
+
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,34 +28,11 @@ use unisocket::{
 /// The overall limit of one test.
 const TEST_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The limit of one wait for a condition inside a test.
-const WAIT_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Runs a test body under [`TEST_TIMEOUT`].
 async fn within<F: Future<Output = ()>>(body: F) {
     tokio::time::timeout(TEST_TIMEOUT, body)
         .await
         .expect("the test did not finish within 20 s");
-}
-
-/// Polls `cond` until it holds; panics with `what` after [`WAIT_TIMEOUT`].
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT_TIMEOUT;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// Awaits `fut` with [`WAIT_TIMEOUT`], panicking with `what` on timeout.
-async fn bounded<F: IntoFuture>(what: &str, fut: F) -> F::Output {
-    match tokio::time::timeout(WAIT_TIMEOUT, fut.into_future()).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out waiting for {what}"),
-    }
 }
 
 /// A shared, ordered log of the events of one task.

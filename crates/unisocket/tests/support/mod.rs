@@ -375,3 +375,26 @@ pub async fn read_http_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
         }
     }
 }
+
+/// How long one wait inside an integration test may take.
+pub const WAIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Polls `cond` until it holds; panics with `what` after [`WAIT_TIMEOUT`].
+pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT_TIMEOUT;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
+/// Awaits `fut` for at most [`WAIT_TIMEOUT`], panicking with `what` on timeout.
+pub async fn bounded<F: std::future::IntoFuture>(what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(WAIT_TIMEOUT, fut.into_future()).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out waiting for {what}"),
+    }
+}

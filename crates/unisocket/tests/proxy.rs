@@ -308,6 +308,33 @@ async fn http_connect_wrong_credentials_is_a_proxy_error() {
 }
 
 #[tokio::test]
+async fn http_connect_forbidden_is_a_proxy_error_naming_the_answer() {
+    within(async {
+        let echo = TestServer::echo().await;
+        // A proxy whose policy forbids the destination.
+        let proxy = TestProxy::start(|mut client, _| async move {
+            let _ = support::read_http_head(&mut client).await;
+            let _ = client
+                .write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+                .await;
+        })
+        .await;
+        let e = open_error(ConnectOptions::new(echo.url()).proxy(format!("http://{}", proxy.addr)))
+            .await;
+        assert_eq!(e.kind(), ErrorKind::Proxy);
+        assert_eq!(
+            e.err_msg(),
+            format!(
+                "connectSocket:fail proxy {} refused CONNECT to {}: HTTP 403 Forbidden",
+                proxy.addr, echo.addr
+            )
+        );
+        assert_eq!(echo.accepted(), 0);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn http_proxy_oversized_answer_is_bounded() {
     within(async {
         // A "proxy" that answers with an endless header.

@@ -21,7 +21,7 @@ use crate::options::{CloseSuccess, SendSuccess};
 use crate::proto::deflate::{DeflateConfig, DeflateParams};
 use crate::proto::{self, handshake, Connection, Event, HandshakeError, State};
 use crate::reconnect::{ReconnectEvent, ReconnectPolicy};
-use crate::task::{Command, Reply, Shared};
+use crate::task::{fail_command, Command, Reply, Shared};
 use crate::transport;
 
 /// Where to connect, checked and split up by `connect_socket`.
@@ -242,7 +242,7 @@ impl Early {
             _ => 0,
         };
         if !self.enabled && !matches!(cmd, Command::Close { .. }) {
-            crate::task::fail_command(cmd, SocketError::not_connected(Api::SendSocketMessage));
+            fail_command(cmd, SocketError::not_connected(Api::SendSocketMessage));
             return;
         }
         if self.bytes + len > self.max && len > 0 {
@@ -254,7 +254,7 @@ impl Early {
                     self.bytes, self.max
                 ),
             );
-            crate::task::fail_command(cmd, err);
+            fail_command(cmd, err);
             return;
         }
         self.bytes += len;
@@ -301,11 +301,7 @@ async fn wait_for_abort(rx: &mut mpsc::UnboundedReceiver<Command>, early: &mut E
 
 fn fail_commands(cmds: &mut VecDeque<Command>, err: &SocketError) {
     for cmd in cmds.drain(..) {
-        match cmd {
-            Command::Send { reply, .. } => reply.settle(Err(err.for_api(Api::SendSocketMessage))),
-            Command::Ping { reply, .. } => reply.settle(Err(err.for_api(Api::SendSocketMessage))),
-            Command::Close { reply, .. } => reply.settle(Err(err.for_api(Api::CloseSocket))),
-        }
+        fail_command(cmd, err.clone());
     }
 }
 
@@ -314,17 +310,7 @@ fn finish(shared: &Arc<Shared>, rx: &mut mpsc::UnboundedReceiver<Command>, close
     shared.closed(close);
     rx.close();
     while let Ok(cmd) = rx.try_recv() {
-        match cmd {
-            Command::Send { reply, .. } => {
-                reply.settle(Err(SocketError::not_connected(Api::SendSocketMessage)))
-            }
-            Command::Ping { reply, .. } => {
-                reply.settle(Err(SocketError::not_connected(Api::SendSocketMessage)))
-            }
-            Command::Close { reply, .. } => {
-                reply.settle(Err(SocketError::not_connected(Api::CloseSocket)))
-            }
-        }
+        fail_command(cmd, SocketError::not_connected(Api::SendSocketMessage));
     }
 }
 

@@ -77,6 +77,24 @@ struct Counting;
 
 static HEAP_BYTES: AtomicUsize = AtomicUsize::new(0);
 static HEAP_BLOCKS: AtomicUsize = AtomicUsize::new(0);
+/// Live bytes by size class: class `i` holds blocks of `2^(i-1)+1..=2^i`
+/// bytes (class 0: empty and 1-byte blocks).
+static HEAP_BY_CLASS: [AtomicUsize; CLASSES] = [const { AtomicUsize::new(0) }; CLASSES];
+const CLASSES: usize = 40;
+
+fn class(size: usize) -> usize {
+    (size.max(1).next_power_of_two().trailing_zeros() as usize).min(CLASSES - 1)
+}
+
+fn count_alloc(size: usize) {
+    HEAP_BYTES.fetch_add(size, Relaxed);
+    HEAP_BY_CLASS[class(size)].fetch_add(size, Relaxed);
+}
+
+fn count_free(size: usize) {
+    HEAP_BYTES.fetch_sub(size, Relaxed);
+    HEAP_BY_CLASS[class(size)].fetch_sub(size, Relaxed);
+}
 
 // SAFETY: every call is forwarded to `System` unchanged; the counters are
 // only updated after it succeeded.
@@ -86,7 +104,7 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: same contract as the caller's.
         let p = unsafe { System.alloc(layout) };
         if !p.is_null() {
-            HEAP_BYTES.fetch_add(layout.size(), Relaxed);
+            count_alloc(layout.size());
             HEAP_BLOCKS.fetch_add(1, Relaxed);
         }
         p
@@ -96,7 +114,7 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: same contract as the caller's.
         let p = unsafe { System.alloc_zeroed(layout) };
         if !p.is_null() {
-            HEAP_BYTES.fetch_add(layout.size(), Relaxed);
+            count_alloc(layout.size());
             HEAP_BLOCKS.fetch_add(1, Relaxed);
         }
         p
@@ -105,7 +123,7 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: same contract as the caller's.
         unsafe { System.dealloc(ptr, layout) };
-        HEAP_BYTES.fetch_sub(layout.size(), Relaxed);
+        count_free(layout.size());
         HEAP_BLOCKS.fetch_sub(1, Relaxed);
     }
 
@@ -113,8 +131,8 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: same contract as the caller's.
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
-            HEAP_BYTES.fetch_add(new_size, Relaxed);
-            HEAP_BYTES.fetch_sub(layout.size(), Relaxed);
+            count_alloc(new_size);
+            count_free(layout.size());
         }
         p
     }
@@ -129,6 +147,37 @@ fn heap() -> (u64, u64) {
         HEAP_BYTES.load(Relaxed) as u64 / 1024,
         HEAP_BLOCKS.load(Relaxed) as u64,
     )
+}
+
+/// The live heap by size class, in bytes.
+fn heap_classes() -> [usize; CLASSES] {
+    std::array::from_fn(|i| HEAP_BY_CLASS[i].load(Relaxed))
+}
+
+/// The size classes whose live bytes changed most since `then`, e.g.
+/// `2K +19.5 MiB, 64 +1.2 MiB`.
+fn class_changes(then: &[usize; CLASSES]) -> String {
+    let now = heap_classes();
+    let mut d: Vec<(usize, i64)> = (0..CLASSES)
+        .map(|i| (i, now[i] as i64 - then[i] as i64))
+        .filter(|&(_, d)| d.unsigned_abs() >= 256 * 1024)
+        .collect();
+    d.sort_by_key(|&(_, d)| std::cmp::Reverse(d.unsigned_abs()));
+    let label = |i: usize| match 1u64 << i {
+        s if s >= 1 << 20 => format!("{}M", s >> 20),
+        s if s >= 1 << 10 => format!("{}K", s >> 10),
+        s => s.to_string(),
+    };
+    let parts: Vec<String> = d
+        .iter()
+        .take(5)
+        .map(|&(i, d)| format!("{} {:+.1} MiB", label(i), d as f64 / 1048576.0))
+        .collect();
+    if parts.is_empty() {
+        "no size class changed by 0.25 MiB".to_owned()
+    } else {
+        parts.join(", ")
+    }
 }
 
 struct Config {
@@ -747,7 +796,12 @@ fn count_open(slots: &[Arc<Slot>]) -> usize {
         .count()
 }
 
-fn progress(t0: Instant, slots: &[Arc<Slot>], stats: &Stats) -> (u64, u64) {
+fn progress(
+    t0: Instant,
+    slots: &[Arc<Slot>],
+    stats: &Stats,
+    classes: &mut [usize; CLASSES],
+) -> (u64, u64) {
     let rss = status_kib("VmRSS:").unwrap_or(0);
     let (heap_kib, heap_blocks) = heap();
     let pending: usize = slots.iter().map(|s| s.unsettled().0).sum();
@@ -769,6 +823,11 @@ fn progress(t0: Instant, slots: &[Arc<Slot>], stats: &Stats) -> (u64, u64) {
         get(&stats.reopens),
         get(&stats.replacements),
     );
+    println!(
+        "        heap change by block size: {}",
+        class_changes(classes)
+    );
+    *classes = heap_classes();
     let _ = std::io::stdout().flush();
     (rss, heap_kib)
 }
@@ -857,10 +916,11 @@ async fn run(cfg: &Config, url: String) -> bool {
     let soak_start = Instant::now();
     let mut by_minute = vec![(0.0, (rss_start, heap_start))];
     let mut minute = 1u32;
+    let mut classes = heap_classes();
     loop {
         let next = Duration::from_secs(60 * u64::from(minute)).min(cfg.duration);
         tokio::time::sleep_until((soak_start + next).into()).await;
-        let figures = progress(soak_start, &slots, stats);
+        let figures = progress(soak_start, &slots, stats, &mut classes);
         by_minute.push((next.as_secs_f64() / 60.0, figures));
         if next >= cfg.duration {
             break;

@@ -3,8 +3,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
-
 use crate::driver::{self, Params, Target};
 use crate::error::{Api, ErrorKind, SocketError};
 use crate::events::CloseEvent;
@@ -67,9 +65,7 @@ pub fn network_timeout() -> Duration {
 /// ```
 pub fn connect_socket(options: ConnectOptions) -> SocketTask {
     let started = Instant::now();
-    let (tx, rx) = mpsc::unbounded_channel();
     let shared = Shared::new(
-        tx,
         options.max_held_bytes,
         options.queue_until_open,
         options.max_buffered_bytes,
@@ -156,7 +152,7 @@ pub fn connect_socket(options: ConnectOptions) -> SocketTask {
         watch_open_failure(&task, fail);
     }
     crate::global::register(&task);
-    runtime::spawn(driver::run(shared, params, rx));
+    runtime::spawn(driver::run(shared, params));
     task
 }
 

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio::time::Sleep;
 
 use crate::data::Data;
@@ -65,9 +64,9 @@ struct Opened<S> {
 }
 
 /// Runs a connection from start to end.
-pub(crate) async fn run(shared: Arc<Shared>, params: Params, rx: mpsc::UnboundedReceiver<Command>) {
+pub(crate) async fn run(shared: Arc<Shared>, params: Params) {
     let _guard = EndGuard(shared.clone());
-    run_connection(shared, params, rx).await;
+    run_connection(shared, params).await;
 }
 
 /// Closes the task if the driver stops without having closed it: its
@@ -78,6 +77,10 @@ struct EndGuard(Arc<Shared>);
 
 impl Drop for EndGuard {
     fn drop(&mut self) {
+        // Commands sent from now on, and those nobody will take, fail.
+        for cmd in self.0.close_commands() {
+            fail_command(cmd, SocketError::not_connected(Api::SendSocketMessage));
+        }
         if self.0.ready_state() == crate::task::ReadyState::Closed {
             return;
         }
@@ -96,11 +99,7 @@ impl Drop for EndGuard {
     }
 }
 
-async fn run_connection(
-    shared: Arc<Shared>,
-    params: Params,
-    mut rx: mpsc::UnboundedReceiver<Command>,
-) {
+async fn run_connection(shared: Arc<Shared>, params: Params) {
     let mut early = Early::new(params.queue_until_open, params.max_queued_bytes);
     let mut attempt: u32 = 0;
     loop {
@@ -114,7 +113,7 @@ async fn run_connection(
                 ErrorKind::Timeout,
                 format_args!("timed out after {} ms", timeout.as_millis()),
             ))).map_err(Abort::Failed),
-            abort = wait_for_abort(&mut rx, &mut early) => Err(abort),
+            abort = wait_for_abort(&shared, &mut early) => Err(abort),
         };
         let (close, user_closed, close_replies, cause) = match outcome {
             Err(Abort::ByUser {
@@ -146,7 +145,7 @@ async fn run_connection(
             }
             Ok(opened) => {
                 attempt = 0;
-                let mut driver = Driver::open(&shared, &params, opened, rx);
+                let mut driver = Driver::open(&shared, &params, opened);
                 for cmd in early.drain() {
                     driver.command(cmd);
                 }
@@ -155,7 +154,6 @@ async fn run_connection(
                 let result = poll_fn(|cx| driver.poll(cx)).await;
                 let close = driver.end(result).await;
                 let user_closed = !driver.close_replies.is_empty();
-                rx = driver.rx;
                 (close, user_closed, driver.close_replies, None)
             }
         };
@@ -168,7 +166,7 @@ async fn run_connection(
                     let backoff = tokio::time::sleep(delay);
                     tokio::select! {
                         () = backoff => continue,
-                        abort = wait_for_abort(&mut rx, &mut early) => {
+                        abort = wait_for_abort(&shared, &mut early) => {
                             let Abort::ByUser { code, reason, reply } = abort else { continue };
                             let close = CloseEvent { code, reason, was_clean: false };
                             let aborted = SocketError::new(
@@ -176,14 +174,14 @@ async fn run_connection(
                                 ErrorKind::Aborted,
                                 "closed while waiting to reconnect",
                             );
-                            end_task(&shared, &mut rx, &mut early, close, vec![reply], Some(aborted));
+                            end_task(&shared, &mut early, close, vec![reply], Some(aborted));
                             return;
                         }
                     }
                 }
             }
         }
-        end_task(&shared, &mut rx, &mut early, close, close_replies, cause);
+        end_task(&shared, &mut early, close, close_replies, cause);
         return;
     }
 }
@@ -193,7 +191,6 @@ async fn run_connection(
 /// awaiting caller sees CLOSED).
 fn end_task(
     shared: &Arc<Shared>,
-    rx: &mut mpsc::UnboundedReceiver<Command>,
     early: &mut Early,
     close: CloseEvent,
     close_replies: Vec<Reply<CloseSuccess>>,
@@ -208,7 +205,7 @@ fn end_task(
     });
     fail_commands(&mut early.cmds, &err);
     shared.fail_waiting(&SocketError::not_connected(Api::SendSocketMessage));
-    finish(shared, rx, close);
+    finish(shared, close);
     for reply in close_replies {
         reply.settle(Ok(CloseSuccess {
             err_msg: Api::CloseSocket.ok_msg(),
@@ -279,22 +276,21 @@ enum Abort {
 
 /// Waits for a `close` during CONNECTING; sends made meanwhile (with
 /// `queue_until_open`) are kept for the open.
-async fn wait_for_abort(rx: &mut mpsc::UnboundedReceiver<Command>, early: &mut Early) -> Abort {
+async fn wait_for_abort(shared: &Shared, early: &mut Early) -> Abort {
     loop {
-        match rx.recv().await {
-            Some(Command::Close {
+        match poll_fn(|cx| shared.poll_command(cx)).await {
+            Command::Close {
                 code,
                 reason,
                 reply,
-            }) => {
+            } => {
                 return Abort::ByUser {
                     code,
                     reason,
                     reply,
                 }
             }
-            Some(cmd) => early.push(cmd),
-            None => std::future::pending::<()>().await,
+            cmd => early.push(cmd),
         }
     }
 }
@@ -306,10 +302,9 @@ fn fail_commands(cmds: &mut VecDeque<Command>, err: &SocketError) {
 }
 
 /// Reports the close and fails whatever was asked after the end.
-fn finish(shared: &Arc<Shared>, rx: &mut mpsc::UnboundedReceiver<Command>, close: CloseEvent) {
+fn finish(shared: &Arc<Shared>, close: CloseEvent) {
     shared.closed(close);
-    rx.close();
-    while let Ok(cmd) = rx.try_recv() {
+    for cmd in shared.close_commands() {
         fail_command(cmd, SocketError::not_connected(Api::SendSocketMessage));
     }
 }
@@ -429,7 +424,6 @@ struct Driver<S> {
     /// Reads since a large frame went by (either way); buffers shrink only
     /// after many small ones, not after every large message.
     quiet_reads: u32,
-    rx: mpsc::UnboundedReceiver<Command>,
 }
 
 /// The smallest read: what an idle connection keeps.
@@ -444,12 +438,7 @@ const COMMAND_BATCH: usize = 64;
 
 impl Driver<transport::Stream> {
     /// The driver of a connection that just opened; reports the open.
-    fn open(
-        shared: &Arc<Shared>,
-        params: &Params,
-        opened: Opened<transport::Stream>,
-        rx: mpsc::UnboundedReceiver<Command>,
-    ) -> Self {
+    fn open(shared: &Arc<Shared>, params: &Params, opened: Opened<transport::Stream>) -> Self {
         let mut conn = Connection::new(proto::Config {
             deflate: opened.deflate,
             ..params.config.clone()
@@ -482,7 +471,6 @@ impl Driver<transport::Stream> {
             batch: Vec::new(),
             read_hint: MIN_READ,
             quiet_reads: 0,
-            rx,
         }
     }
 }
@@ -532,12 +520,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             let mut progress = false;
             // Commands from the handles.
             for _ in 0..COMMAND_BATCH {
-                match self.rx.poll_recv(cx) {
-                    Poll::Ready(Some(cmd)) => {
+                match self.shared.poll_command(cx) {
+                    Poll::Ready(cmd) => {
                         self.command(cmd);
                         progress = true;
                     }
-                    _ => break,
+                    Poll::Pending => break,
                 }
             }
             // Writes.

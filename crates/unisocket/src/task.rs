@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::data::Data;
 use crate::error::{Api, ErrorKind, SocketError};
@@ -99,7 +99,8 @@ pub(crate) struct Reply<T: Clone + Send + 'static> {
     /// Bytes this call counts in `buffered_amount` until it settles.
     bytes: usize,
     tx: Option<oneshot::Sender<Result<T, SocketError>>>,
-    callbacks: Callbacks<T>,
+    /// Boxed, and only when there are any: keeps every queued command small.
+    callbacks: Option<Box<Callbacks<T>>>,
     shared: Arc<Shared>,
 }
 
@@ -116,7 +117,7 @@ impl<T: Clone + Send + 'static> Reply<T> {
             api,
             bytes,
             tx: Some(tx),
-            callbacks,
+            callbacks: (!callbacks.is_empty()).then(|| Box::new(callbacks)),
             shared: shared.clone(),
         };
         (reply, Completion { api, rx })
@@ -135,8 +136,7 @@ impl<T: Clone + Send + 'static> Reply<T> {
                 self.shared.release_waiting();
             }
         }
-        let callbacks = mem::take(&mut self.callbacks);
-        if !callbacks.is_empty() {
+        if let Some(callbacks) = self.callbacks.take() {
             let r = result.clone();
             self.shared
                 .dispatch(Box::new(move |_| callbacks.settle(&r)));
@@ -264,6 +264,14 @@ struct Inner {
     /// below the high-water mark (they are counted in `buffered` already).
     waiting: VecDeque<(usize, Command)>,
     waiting_bytes: usize,
+    /// Commands for the driver, in order. A queue under this lock rather
+    /// than a channel: `send` takes the lock anyway, and an idle task keeps
+    /// no channel blocks (a tokio channel holds 4 KiB blocks per task).
+    commands: VecDeque<Command>,
+    /// The driver's waker while it waits for commands.
+    commands_waker: Option<Waker>,
+    /// The driver ended: commands fail at once.
+    driver_gone: bool,
 }
 
 /// The state shared by the handles of a task and its driver.
@@ -276,7 +284,6 @@ pub(crate) struct Shared {
     /// Whether `Inner::waiting` holds sends (read without the lock on the
     /// hot path of every settled send).
     has_waiting: AtomicBool,
-    pub(crate) cmd: mpsc::UnboundedSender<Command>,
     state: AtomicU8,
     max_held: usize,
     queue_until_open: bool,
@@ -284,19 +291,13 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(
-        cmd: mpsc::UnboundedSender<Command>,
-        max_held: usize,
-        queue_until_open: bool,
-        max_buffered: usize,
-    ) -> Arc<Self> {
+    pub(crate) fn new(max_held: usize, queue_until_open: bool, max_buffered: usize) -> Arc<Self> {
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Arc::new(Shared {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             buffered: AtomicUsize::new(0),
             max_buffered,
             has_waiting: AtomicBool::new(false),
-            cmd,
             state: AtomicU8::new(ReadyState::Connecting as u8),
             max_held,
             queue_until_open,
@@ -316,6 +317,9 @@ impl Shared {
                 dispatching: false,
                 waiting: VecDeque::new(),
                 waiting_bytes: 0,
+                commands: VecDeque::new(),
+                commands_waker: None,
+                driver_gone: false,
             }),
         })
     }
@@ -398,11 +402,53 @@ impl Shared {
         }
     }
 
-    /// Hands a command to the driver; fails it if the driver is gone.
-    fn submit(&self, cmd: Command) {
-        if let Err(mpsc::error::SendError(cmd)) = self.cmd.send(cmd) {
-            fail_command(cmd, SocketError::not_connected(Api::SendSocketMessage));
+    /// Queues a command for the driver and wakes it (after the lock is
+    /// released); gives the command back if the driver is gone.
+    fn try_submit(&self, mut inner: MutexGuard<'_, Inner>, cmd: Command) -> Result<(), Command> {
+        if inner.driver_gone {
+            return Err(cmd);
         }
+        inner.commands.push_back(cmd);
+        let waker = inner.commands_waker.take();
+        drop(inner);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// The next command for the driver; registers its waker if there is none.
+    pub(crate) fn poll_command(&self, cx: &mut Context<'_>) -> Poll<Command> {
+        let mut inner = self.lock();
+        match inner.commands.pop_front() {
+            Some(cmd) => {
+                // A burst made the queue large: give the memory back once it
+                // is drained, so that an idle task stays small.
+                if inner.commands.is_empty() && inner.commands.capacity() > 64 {
+                    inner.commands = VecDeque::new();
+                }
+                Poll::Ready(cmd)
+            }
+            None => {
+                if !inner
+                    .commands_waker
+                    .as_ref()
+                    .is_some_and(|w| w.will_wake(cx.waker()))
+                {
+                    inner.commands_waker = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    /// The driver ends: every later command fails at once; returns those
+    /// still queued (the caller fails them, with no lock held).
+    pub(crate) fn close_commands(&self) -> VecDeque<Command> {
+        let mut inner = self.lock();
+        inner.driver_gone = true;
+        inner.commands_waker = None;
+        mem::take(&mut inner.commands)
     }
 
     /// Moves waiting sends to the driver, in order, while the buffer is
@@ -410,6 +456,7 @@ impl Shared {
     /// that two threads releasing at once cannot swap two messages.
     fn release_waiting(&self) {
         let mut gone = Vec::new();
+        let mut waker = None;
         {
             let mut inner = self.lock();
             while let Some(&(len, _)) = inner.waiting.front() {
@@ -424,10 +471,16 @@ impl Shared {
                 if inner.waiting.is_empty() {
                     self.has_waiting.store(false, Ordering::Release);
                 }
-                if let Err(mpsc::error::SendError(cmd)) = self.cmd.send(cmd) {
+                if inner.driver_gone {
                     gone.push(cmd);
+                } else {
+                    inner.commands.push_back(cmd);
+                    waker = waker.or(inner.commands_waker.take());
                 }
             }
+        }
+        if let Some(w) = waker {
+            w.wake();
         }
         // Failing a send settles it, which calls back into this function:
         // only after the lock is released.
@@ -687,8 +740,9 @@ impl SocketTask {
             }
             return completion;
         }
-        drop(inner);
-        shared.submit(Command::Send { data, reply });
+        if let Err(cmd) = shared.try_submit(inner, Command::Send { data, reply }) {
+            fail_command(cmd, SocketError::not_connected(Api::SendSocketMessage));
+        }
         completion
     }
 
@@ -730,14 +784,15 @@ impl SocketTask {
             )));
         } else if self.ready_state() == ReadyState::Closed {
             reply.settle(Err(SocketError::not_connected(Api::CloseSocket)));
-        } else if let Err(mpsc::error::SendError(Command::Close { reply, .. })) =
-            self.shared.cmd.send(Command::Close {
+        } else if let Err(cmd) = self.shared.try_submit(
+            self.shared.lock(),
+            Command::Close {
                 code,
                 reason,
                 reply,
-            })
-        {
-            reply.settle(Err(SocketError::not_connected(Api::CloseSocket)));
+            },
+        ) {
+            fail_command(cmd, SocketError::not_connected(Api::CloseSocket));
         }
         completion
     }
@@ -768,10 +823,11 @@ impl SocketTask {
             )));
         } else if self.ready_state() != ReadyState::Open {
             reply.settle(Err(SocketError::not_connected(Api::SendSocketMessage)));
-        } else if let Err(mpsc::error::SendError(Command::Ping { reply, .. })) =
-            self.shared.cmd.send(Command::Ping { payload, reply })
+        } else if let Err(cmd) = self
+            .shared
+            .try_submit(self.shared.lock(), Command::Ping { payload, reply })
         {
-            reply.settle(Err(SocketError::not_connected(Api::SendSocketMessage)));
+            fail_command(cmd, SocketError::not_connected(Api::SendSocketMessage));
         }
         completion
     }

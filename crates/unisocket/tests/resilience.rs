@@ -91,11 +91,17 @@ async fn bounded<F: Future>(what: &str, fut: F) -> F::Output {
 }
 
 /// Polls `fut` once: `Some(output)` if it is ready, `None` if pending.
+///
+/// Outside tokio's cooperative budget: a loop of `poll_once` that never
+/// yields would otherwise use it up, and from then on every poll of a
+/// completion returns `Pending`, ready or not.
 async fn poll_once<F: Future + Unpin>(fut: &mut F) -> Option<F::Output> {
-    std::future::poll_fn(|cx| match Pin::new(&mut *fut).poll(cx) {
-        Poll::Ready(v) => Poll::Ready(Some(v)),
-        Poll::Pending => Poll::Ready(None),
-    })
+    tokio::task::unconstrained(std::future::poll_fn(|cx| {
+        match Pin::new(&mut *fut).poll(cx) {
+            Poll::Ready(v) => Poll::Ready(Some(v)),
+            Poll::Pending => Poll::Ready(None),
+        }
+    }))
     .await
 }
 

@@ -170,7 +170,7 @@ fn class_changes(then: &[usize; CLASSES]) -> String {
     };
     let parts: Vec<String> = d
         .iter()
-        .take(5)
+        .take(8)
         .map(|&(i, d)| format!("{} {:+.1} MiB", label(i), d as f64 / 1048576.0))
         .collect();
     if parts.is_empty() {
@@ -909,6 +909,11 @@ async fn run(cfg: &Config, url: String) -> bool {
         mib(rss_before),
         rss_start.saturating_sub(rss_before) as f64 / n as f64,
         mib(heap_start)
+    );
+
+    println!(
+        "        heap by block size: {}",
+        class_changes(&[0; CLASSES])
     );
 
     // 2. Traffic, with a progress line each minute.

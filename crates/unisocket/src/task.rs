@@ -284,6 +284,9 @@ pub(crate) struct Shared {
     /// Whether `Inner::waiting` holds sends (read without the lock on the
     /// hot path of every settled send).
     has_waiting: AtomicBool,
+    /// A `close` was handed to the driver: it takes every command at once
+    /// (the close deadline starts only once the close frame is queued).
+    close_queued: AtomicBool,
     state: AtomicU8,
     max_held: usize,
     queue_until_open: bool,
@@ -298,6 +301,7 @@ impl Shared {
             buffered: AtomicUsize::new(0),
             max_buffered,
             has_waiting: AtomicBool::new(false),
+            close_queued: AtomicBool::new(false),
             state: AtomicU8::new(ReadyState::Connecting as u8),
             max_held,
             queue_until_open,
@@ -408,6 +412,9 @@ impl Shared {
         if inner.driver_gone {
             return Err(cmd);
         }
+        if matches!(cmd, Command::Close { .. }) {
+            self.close_queued.store(true, Ordering::Release);
+        }
         inner.commands.push_back(cmd);
         let waker = inner.commands_waker.take();
         drop(inner);
@@ -415,6 +422,11 @@ impl Shared {
             w.wake();
         }
         Ok(())
+    }
+
+    /// Whether a `close` waits among the commands (or was taken already).
+    pub(crate) fn close_queued(&self) -> bool {
+        self.close_queued.load(Ordering::Acquire)
     }
 
     /// The next command for the driver; registers its waker if there is none.

@@ -186,7 +186,9 @@ pub struct Connection {
     error: Option<ProtocolError>,
     /// The own buffer of a large frame being received (see `read_buf`).
     large: Option<BytesMut>,
-    deflate: Option<Deflate>,
+    /// Boxed: most connections do not compress, and the codec state is
+    /// some 300 bytes.
+    deflate: Option<Box<Deflate>>,
     /// Reused output buffer of the compressor.
     scratch: Vec<u8>,
 }
@@ -195,9 +197,9 @@ impl Connection {
     /// A connection right after a successful handshake.
     pub fn new(config: Config) -> Self {
         #[cfg(feature = "deflate")]
-        let deflate = config.deflate.map(Deflate::new);
+        let deflate = config.deflate.map(|p| Box::new(Deflate::new(p)));
         #[cfg(not(feature = "deflate"))]
-        let deflate: Option<Deflate> = None;
+        let deflate: Option<Box<Deflate>> = None;
         Connection {
             // Allocated on first use: an idle connection costs no buffer.
             read: BytesMut::new(),

@@ -25,6 +25,16 @@ pub struct Text(Bytes);
 
 impl Text {
     /// A `Text` from a static string, without allocating.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::Text;
+    ///
+    /// static GREETING: Text = Text::from_static("hello");
+    /// assert_eq!(GREETING, "hello");
+    /// assert_eq!(GREETING.len(), 5);
+    /// ```
     pub const fn from_static(s: &'static str) -> Self {
         Text(Bytes::from_static(s.as_bytes()))
     }
@@ -33,6 +43,20 @@ impl Text {
     ///
     /// # Errors
     /// Returns the bytes back, with the UTF-8 error, when they are not UTF-8.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::{Bytes, Text};
+    ///
+    /// let text = Text::try_from_bytes(Bytes::from_static(b"caf\xC3\xA9")).unwrap();
+    /// assert_eq!(text, "café");
+    ///
+    /// // Not UTF-8: the bytes come back, with the error.
+    /// let (bytes, err) = Text::try_from_bytes(Bytes::from_static(b"ok\xFF")).unwrap_err();
+    /// assert_eq!(&bytes[..], b"ok\xFF");
+    /// assert_eq!(err.valid_up_to(), 2);
+    /// ```
     pub fn try_from_bytes(bytes: Bytes) -> Result<Self, (Bytes, std::str::Utf8Error)> {
         match std::str::from_utf8(&bytes) {
             Ok(_) => Ok(Text(bytes)),
@@ -47,6 +71,16 @@ impl Text {
     }
 
     /// The text as a string slice.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::Text;
+    ///
+    /// let text = Text::from("Héllo");
+    /// assert_eq!(text.as_str().to_lowercase(), "héllo");
+    /// assert!(text.as_str().starts_with('H'));
+    /// ```
     pub fn as_str(&self) -> &str {
         // The only unsafe code of the crate: re-validating on every access
         // would cost a full pass over each received message.
@@ -61,11 +95,30 @@ impl Text {
     }
 
     /// The UTF-8 bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::Text;
+    ///
+    /// let text = Text::from("é");
+    /// assert_eq!(text.as_bytes(), &[0xC3, 0xA9]); // one character, two bytes of UTF-8
+    /// ```
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
 
     /// The underlying `Bytes`, without copying.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::{Bytes, Text};
+    ///
+    /// let text = Text::from(String::from("ping"));
+    /// let bytes: Bytes = text.into_bytes();
+    /// assert_eq!(bytes, Bytes::from_static(b"ping"));
+    /// ```
     pub fn into_bytes(self) -> Bytes {
         self.0
     }
@@ -162,21 +215,58 @@ pub enum Data {
 
 impl Data {
     /// The payload length in bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::Data;
+    ///
+    /// assert_eq!(Data::from("héllo").len(), 6); // bytes, not characters
+    /// assert_eq!(Data::from(vec![0u8; 3]).len(), 3);
+    /// ```
     pub fn len(&self) -> usize {
         self.as_bytes().len()
     }
 
     /// Whether the payload is empty.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::Data;
+    ///
+    /// assert!(Data::from("").is_empty());
+    /// assert!(!Data::from(&[0u8][..]).is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Whether this is a text message.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::{Bytes, Data};
+    ///
+    /// assert!(Data::from(String::from("hi")).is_text());
+    /// assert!(!Data::from(Bytes::from_static(b"hi")).is_text());
+    /// ```
     pub fn is_text(&self) -> bool {
         matches!(self, Data::Text(_))
     }
 
     /// The text, for a text message.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::Data;
+    ///
+    /// let msg = Data::from(r#"{"op":"ping"}"#);
+    /// assert_eq!(msg.as_text(), Some(r#"{"op":"ping"}"#));
+    /// assert_eq!(Data::from(vec![0x89u8]).as_text(), None);
+    /// ```
     pub fn as_text(&self) -> Option<&str> {
         match self {
             Data::Text(t) => Some(t.as_str()),
@@ -185,6 +275,16 @@ impl Data {
     }
 
     /// The payload bytes (UTF-8 for text).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::Data;
+    ///
+    /// // Text and binary messages alike.
+    /// assert_eq!(Data::from("ab").as_bytes(), b"ab");
+    /// assert_eq!(Data::from(vec![7u8, 8]).as_bytes(), &[7, 8]);
+    /// ```
     pub fn as_bytes(&self) -> &[u8] {
         match self {
             Data::Text(t) => t.as_bytes(),
@@ -193,6 +293,17 @@ impl Data {
     }
 
     /// The payload as `Bytes`, without copying.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::{Bytes, Data};
+    ///
+    /// // The payload without its text/binary tag, e.g. to write it to a file.
+    /// for msg in [Data::from("hi"), Data::from(vec![b'h', b'i'])] {
+    ///     assert_eq!(msg.into_bytes(), Bytes::from_static(b"hi"));
+    /// }
+    /// ```
     pub fn into_bytes(self) -> Bytes {
         match self {
             Data::Text(t) => t.into_bytes(),

@@ -26,6 +26,15 @@ pub enum Api {
 
 impl Api {
     /// The uni-app name: `connectSocket`, `sendSocketMessage` or `closeSocket`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::Api;
+    ///
+    /// let names = [Api::ConnectSocket, Api::SendSocketMessage, Api::CloseSocket].map(Api::name);
+    /// assert_eq!(names, ["connectSocket", "sendSocketMessage", "closeSocket"]);
+    /// ```
     pub fn name(self) -> &'static str {
         match self {
             Api::ConnectSocket => "connectSocket",
@@ -35,6 +44,17 @@ impl Api {
     }
 
     /// The success `errMsg`, e.g. `connectSocket:ok`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::Api;
+    ///
+    /// assert_eq!(Api::CloseSocket.ok_msg(), "closeSocket:ok");
+    /// for api in [Api::ConnectSocket, Api::SendSocketMessage] {
+    ///     assert_eq!(api.ok_msg(), format!("{}:ok", api.name()));
+    /// }
+    /// ```
     pub fn ok_msg(self) -> String {
         // Built on every successful send: no formatting on that path.
         match self {
@@ -177,32 +197,124 @@ impl SocketError {
     }
 
     /// The uni-app `errMsg`: `"<api>:fail <reason>"`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use unisocket::{connect_socket, ConnectOptions};
+    ///
+    /// let (tx, rx) = mpsc::channel();
+    /// connect_socket(ConnectOptions::new("ftp://example.com/").fail(move |e| tx.send(e.clone()).unwrap()));
+    /// let err = rx.recv().unwrap();
+    /// assert_eq!(
+    ///     err.err_msg(),
+    ///     r#"connectSocket:fail invalid URL "ftp://example.com/": scheme must be ws or wss"#
+    /// );
+    /// assert_eq!(err.to_string(), err.err_msg()); // `Display` shows the same text
+    /// ```
     pub fn err_msg(&self) -> &str {
         &self.err_msg
     }
 
     /// The reason alone, without the `"<api>:fail "` prefix.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// use unisocket::{connect_socket, ConnectOptions};
+    ///
+    /// let task = connect_socket(ConnectOptions::new("not a url"));
+    /// let err = task.send("hi").await.unwrap_err();
+    /// assert_eq!(err.err_msg(), "sendSocketMessage:fail WebSocket is not connected");
+    /// assert_eq!(err.reason(), "WebSocket is not connected");
+    /// # }
+    /// ```
     pub fn reason(&self) -> &str {
         &self.err_msg[self.api.name().len() + ":fail ".len()..]
     }
 
     /// The kind of failure.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// use unisocket::{connect_socket, ConnectOptions, ErrorKind};
+    ///
+    /// let options = ConnectOptions::new("ws://example.com").protocols(["chat", "chat"]);
+    /// let err = connect_socket(options).await.unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::InvalidProtocol); // offered twice
+    /// # }
+    /// ```
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }
 
     /// The API the failure is reported for.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use unisocket::{connect_socket, Api, CloseOptions, ConnectOptions};
+    ///
+    /// let task = connect_socket(ConnectOptions::new("not a url"));
+    /// let (tx, rx) = mpsc::channel();
+    /// drop(task.close(CloseOptions::default().fail(move |e| tx.send(e.api()).unwrap())));
+    /// // The task never opened: the failed `close` is reported for closeSocket.
+    /// assert_eq!(rx.recv().unwrap(), Api::CloseSocket);
+    /// ```
     pub fn api(&self) -> Api {
         self.api
     }
 
     /// The HTTP status of a refused handshake (e.g. `Some(403)`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// # use std::io::{Read, Write};
+    /// use unisocket::{connect_socket, ConnectOptions, ErrorKind};
+    ///
+    /// // A local server that refuses every upgrade with 403 Forbidden.
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    /// let url = format!("ws://{}/", listener.local_addr().unwrap());
+    /// std::thread::spawn(move || {
+    ///     let (mut conn, _) = listener.accept().unwrap();
+    ///     let _ = conn.read(&mut [0; 4096]);
+    ///     conn.write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n").unwrap();
+    /// });
+    /// let err = connect_socket(ConnectOptions::new(url)).await.unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::Handshake);
+    /// assert_eq!(err.http_status(), Some(403));
+    /// # }
+    /// ```
     pub fn http_status(&self) -> Option<u16> {
         self.status
     }
 
     /// The close code sent to the server when the connection was failed
     /// because of a protocol error (1002, 1007 or 1009).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use unisocket::{connect_socket, ConnectOptions};
+    ///
+    /// let task = connect_socket(ConnectOptions::new("ws://example.com").header("Bad Name", "x"));
+    /// let (tx, rx) = mpsc::channel();
+    /// task.on_error(move |ev| tx.send(ev.error.close_code()).unwrap());
+    /// // Only protocol errors (the server broke RFC 6455) carry a close code;
+    /// // invalid input, timeouts or I/O errors do not.
+    /// assert_eq!(rx.recv().unwrap(), None);
+    /// ```
     pub fn close_code(&self) -> Option<u16> {
         self.close_code
     }

@@ -30,6 +30,36 @@ impl Headers {
     }
 
     /// The first value of the header `name` (any case).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::io::{Read, Write};
+    /// # let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    /// # let url = format!("ws://{}/", listener.local_addr().unwrap());
+    /// # std::thread::spawn(move || {
+    /// #     let (mut conn, _) = listener.accept().unwrap();
+    /// #     let mut buf = [0; 4096];
+    /// #     let n = conn.read(&mut buf).unwrap();
+    /// #     let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+    /// #     let key = request.lines().find_map(|l| l.strip_prefix("Sec-WebSocket-Key: ")).unwrap();
+    /// #     let accept = unisocket::proto::handshake::accept_key(key);
+    /// #     let head = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\nServer: demo/1.0\r\n\r\n");
+    /// #     conn.write_all(head.as_bytes()).unwrap();
+    /// #     std::thread::sleep(std::time::Duration::from_secs(5));
+    /// # });
+    /// use std::sync::mpsc;
+    /// use std::time::Duration;
+    /// use unisocket::{connect_socket, ConnectOptions};
+    ///
+    /// // `url`: a local test server whose handshake response has `Server: demo/1.0`.
+    /// let task = connect_socket(ConnectOptions::new(url));
+    /// let (tx, rx) = mpsc::channel();
+    /// task.on_open(move |ev| tx.send(ev.header.clone()).unwrap());
+    /// let header = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    /// assert_eq!(header.get("SERVER"), Some("demo/1.0")); // any case
+    /// assert_eq!(header.get("x-missing"), None);
+    /// ```
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
@@ -38,16 +68,71 @@ impl Headers {
     }
 
     /// Every `(name, value)` pair, in order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::io::{Read, Write};
+    /// # let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    /// # let url = format!("ws://{}/", listener.local_addr().unwrap());
+    /// # std::thread::spawn(move || {
+    /// #     let (mut conn, _) = listener.accept().unwrap();
+    /// #     let mut buf = [0; 4096];
+    /// #     let n = conn.read(&mut buf).unwrap();
+    /// #     let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+    /// #     let key = request.lines().find_map(|l| l.strip_prefix("Sec-WebSocket-Key: ")).unwrap();
+    /// #     let accept = unisocket::proto::handshake::accept_key(key);
+    /// #     let head = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n");
+    /// #     conn.write_all(head.as_bytes()).unwrap();
+    /// #     std::thread::sleep(std::time::Duration::from_secs(5));
+    /// # });
+    /// use std::sync::mpsc;
+    /// use std::time::Duration;
+    /// use unisocket::{connect_socket, ConnectOptions};
+    ///
+    /// // `url`: a local test server that sets two cookies in its handshake response.
+    /// let task = connect_socket(ConnectOptions::new(url));
+    /// let (tx, rx) = mpsc::channel();
+    /// task.on_open(move |ev| tx.send(ev.header.clone()).unwrap());
+    /// let header = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    /// let cookies: Vec<&str> = header
+    ///     .iter()
+    ///     .filter(|(name, _)| name.eq_ignore_ascii_case("set-cookie"))
+    ///     .map(|(_, value)| value)
+    ///     .collect();
+    /// assert_eq!(cookies, ["a=1", "b=2"]);
+    /// assert_eq!(header.get("set-cookie"), Some("a=1")); // `get` gives the first only
+    /// ```
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
     }
 
     /// The number of header lines.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::Headers;
+    ///
+    /// let header = Headers::default();
+    /// assert_eq!(header.len(), 0);
+    /// assert_eq!(header.len(), header.iter().count());
+    /// ```
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
     /// Whether there are no headers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::OpenEvent;
+    ///
+    /// // An open event built by hand, e.g. to test a handler, has no headers.
+    /// let ev = OpenEvent::default();
+    /// assert!(ev.header.is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -49,6 +49,20 @@ impl Manifest {
     ///
     /// # Errors
     /// When the file cannot be read or is not a valid manifest.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use unisocket::Manifest;
+    ///
+    /// let path = std::env::temp_dir().join(format!("manifest-{}.json", std::process::id()));
+    /// std::fs::write(&path, r#"{ "networkTimeout": { "connectSocket": 8000 } }"#).unwrap();
+    /// let manifest = Manifest::load(&path).unwrap();
+    /// assert_eq!(manifest.connect_socket_timeout(), Some(Duration::from_secs(8)));
+    /// # std::fs::remove_file(&path).unwrap();
+    /// assert!(Manifest::load("/no/such/manifest.json").is_err());
+    /// ```
     pub fn load(path: impl AsRef<Path>) -> Result<Manifest, ManifestError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| ManifestError {
@@ -65,6 +79,18 @@ impl Manifest {
     /// When the text is not JSON (comments allowed), or
     /// `networkTimeout.connectSocket` is present but not a positive number of
     /// milliseconds.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::Manifest;
+    ///
+    /// let manifest = Manifest::from_json(r#"{ "name": "demo", "versionName": "1.0.0" }"#).unwrap();
+    /// assert_eq!(manifest, Manifest::default()); // no networkTimeout: nothing to apply
+    ///
+    /// let err = Manifest::from_json(r#"{ "networkTimeout": { "connectSocket": 0 } }"#).unwrap_err();
+    /// assert!(err.to_string().contains("must be a positive number of ms"));
+    /// ```
     pub fn from_json(text: &str) -> Result<Manifest, ManifestError> {
         let value: serde_json::Value =
             serde_json::from_str(&strip_comments(text)).map_err(|e| ManifestError {
@@ -92,12 +118,39 @@ impl Manifest {
     }
 
     /// `networkTimeout.connectSocket`, if the manifest sets it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use unisocket::Manifest;
+    ///
+    /// let manifest = Manifest::from_json(r#"{
+    ///     /* the same setting for every platform */
+    ///     "networkTimeout": { "request": 10000, "connectSocket": 2500 }
+    /// }"#).unwrap();
+    /// assert_eq!(manifest.connect_socket_timeout(), Some(Duration::from_millis(2500)));
+    /// ```
     pub fn connect_socket_timeout(&self) -> Option<Duration> {
         self.connect_socket
     }
 
     /// Makes the manifest's timeout the default of later `connect_socket`
     /// calls (as [`set_network_timeout`](crate::set_network_timeout)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use unisocket::Manifest;
+    ///
+    /// Manifest::from_json(r#"{ "networkTimeout": { "connectSocket": 20000 } }"#).unwrap().apply();
+    /// assert_eq!(unisocket::network_timeout(), Duration::from_secs(20));
+    ///
+    /// // A manifest without the setting leaves the current default alone.
+    /// Manifest::from_json("{}").unwrap().apply();
+    /// assert_eq!(unisocket::network_timeout(), Duration::from_secs(20));
+    /// ```
     pub fn apply(&self) {
         if let Some(t) = self.connect_socket {
             crate::set_network_timeout(t);

@@ -33,12 +33,12 @@ impl<T> Default for Callbacks<T> {
 }
 
 impl<T> Callbacks<T> {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.success.is_none() && self.fail.is_none() && self.complete.is_none()
     }
 
     /// Calls `success` or `fail`, then `complete`.
-    pub fn settle(self, result: &Result<T, SocketError>) {
+    pub(crate) fn settle(self, result: &Result<T, SocketError>) {
         match result {
             Ok(v) => {
                 if let Some(f) = self.success {
@@ -60,6 +60,21 @@ impl<T> Callbacks<T> {
 macro_rules! callback_setters {
     ($ok:ty) => {
         /// Called when the call succeeds.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// use std::sync::mpsc;
+        /// use unisocket::{connect_socket, ConnectOptions};
+        ///
+        /// // `connect_socket` calls `success` as soon as the attempt is under way;
+        /// // `SendOptions` and `CloseOptions` have the same setter.
+        /// let (tx, rx) = mpsc::channel();
+        /// let options = ConnectOptions::new("ws://127.0.0.1:9/")
+        ///     .success(move |ok| tx.send(ok.err_msg.clone()).unwrap());
+        /// let _task = connect_socket(options);
+        /// assert_eq!(rx.recv().unwrap(), "connectSocket:ok");
+        /// ```
         #[must_use]
         pub fn success(mut self, f: impl FnOnce(&$ok) + Send + 'static) -> Self {
             self.callbacks.success = Some(Box::new(f));
@@ -67,6 +82,18 @@ macro_rules! callback_setters {
         }
 
         /// Called when the call fails.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// use std::sync::mpsc;
+        /// use unisocket::{connect_socket, ConnectOptions, ErrorKind, SendOptions};
+        ///
+        /// let task = connect_socket(ConnectOptions::new("ws://")); // no host: closed at once
+        /// let (tx, rx) = mpsc::channel();
+        /// drop(task.send(SendOptions::new("hi").fail(move |e| tx.send(e.kind()).unwrap())));
+        /// assert_eq!(rx.recv().unwrap(), ErrorKind::NotConnected);
+        /// ```
         #[must_use]
         pub fn fail(mut self, f: impl FnOnce(&SocketError) + Send + 'static) -> Self {
             self.callbacks.fail = Some(Box::new(f));
@@ -74,6 +101,19 @@ macro_rules! callback_setters {
         }
 
         /// Called after `success` or `fail`, with the result.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// use std::sync::mpsc;
+        /// use unisocket::{connect_socket, CloseOptions, ConnectOptions};
+        ///
+        /// let task = connect_socket(ConnectOptions::new("ws://example.com").header("Referer", "x"));
+        /// let (tx, rx) = mpsc::channel();
+        /// // Runs after `success` or `fail`, with the result either way.
+        /// drop(task.close(CloseOptions::default().complete(move |result| tx.send(result.is_ok()).unwrap())));
+        /// assert!(!rx.recv().unwrap()); // the task never opened: nothing to close
+        /// ```
         #[must_use]
         pub fn complete(
             mut self,
@@ -223,6 +263,18 @@ impl fmt::Debug for ConnectOptions {
 impl ConnectOptions {
     /// Options for connecting to `url` (`ws://` or `wss://`), with every
     /// other setting at its default.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::{connect_socket, ConnectOptions, ReadyState};
+    ///
+    /// let options = ConnectOptions::new("wss://example.com/socket?room=1");
+    /// assert!(format!("{options:?}").contains(r#"url: "wss://example.com/socket?room=1""#));
+    /// // The URL is checked by `connect_socket`, not here.
+    /// let task = connect_socket(ConnectOptions::new("http://example.com/"));
+    /// assert_eq!(task.ready_state(), ReadyState::Closed);
+    /// ```
     pub fn new(url: impl Into<String>) -> Self {
         ConnectOptions {
             url: url.into(),
@@ -248,6 +300,23 @@ impl ConnectOptions {
 
     /// Adds a request header (`header` in uni-app). `Referer` and the
     /// headers of the WebSocket handshake itself are refused.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use unisocket::{connect_socket, ConnectOptions};
+    ///
+    /// let options = ConnectOptions::new("wss://example.com/chat")
+    ///     .header("Authorization", "Bearer abc")
+    ///     .header("X-Client-Version", "1.2.0");
+    /// # drop(options);
+    /// // A header of the handshake itself is refused before any connection.
+    /// let (tx, rx) = mpsc::channel();
+    /// let bad = ConnectOptions::new("ws://example.com").header("Upgrade", "h2c");
+    /// connect_socket(bad.fail(move |e| tx.send(e.reason().to_owned()).unwrap()));
+    /// assert_eq!(rx.recv().unwrap(), "the Upgrade header is set by the WebSocket handshake itself");
+    /// ```
     #[must_use]
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
@@ -255,6 +324,17 @@ impl ConnectOptions {
     }
 
     /// The subprotocols to offer (`protocols` in uni-app), in order of preference.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::ConnectOptions;
+    ///
+    /// // Preferred first; `SocketTask::protocol` tells which one the server chose.
+    /// let options = ConnectOptions::new("wss://example.com/graphql")
+    ///     .protocols(["graphql-transport-ws", "graphql-ws"]);
+    /// assert!(format!("{options:?}").contains(r#"protocols: ["graphql-transport-ws", "graphql-ws"]"#));
+    /// ```
     #[must_use]
     pub fn protocols<I, S>(mut self, protocols: I) -> Self
     where
@@ -268,6 +348,24 @@ impl ConnectOptions {
     /// How long the whole connection attempt (DNS, TCP, TLS, handshake) may
     /// take. Overrides [`set_network_timeout`](crate::set_network_timeout)
     /// and the manifest; the default is 60 s.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// use unisocket::{connect_socket, ConnectOptions, ErrorKind};
+    ///
+    /// // A server that accepts the TCP connection but never answers the handshake.
+    /// let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    /// let url = format!("ws://{}/", silent.local_addr().unwrap());
+    /// let options = ConnectOptions::new(url).timeout(Duration::from_millis(100));
+    /// let err = connect_socket(options).await.unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::Timeout);
+    /// assert_eq!(err.reason(), "timed out after 100 ms");
+    /// # }
+    /// ```
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
@@ -275,6 +373,16 @@ impl ConnectOptions {
     }
 
     /// Sets `TCP_NODELAY` (default `true`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::ConnectOptions;
+    ///
+    /// // Few, large messages: let the kernel coalesce small writes (Nagle's algorithm).
+    /// let options = ConnectOptions::new("ws://127.0.0.1:9001/upload").tcp_no_delay(false);
+    /// # drop(options);
+    /// ```
     #[must_use]
     pub fn tcp_no_delay(mut self, on: bool) -> Self {
         self.tcp_no_delay = on;
@@ -283,6 +391,16 @@ impl ConnectOptions {
 
     /// The largest message accepted from the server (default 64 MiB).
     /// A larger one fails the connection with close code 1009.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::ConnectOptions;
+    ///
+    /// // A chat client: no message from the server is ever above 1 MiB.
+    /// let options = ConnectOptions::new("wss://example.com/chat").max_message_size(1 << 20);
+    /// # drop(options);
+    /// ```
     #[must_use]
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.limits.max_message_size = bytes;
@@ -291,6 +409,18 @@ impl ConnectOptions {
 
     /// The largest frame accepted from the server (default 16 MiB).
     /// A larger one fails the connection with close code 1009.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::ConnectOptions;
+    ///
+    /// // Large messages are welcome, but only in fragments of at most 64 KiB.
+    /// let options = ConnectOptions::new("wss://example.com/files")
+    ///     .max_message_size(256 << 20)
+    ///     .max_frame_size(64 << 10);
+    /// # drop(options);
+    /// ```
     #[must_use]
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
         self.limits.max_frame_size = bytes;
@@ -298,6 +428,16 @@ impl ConnectOptions {
     }
 
     /// The largest handshake response accepted (default 64 KiB).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::ConnectOptions;
+    ///
+    /// // An embedded device: refuse a handshake response above 8 KiB.
+    /// let options = ConnectOptions::new("ws://192.168.4.1/ws").max_handshake_response(8 * 1024);
+    /// # drop(options);
+    /// ```
     #[must_use]
     pub fn max_handshake_response(mut self, bytes: usize) -> Self {
         self.limits.max_handshake_response = bytes;
@@ -308,6 +448,17 @@ impl ConnectOptions {
     /// them (default 16 MiB). When the limit is reached the task stops
     /// reading from the socket until messages are consumed, so nothing is
     /// dropped; the server sees TCP backpressure.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::ConnectOptions;
+    ///
+    /// // Messages are taken with `recv` by a slow consumer: hold at most 1 MiB of
+    /// // them, then let TCP slow the server down.
+    /// let options = ConnectOptions::new("wss://example.com/ticks").max_held_bytes(1 << 20);
+    /// # drop(options);
+    /// ```
     #[must_use]
     pub fn max_held_bytes(mut self, bytes: usize) -> Self {
         self.max_held_bytes = bytes;
@@ -315,6 +466,17 @@ impl ConnectOptions {
     }
 
     /// How long `close` waits for the server's close frame (default 5 s).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use unisocket::ConnectOptions;
+    ///
+    /// // On shutdown, do not wait long for a slow server's close frame.
+    /// let options = ConnectOptions::new("wss://example.com/chat").close_timeout(Duration::from_secs(1));
+    /// # drop(options);
+    /// ```
     #[must_use]
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.close_timeout = timeout;
@@ -322,7 +484,17 @@ impl ConnectOptions {
     }
 
     /// Splits outgoing messages into frames of at most `bytes` payload bytes
-    /// (default: one frame per message).
+    /// (default: one frame per message). `0` is taken as `1`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::ConnectOptions;
+    ///
+    /// // Send big uploads as 16 KiB fragments, for servers with a small frame limit.
+    /// let options = ConnectOptions::new("wss://example.com/upload").max_send_frame_size(16 * 1024);
+    /// # drop(options);
+    /// ```
     #[must_use]
     pub fn max_send_frame_size(mut self, bytes: usize) -> Self {
         self.max_send_frame_size = Some(bytes.max(1));
@@ -331,6 +503,25 @@ impl ConnectOptions {
 
     /// Queue sends made while CONNECTING and flush them in order on open,
     /// instead of failing them with `WebSocket is not connected`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use unisocket::{connect_socket, ConnectOptions, ErrorKind, SendOptions};
+    ///
+    /// // A server that never answers the handshake: the tasks stay CONNECTING.
+    /// let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    /// let url = format!("ws://{}/", silent.local_addr().unwrap());
+    /// let (tx, rx) = mpsc::channel();
+    /// let plain = connect_socket(ConnectOptions::new(url.clone()));
+    /// drop(plain.send(SendOptions::new("early").fail(move |e| tx.send(e.kind()).unwrap())));
+    /// assert_eq!(rx.recv().unwrap(), ErrorKind::NotConnected);
+    ///
+    /// let queued = connect_socket(ConnectOptions::new(url).queue_until_open(true));
+    /// drop(queued.send("early")); // waits for the open
+    /// assert_eq!(queued.buffered_amount(), 5);
+    /// ```
     #[must_use]
     pub fn queue_until_open(mut self, on: bool) -> Self {
         self.queue_until_open = on;
@@ -338,8 +529,27 @@ impl ConnectOptions {
     }
 
     /// With `queue_until_open`, the most bytes of messages that may wait for
-    /// the open (default 16 MiB). A send beyond it fails at once with
-    /// `sendSocketMessage:fail send queue full`.
+    /// the open (default 16 MiB). A send beyond it fails with
+    /// `sendSocketMessage:fail send queue full` (`ErrorKind::BufferFull`)
+    /// as soon as the connection's driver takes it in, before any later send
+    /// is queued; the sends already queued are kept.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use std::time::Duration;
+    /// use unisocket::{connect_socket, ConnectOptions, ErrorKind, SendOptions};
+    ///
+    /// // A server that never answers the handshake: the task stays CONNECTING.
+    /// let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    /// let url = format!("ws://{}/", silent.local_addr().unwrap());
+    /// let task = connect_socket(ConnectOptions::new(url).queue_until_open(true).max_queued_bytes(8));
+    /// drop(task.send("12345678")); // fits
+    /// let (tx, rx) = mpsc::channel();
+    /// drop(task.send(SendOptions::new("9").fail(move |e| tx.send(e.kind()).unwrap())));
+    /// assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), ErrorKind::BufferFull);
+    /// ```
     #[must_use]
     pub fn max_queued_bytes(mut self, bytes: usize) -> Self {
         self.max_queued_bytes = bytes;
@@ -352,6 +562,22 @@ impl ConnectOptions {
     /// without callbacks waits in order until the buffer drains below it, so
     /// that awaiting its `Completion` waits too. A single message larger
     /// than the mark is still sent when the buffer is empty.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use unisocket::{connect_socket, ConnectOptions, ErrorKind, SendOptions};
+    ///
+    /// // A server that never answers the handshake: sends wait in the buffer.
+    /// let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    /// let url = format!("ws://{}/", silent.local_addr().unwrap());
+    /// let task = connect_socket(ConnectOptions::new(url).queue_until_open(true).max_buffered_bytes(8));
+    /// drop(task.send("12345"));
+    /// let (tx, rx) = mpsc::channel();
+    /// drop(task.send(SendOptions::new("67890").fail(move |e| tx.send(e.kind()).unwrap())));
+    /// assert_eq!(rx.recv().unwrap(), ErrorKind::BufferFull); // 5 + 5 > 8
+    /// ```
     #[must_use]
     pub fn max_buffered_bytes(mut self, bytes: usize) -> Self {
         self.max_buffered_bytes = bytes;
@@ -363,17 +589,47 @@ impl ConnectOptions {
     /// with `on_error` ("no pong within N ms") and `on_close` code 1006. This
     /// catches half-open connections that TCP alone notices only after
     /// minutes. Off by default.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use unisocket::{connect_socket, ConnectOptions, ErrorKind};
+    ///
+    /// // Ping every 30 s; a server silent for 10 s after a ping is taken as gone.
+    /// let options = ConnectOptions::new("ws://127.0.0.1:9/")
+    ///     .heartbeat(Duration::from_secs(30), Duration::from_secs(10));
+    /// let task = connect_socket(options);
+    /// task.on_error(|ev| {
+    ///     if ev.error.kind() == ErrorKind::HeartbeatTimeout {
+    ///         eprintln!("server went silent: {}", ev.err_msg);
+    ///     }
+    /// });
+    /// ```
     #[must_use]
     pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
         self.heartbeat = Some(Heartbeat { interval, timeout });
         self
     }
 
-    /// Reconnects after the connection is lost, as `policy` says. `on_open`
-    /// fires at each successful (re)connection, `on_reconnecting` before each
-    /// attempt, and `on_close` only once, when the task gives up or is
-    /// closed. The global `*_socket*` functions keep acting on the task
+    /// Reconnects after the connection is lost, and retries a first
+    /// connection attempt that fails, as `policy` says. `on_open` fires at
+    /// each successful (re)connection, `on_error` at each failure,
+    /// `on_reconnecting` before each attempt, and `on_close` (with the
+    /// connect `fail` callback, if the task never opened) only once, when the
+    /// task gives up or is closed. The global `*_socket*` functions keep acting on the task
     /// across reconnects. Off by default.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::{connect_socket, ConnectOptions, ReconnectPolicy};
+    ///
+    /// let task = connect_socket(ConnectOptions::new("ws://127.0.0.1:9/").reconnect(ReconnectPolicy::default()));
+    /// task.on_open(|_| println!("connected (again)"));
+    /// task.on_reconnecting(|ev| println!("attempt {} in {:?}", ev.attempt, ev.delay));
+    /// task.on_close(|ev| println!("gave up: {}", ev.reason)); // once, at the very end
+    /// ```
     #[must_use]
     pub fn reconnect(mut self, policy: ReconnectPolicy) -> Self {
         self.reconnect = Some(policy);
@@ -386,6 +642,21 @@ impl ConnectOptions {
     ///
     /// A `pem` without certificates fails the connection at once
     /// (`ErrorKind::Tls`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use unisocket::{connect_socket, ConnectOptions, ErrorKind};
+    ///
+    /// // Usually `include_bytes!("ca.pem")`; PEM text without a certificate fails at once.
+    /// let (tx, rx) = mpsc::channel();
+    /// let options = ConnectOptions::new("wss://internal.example/")
+    ///     .ca_certificates_pem("not a certificate")
+    ///     .fail(move |e| tx.send(e.kind()).unwrap());
+    /// connect_socket(options);
+    /// assert_eq!(rx.recv().unwrap(), ErrorKind::Tls);
+    /// ```
     #[must_use]
     pub fn ca_certificates_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.tls.ca.push(Pem::Bytes(pem.into()));
@@ -396,6 +667,21 @@ impl ConnectOptions {
     /// `wss://`. The file is read by `connect_socket`; a file that cannot be
     /// read or holds no certificate fails the connection at once
     /// (`ErrorKind::Tls`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// use unisocket::{connect_socket, ConnectOptions, ErrorKind};
+    ///
+    /// let options = ConnectOptions::new("wss://internal.example/").ca_certificates_file("/no/such/ca.pem");
+    /// // The file is read by `connect_socket`: a missing one fails before any connection.
+    /// let err = connect_socket(options).await.unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::Tls);
+    /// assert!(err.reason().starts_with("cannot read the CA certificates file"));
+    /// # }
+    /// ```
     #[must_use]
     pub fn ca_certificates_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.tls.ca.push(Pem::File(path.into()));
@@ -407,6 +693,18 @@ impl ConnectOptions {
     /// certificates of [`ca_certificates_pem`](Self::ca_certificates_pem) /
     /// [`ca_certificates_file`](Self::ca_certificates_file) (and the system's
     /// store with the `native-roots` feature).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::ConnectOptions;
+    ///
+    /// // A private service: trust the company CA, and nothing else.
+    /// let options = ConnectOptions::new("wss://internal.example/")
+    ///     .webpki_roots(false)
+    ///     .ca_certificates_file("/etc/my-company/ca.pem");
+    /// # drop(options);
+    /// ```
     #[must_use]
     pub fn webpki_roots(mut self, on: bool) -> Self {
         self.tls.webpki_roots = on;
@@ -416,6 +714,20 @@ impl ConnectOptions {
     /// Presents a client certificate for mutual TLS: `cert_chain_pem` holds
     /// the certificate first, then any intermediates; `key_pem` the private
     /// key (PKCS#8, PKCS#1 or SEC1).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use unisocket::{connect_socket, ConnectOptions, ErrorKind};
+    ///
+    /// // Usually `include_bytes!` of the chain and the key; these are not PEM at all.
+    /// let options = ConnectOptions::new("wss://internal.example/").client_certificate("no cert", "no key");
+    /// let task = connect_socket(options);
+    /// let (tx, rx) = mpsc::channel();
+    /// task.on_error(move |ev| tx.send(ev.error.kind()).unwrap());
+    /// assert_eq!(rx.recv().unwrap(), ErrorKind::Tls); // refused before any connection
+    /// ```
     #[must_use]
     pub fn client_certificate(
         mut self,
@@ -431,6 +743,16 @@ impl ConnectOptions {
 
     /// [`client_certificate`](Self::client_certificate) with both PEM
     /// documents read from files by `connect_socket`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::ConnectOptions;
+    ///
+    /// let options = ConnectOptions::new("wss://internal.example/")
+    ///     .client_certificate_files("/etc/my-app/client-chain.pem", "/etc/my-app/client-key.pem");
+    /// # drop(options);
+    /// ```
     #[must_use]
     pub fn client_certificate_files(
         mut self,
@@ -450,6 +772,16 @@ impl ConnectOptions {
     /// a throw-away server only; trust a private CA with
     /// [`ca_certificates_pem`](Self::ca_certificates_pem) instead. The TLS
     /// handshake signatures are still checked. Default `false`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::ConnectOptions;
+    ///
+    /// // A throw-away local test server with a self-signed certificate.
+    /// let options = ConnectOptions::new("wss://localhost:8443/").danger_accept_invalid_certs(true);
+    /// # drop(options);
+    /// ```
     #[must_use]
     pub fn danger_accept_invalid_certs(mut self, on: bool) -> Self {
         self.tls.danger_accept_invalid_certs = on;
@@ -473,6 +805,21 @@ impl ConnectOptions {
     /// matches `NO_PROXY` (a comma-separated list of host names, domain
     /// suffixes with or without a leading dot, IP addresses or CIDR blocks,
     /// or `*`; ports are ignored).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use unisocket::{connect_socket, ConnectOptions, ErrorKind};
+    ///
+    /// let _http = ConnectOptions::new("wss://example.com/").proxy("http://user:secret@proxy.internal:3128");
+    /// let _socks = ConnectOptions::new("wss://example.com/").proxy("socks5h://127.0.0.1:1080");
+    /// // An unsupported proxy scheme fails at once.
+    /// let (tx, rx) = mpsc::channel();
+    /// let bad = ConnectOptions::new("ws://example.com/").proxy("ftp://proxy.internal");
+    /// connect_socket(bad.fail(move |e| tx.send(e.kind()).unwrap()));
+    /// assert_eq!(rx.recv().unwrap(), ErrorKind::InvalidArgument);
+    /// ```
     #[must_use]
     pub fn proxy(mut self, url: impl Into<String>) -> Self {
         self.proxy = ProxyChoice::Url(url.into());
@@ -481,6 +828,16 @@ impl ConnectOptions {
 
     /// Connects directly: no proxy, and the proxy variables of the
     /// environment are not read.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::ConnectOptions;
+    ///
+    /// // A server on the local network: ignore HTTP_PROXY / ALL_PROXY even if set.
+    /// let options = ConnectOptions::new("ws://192.168.1.20:9001/").no_proxy();
+    /// # drop(options);
+    /// ```
     #[must_use]
     pub fn no_proxy(mut self) -> Self {
         self.proxy = ProxyChoice::Direct;
@@ -495,6 +852,18 @@ impl ConnectOptions {
     ///
     /// Needs the `deflate` feature (on by default); without it the option
     /// makes `connect_socket` fail at once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::ConnectOptions;
+    ///
+    /// // Compress chatty JSON; inflated messages still obey `max_message_size`.
+    /// let options = ConnectOptions::new("wss://example.com/events")
+    ///     .per_message_deflate(true)
+    ///     .max_message_size(4 << 20);
+    /// # drop(options);
+    /// ```
     #[must_use]
     pub fn per_message_deflate(mut self, on: bool) -> Self {
         self.deflate = on.then(DeflateConfig::default);
@@ -554,6 +923,17 @@ impl fmt::Debug for SendOptions {
 
 impl SendOptions {
     /// Sends `data`: text or binary.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::{Bytes, SendOptions};
+    ///
+    /// let text = SendOptions::new("hello");
+    /// let binary = SendOptions::new(Bytes::from_static(&[0x00, 0xFF]));
+    /// assert_eq!(format!("{text:?}"), r#"SendOptions { data: Text("hello"), .. }"#);
+    /// # drop(binary);
+    /// ```
     pub fn new(data: impl Into<Data>) -> Self {
         SendOptions {
             data: data.into(),
@@ -606,6 +986,20 @@ impl Default for CloseOptions {
 
 impl CloseOptions {
     /// The close code: 1000 or 3000-4999.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// use unisocket::{connect_socket, CloseOptions, ConnectOptions, ErrorKind};
+    ///
+    /// let task = connect_socket(ConnectOptions::new("ws://"));
+    /// // 1001 ("going away") is not for applications: use 1000 or 3000-4999.
+    /// let err = task.close(CloseOptions::default().code(1001)).await.unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    /// # }
+    /// ```
     #[must_use]
     pub fn code(mut self, code: u16) -> Self {
         self.code = code;
@@ -613,6 +1007,22 @@ impl CloseOptions {
     }
 
     /// The close reason: at most 123 bytes of UTF-8.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use unisocket::{connect_socket, CloseOptions, ConnectOptions};
+    ///
+    /// let logout = CloseOptions::default().code(4000).reason("user logged out");
+    /// # drop(logout);
+    /// // At most 123 bytes of UTF-8: a longer reason fails at once.
+    /// let task = connect_socket(ConnectOptions::new("ws://example.com").header("Referer", "x"));
+    /// let (tx, rx) = mpsc::channel();
+    /// let long = CloseOptions::default().reason("é".repeat(62));
+    /// drop(task.close(long.fail(move |e| tx.send(e.reason().to_owned()).unwrap())));
+    /// assert_eq!(rx.recv().unwrap(), "close reason is 124 bytes of UTF-8; the limit is 123");
+    /// ```
     #[must_use]
     pub fn reason(mut self, reason: impl Into<String>) -> Self {
         self.reason = reason.into();

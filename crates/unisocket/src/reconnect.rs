@@ -60,6 +60,16 @@ impl Default for ReconnectPolicy {
 
 impl ReconnectPolicy {
     /// The shortest wait before an attempt (default 0.5 s).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use unisocket::ReconnectPolicy;
+    ///
+    /// let policy = ReconnectPolicy::default().min_delay(Duration::from_secs(2));
+    /// assert!(format!("{policy:?}").contains("min_delay: 2s"));
+    /// ```
     #[must_use]
     pub fn min_delay(mut self, d: Duration) -> Self {
         self.min_delay = d;
@@ -67,14 +77,50 @@ impl ReconnectPolicy {
     }
 
     /// The longest wait before an attempt (default 30 s).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use unisocket::{ConnectOptions, ReconnectPolicy};
+    ///
+    /// // Keep trying, backing off to one attempt every two minutes at most.
+    /// let policy = ReconnectPolicy::default()
+    ///     .max_delay(Duration::from_secs(120))
+    ///     .max_attempts(None);
+    /// let options = ConnectOptions::new("wss://example.com/feed").reconnect(policy);
+    /// # drop(options);
+    /// ```
     #[must_use]
     pub fn max_delay(mut self, d: Duration) -> Self {
         self.max_delay = d;
         self
     }
 
-    /// How many attempts in a row before giving up; `None` never gives up
-    /// (default `Some(10)`). A successful open resets the count.
+    /// How many reconnection attempts in a row before giving up, not
+    /// counting the connection that was lost (or the first try);
+    /// `None` never gives up (default `Some(10)`). A successful open resets
+    /// the count.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// use unisocket::{connect_socket, ConnectOptions, ReconnectPolicy};
+    ///
+    /// // A port nothing listens on: every attempt is refused.
+    /// let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    /// let policy = ReconnectPolicy::default()
+    ///     .min_delay(Duration::from_millis(1))
+    ///     .max_delay(Duration::from_millis(5))
+    ///     .max_attempts(Some(2));
+    /// let task = connect_socket(ConnectOptions::new(format!("ws://127.0.0.1:{port}/")).reconnect(policy));
+    /// // The first try and two more fail: the task gives up and closes.
+    /// assert_eq!(task.closed().await.code, 1006);
+    /// # }
+    /// ```
     #[must_use]
     pub fn max_attempts(mut self, n: Option<u32>) -> Self {
         self.max_attempts = n;
@@ -83,6 +129,17 @@ impl ReconnectPolicy {
 
     /// Reconnect only when `f` returns true for the close that ended the
     /// connection (the application's own `close` never reconnects).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::{ConnectOptions, ReconnectPolicy};
+    ///
+    /// // Come back after a lost connection (1006) or a server restart (1012) only.
+    /// let policy = ReconnectPolicy::default().when(|close| matches!(close.code, 1006 | 1012));
+    /// let options = ConnectOptions::new("wss://example.com/feed").reconnect(policy);
+    /// # drop(options);
+    /// ```
     #[must_use]
     pub fn when(mut self, f: impl Fn(&CloseEvent) -> bool + Send + Sync + 'static) -> Self {
         self.predicate = Arc::new(f);

@@ -846,6 +846,36 @@ impl SocketTask {
 
     /// Listens for pings and pongs from the server (pings are answered
     /// automatically). This is beyond the uni-app API.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::io::{Read, Write};
+    /// # let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    /// # let url = format!("ws://{}/", listener.local_addr().unwrap());
+    /// # std::thread::spawn(move || {
+    /// #     let (mut conn, _) = listener.accept().unwrap();
+    /// #     let mut buf = [0; 4096];
+    /// #     let n = conn.read(&mut buf).unwrap();
+    /// #     let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+    /// #     let key = request.lines().find_map(|l| l.strip_prefix("Sec-WebSocket-Key: ")).unwrap();
+    /// #     let accept = unisocket::proto::handshake::accept_key(key);
+    /// #     let head = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n");
+    /// #     conn.write_all(head.as_bytes()).unwrap();
+    /// #     let _ = conn.read(&mut buf); conn.write_all(&[0x89, 2, b'h', b'i']).unwrap(); std::thread::sleep(std::time::Duration::from_secs(5));
+    /// # });
+    /// use std::sync::mpsc;
+    /// use std::time::Duration;
+    /// use unisocket::{connect_socket, Bytes, ConnectOptions, PingPongEvent};
+    ///
+    /// // `url`: a local test server that pings with "hi" once it has heard from us.
+    /// let task = connect_socket(ConnectOptions::new(url).queue_until_open(true));
+    /// let (tx, rx) = mpsc::channel();
+    /// task.on_ping_pong(move |ev| drop(tx.send(ev.clone())));
+    /// drop(task.send("hello"));
+    /// let ev = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    /// assert_eq!(ev, PingPongEvent::Ping(Bytes::from_static(b"hi"))); // already answered
+    /// ```
     pub fn on_ping_pong(&self, f: impl FnMut(&PingPongEvent) + Send + 'static) {
         let mut inner = self.shared.lock();
         if inner.close.is_none() {
@@ -858,6 +888,23 @@ impl SocketTask {
     /// called with the attempt number and the delay before it, each time the
     /// connection was lost and the task is about to try again. The task is
     /// CONNECTING meanwhile.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use std::time::Duration;
+    /// use unisocket::{connect_socket, ConnectOptions, ReconnectPolicy};
+    ///
+    /// // A port nothing listens on: every attempt is refused.
+    /// let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    /// let policy = ReconnectPolicy::default().min_delay(Duration::from_millis(10)).max_attempts(Some(3));
+    /// let task = connect_socket(ConnectOptions::new(format!("ws://127.0.0.1:{port}/")).reconnect(policy));
+    /// let (tx, rx) = mpsc::channel();
+    /// task.on_reconnecting(move |ev| drop(tx.send(*ev)));
+    /// let ev = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    /// assert!(ev.attempt >= 1 && ev.delay >= Duration::from_millis(10));
+    /// ```
     pub fn on_reconnecting(&self, f: impl FnMut(&ReconnectEvent) + Send + 'static) {
         let mut inner = self.shared.lock();
         if inner.close.is_none() {
@@ -883,6 +930,18 @@ impl SocketTask {
     }
 
     /// Polls for the next message (the poll form of [`SocketTask::recv`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::task::{Context, Poll, Waker};
+    /// use unisocket::{connect_socket, ConnectOptions};
+    ///
+    /// let task = connect_socket(ConnectOptions::new("ws://"));
+    /// let mut cx = Context::from_waker(Waker::noop());
+    /// // Closed (no host in the URL) with nothing held: the messages have ended.
+    /// assert_eq!(task.poll_recv(&mut cx), Poll::Ready(None));
+    /// ```
     pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Data>> {
         self.shared.poll_recv(cx)
     }
@@ -891,6 +950,19 @@ impl SocketTask {
     ///
     /// # Errors
     /// The connection failure (timeout, refused, handshake, ...).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// use unisocket::{connect_socket, ConnectOptions, ErrorKind};
+    ///
+    /// let task = connect_socket(ConnectOptions::new("ws://example.com/#top"));
+    /// let err = task.opened().await.unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::InvalidUrl); // a WebSocket URL has no fragment
+    /// # }
+    /// ```
     pub async fn opened(&self) -> Result<(), SocketError> {
         std::future::poll_fn(|cx| self.shared.poll_open(cx)).await
     }
@@ -909,6 +981,22 @@ impl SocketTask {
     }
 
     /// The connection state.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// use unisocket::{connect_socket, CloseOptions, ConnectOptions, ReadyState};
+    ///
+    /// // A server that accepts the TCP connection but never answers the handshake.
+    /// let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    /// let task = connect_socket(ConnectOptions::new(format!("ws://{}/", silent.local_addr().unwrap())));
+    /// assert_eq!(task.ready_state(), ReadyState::Connecting);
+    /// let _ = task.close(CloseOptions::default()).await; // aborts the attempt
+    /// assert_eq!(task.ready_state(), ReadyState::Closed);
+    /// # }
+    /// ```
     pub fn ready_state(&self) -> ReadyState {
         self.shared.ready_state()
     }
@@ -928,6 +1016,16 @@ impl SocketTask {
     }
 
     /// The subprotocol the server chose, or `""` (before OPEN or if none).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::{connect_socket, ConnectOptions};
+    ///
+    /// let task = connect_socket(ConnectOptions::new("ws://127.0.0.1:9/").protocols(["chat.v2", "chat.v1"]));
+    /// // Empty until OPEN, and after it too if the server picked none of them.
+    /// assert_eq!(task.protocol(), "");
+    /// ```
     pub fn protocol(&self) -> String {
         self.shared.lock().protocol.clone()
     }
@@ -1013,9 +1111,13 @@ impl SocketTask {
     /// is called once at once with it.
     ///
     /// ```
+    /// use std::sync::mpsc;
+    ///
     /// let task = unisocket::connect_socket(unisocket::ConnectOptions::new("htp://x"));
     /// // The task already failed; a late listener still hears about it.
-    /// task.on_error(|ev| assert!(ev.err_msg.starts_with("connectSocket:fail invalid URL")));
+    /// let (tx, rx) = mpsc::channel();
+    /// task.on_error(move |ev| tx.send(ev.err_msg.clone()).unwrap());
+    /// assert!(rx.recv().unwrap().starts_with("connectSocket:fail invalid URL"));
     /// ```
     pub fn on_error(&self, f: impl FnMut(&ErrorEvent) + Send + 'static) {
         let mut f: ErrorFn = Box::new(f);

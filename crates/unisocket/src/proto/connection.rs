@@ -18,6 +18,19 @@ use crate::data::{Data, Text};
 const LARGE_FRAME: usize = 32 * 1024;
 
 /// Size limits enforced on what the peer sends (SPEC section 5).
+///
+/// # Examples
+///
+/// ```
+/// use unisocket::proto::{Config, Connection, Limits, ProtocolError};
+///
+/// let limits = Limits { max_frame_size: 4, ..Limits::default() };
+/// let mut conn = Connection::new(Config { limits, ..Config::default() });
+/// // The header of a 5-byte binary frame is enough to refuse it.
+/// conn.read_buf().extend_from_slice(&[0x82, 0x05]);
+/// let err = conn.poll_event().unwrap_err();
+/// assert_eq!(err, ProtocolError::FrameTooLarge { size: 5, max: 4 });
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Largest message, after reassembly of fragments. Default 64 MiB.
@@ -39,6 +52,21 @@ impl Default for Limits {
 }
 
 /// Settings of a [`Connection`].
+///
+/// # Examples
+///
+/// ```
+/// use unisocket::proto::{Config, Connection};
+///
+/// // Split outgoing messages into frames of at most 2 payload bytes.
+/// let config = Config { max_send_frame_size: Some(2), ..Config::default() };
+/// let mut conn = Connection::new(config);
+/// conn.send_text("hello").unwrap();
+/// let out = conn.write_buf().split();
+/// // Three masked frames of 8, 8 and 7 bytes: text, continuation, final continuation.
+/// assert_eq!(out.len(), 8 + 8 + 7);
+/// assert_eq!([out[0], out[8], out[16]], [0x01, 0x00, 0x80]);
+/// ```
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Limits on what the peer sends.
@@ -70,6 +98,22 @@ impl Default for Config {
 
 /// Heartbeat settings: ping every `interval`; the peer must send something
 /// (a pong or any other frame) within `timeout` after each ping.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use unisocket::proto::{Config, Connection, Heartbeat};
+///
+/// let heartbeat = Heartbeat {
+///     interval: Duration::from_secs(30),
+///     timeout: Duration::from_secs(10),
+/// };
+/// let mut conn = Connection::new(Config { heartbeat: Some(heartbeat), ..Config::default() });
+/// let start = Instant::now();
+/// conn.handle_timeout(start); // starts the clock
+/// assert_eq!(conn.poll_timeout(), Some(start + heartbeat.interval));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Heartbeat {
     /// Time between pings.
@@ -88,6 +132,18 @@ struct HeartbeatClock {
 }
 
 /// Something the peer did.
+///
+/// # Examples
+///
+/// ```
+/// use unisocket::proto::{Config, Connection, Event};
+/// use unisocket::Bytes;
+///
+/// let mut conn = Connection::new(Config::default());
+/// conn.read_buf().extend_from_slice(&[0x89, 0x01, b'x']); // a ping from the server
+/// assert_eq!(conn.poll_event().unwrap(), Some(Event::Ping(Bytes::from("x"))));
+/// assert_eq!(conn.write_buf()[0], 0x8A); // the pong is already queued
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A complete text or binary message.
@@ -107,6 +163,21 @@ pub enum Event {
 }
 
 /// Where the close handshake stands.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Instant;
+/// use unisocket::proto::{Config, Connection, State};
+///
+/// let mut conn = Connection::new(Config::default());
+/// assert_eq!(conn.state(), State::Open);
+/// conn.close(1000, "", Instant::now()).unwrap();
+/// assert_eq!(conn.state(), State::CloseSent);
+/// conn.read_buf().extend_from_slice(&[0x88, 0x02, 0x03, 0xE8]); // the server's close, 1000
+/// conn.poll_event().unwrap();
+/// assert_eq!(conn.state(), State::Closed);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     /// Data flows both ways.
@@ -119,6 +190,20 @@ pub enum State {
 }
 
 /// Why a send was refused.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Instant;
+/// use unisocket::proto::{Config, Connection, SendError};
+///
+/// let mut conn = Connection::new(Config::default());
+/// let now = Instant::now();
+/// assert_eq!(conn.close(1001, "", now), Err(SendError::InvalidCloseCode(1001)));
+/// assert_eq!(conn.close(1000, &"x".repeat(124), now), Err(SendError::ReasonTooLong(124)));
+/// conn.close(1000, "bye", now).unwrap();
+/// assert_eq!(conn.send_text("late"), Err(SendError::Closing));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendError {
     /// A close frame has been sent or received; no more data may be sent.
@@ -129,14 +214,52 @@ pub enum SendError {
     ReasonTooLong(usize),
 }
 
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Closing => f.write_str("the connection is closing"),
+            SendError::InvalidCloseCode(code) => write!(
+                f,
+                "close code {code} may not be sent (use 1000 or 3000-4999)"
+            ),
+            SendError::ReasonTooLong(n) => {
+                write!(f, "close reason is {n} bytes; at most 123 are allowed")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
 /// Whether a close code received from the peer is valid on the wire
 /// (RFC 6455 section 7.4 and the IANA registry).
+///
+/// # Examples
+///
+/// ```
+/// use unisocket::proto::connection::is_valid_received_code;
+///
+/// assert!(is_valid_received_code(1001)); // going away
+/// assert!(is_valid_received_code(4000)); // private use
+/// assert!(!is_valid_received_code(1005)); // "no code": never on the wire
+/// assert!(!is_valid_received_code(999));
+/// ```
 pub fn is_valid_received_code(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 /// Whether an application may send this close code (the codes the browser
 /// `WebSocket.close` accepts).
+///
+/// # Examples
+///
+/// ```
+/// use unisocket::proto::connection::is_valid_sent_code;
+///
+/// assert!(is_valid_sent_code(1000));
+/// assert!(is_valid_sent_code(3000));
+/// assert!(!is_valid_sent_code(1001)); // valid on the wire, but not for applications
+/// ```
 pub fn is_valid_sent_code(code: u16) -> bool {
     code == 1000 || (3000..=4999).contains(&code)
 }
@@ -172,6 +295,26 @@ impl Partial {
 }
 
 /// The client side of an open WebSocket connection.
+///
+/// # Examples
+///
+/// ```
+/// use unisocket::proto::{Config, Connection, Event};
+/// use unisocket::Data;
+///
+/// let mut conn = Connection::new(Config::default());
+/// // One read may bring several frames: poll until no whole event is left.
+/// conn.read_buf().extend_from_slice(&[0x81, 0x01, b'a', 0x82, 0x01, 7]);
+/// let mut events = Vec::new();
+/// while let Some(event) = conn.poll_event()? {
+///     events.push(event);
+/// }
+/// assert_eq!(
+///     events,
+///     [Event::Message(Data::from("a")), Event::Message(Data::from(vec![7u8]))]
+/// );
+/// # Ok::<(), unisocket::proto::ProtocolError>(())
+/// ```
 pub struct Connection {
     read: BytesMut,
     write: BytesMut,
@@ -193,8 +336,31 @@ pub struct Connection {
     scratch: Vec<u8>,
 }
 
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("state", &self.state)
+            .field("buffered_read", &self.read.len())
+            .field("buffered_write", &self.write.len())
+            .field("in_message", &self.partial.is_some())
+            .field("deflate", &self.deflate.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Connection {
     /// A connection right after a successful handshake.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::proto::{Config, Connection, State};
+    ///
+    /// let mut conn = Connection::new(Config::default());
+    /// assert_eq!(conn.state(), State::Open);
+    /// assert!(conn.write_buf().is_empty());
+    /// assert_eq!(conn.poll_event(), Ok(None));
+    /// ```
     pub fn new(config: Config) -> Self {
         #[cfg(feature = "deflate")]
         let deflate = config.deflate.map(|p| Box::new(Deflate::new(p)));
@@ -220,6 +386,20 @@ impl Connection {
     }
 
     /// Where bytes read from the peer are appended.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::proto::{Config, Connection, Event};
+    /// use unisocket::Data;
+    ///
+    /// let mut conn = Connection::new(Config::default());
+    /// // "hello" in two fragments, arriving in two reads.
+    /// conn.read_buf().extend_from_slice(&[0x01, 0x02, b'h', b'e']);
+    /// assert_eq!(conn.poll_event(), Ok(None));
+    /// conn.read_buf().extend_from_slice(&[0x80, 0x03, b'l', b'l', b'o']);
+    /// assert_eq!(conn.poll_event(), Ok(Some(Event::Message(Data::from("hello")))));
+    /// ```
     pub fn read_buf(&mut self) -> &mut BytesMut {
         // While a large frame arrives, its bytes go straight into a buffer of
         // exactly its size, which becomes the message without a copy.
@@ -231,27 +411,102 @@ impl Connection {
 
     /// Whether [`Connection::read_buf`] is the own buffer of a large frame,
     /// already sized for the rest of it: the caller should not grow it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::proto::{Config, Connection, Event};
+    ///
+    /// let mut conn = Connection::new(Config::default());
+    /// // The start of a 65535-byte binary frame.
+    /// conn.read_buf().extend_from_slice(&[0x82, 126, 0xFF, 0xFF, 0, 0]);
+    /// assert_eq!(conn.poll_event(), Ok(None));
+    /// assert!(conn.receiving_large_frame());
+    /// conn.read_buf().extend_from_slice(&[0; 65533]);
+    /// let Ok(Some(Event::Message(data))) = conn.poll_event() else { panic!() };
+    /// assert_eq!(data.len(), 65535);
+    /// assert!(!conn.receiving_large_frame());
+    /// ```
     pub fn receiving_large_frame(&self) -> bool {
         self.large.is_some()
     }
 
     /// Bytes waiting to be written to the peer. The caller writes them and
     /// removes what was written (e.g. with `BytesMut::advance`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::proto::frame::apply_mask;
+    /// use unisocket::proto::{Config, Connection};
+    ///
+    /// let mut conn = Connection::new(Config::default());
+    /// conn.send_binary(b"abc").unwrap();
+    /// let buf = conn.write_buf();
+    /// assert_eq!(buf[..2], [0x82, 0x80 | 3]); // binary, masked, 3 bytes
+    /// let key = [buf[2], buf[3], buf[4], buf[5]];
+    /// let mut payload = buf[6..].to_vec();
+    /// apply_mask(&mut payload, key, 0);
+    /// assert_eq!(payload, b"abc");
+    /// // Say the transport took 4 bytes: remove them; the rest waits.
+    /// let _ = buf.split_to(4);
+    /// assert_eq!(conn.write_buf().len(), 5);
+    /// ```
     pub fn write_buf(&mut self) -> &mut BytesMut {
         &mut self.write
     }
 
     /// The state of the close handshake.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::proto::{Config, Connection, State};
+    ///
+    /// let mut conn = Connection::new(Config::default());
+    /// // The server closes first (code 1000): the echo is queued and the
+    /// // connection is closed.
+    /// conn.read_buf().extend_from_slice(&[0x88, 0x02, 0x03, 0xE8]);
+    /// conn.poll_event().unwrap();
+    /// assert_eq!(conn.state(), State::Closed);
+    /// assert_eq!(conn.write_buf()[0], 0x88);
+    /// ```
     pub fn state(&self) -> State {
         self.state
     }
 
     /// Whether the close handshake ended because its timeout passed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use unisocket::proto::{Config, Connection, State};
+    ///
+    /// let mut conn = Connection::new(Config::default());
+    /// let now = Instant::now();
+    /// conn.close(1000, "", now).unwrap();
+    /// // The server never answers.
+    /// conn.handle_timeout(now + conn.config().close_timeout);
+    /// assert_eq!(conn.state(), State::Closed);
+    /// assert!(conn.timed_out());
+    /// ```
     pub fn timed_out(&self) -> bool {
         self.timed_out
     }
 
     /// The settings.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use unisocket::proto::{Config, Connection};
+    ///
+    /// let conn = Connection::new(Config::default());
+    /// assert_eq!(conn.config().close_timeout, Duration::from_secs(5));
+    /// assert_eq!(conn.config().limits.max_frame_size, 16 << 20);
+    /// ```
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -264,6 +519,20 @@ impl Connection {
     /// but the connection stays in its state so that the application may
     /// still answer the messages that came before the error; then call
     /// [`Connection::fail`] to queue the close frame and end.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::proto::{Config, Connection, Event};
+    /// use unisocket::Data;
+    ///
+    /// let mut conn = Connection::new(Config::default());
+    /// conn.read_buf().extend_from_slice(&[0x81, 0x02, b'h']); // half a frame
+    /// assert_eq!(conn.poll_event(), Ok(None));
+    /// conn.read_buf().extend_from_slice(b"i");
+    /// assert_eq!(conn.poll_event(), Ok(Some(Event::Message(Data::from("hi")))));
+    /// assert_eq!(conn.poll_event(), Ok(None));
+    /// ```
     pub fn poll_event(&mut self) -> Result<Option<Event>, ProtocolError> {
         if let Some(e) = &self.error {
             return Err(e.clone());
@@ -287,6 +556,25 @@ impl Connection {
     /// Fails the connection for `e`: queues a close frame with
     /// [`ProtocolError::close_code`] (unless one was sent already) and moves to
     /// [`State::Closed`]. Flush the write buffer, then drop the transport.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::proto::frame::apply_mask;
+    /// use unisocket::proto::{Config, Connection, ProtocolError, State};
+    ///
+    /// let mut conn = Connection::new(Config::default());
+    /// conn.read_buf().extend_from_slice(&[0x81, 0x02, 0xC3, 0x28]); // not UTF-8
+    /// let err = conn.poll_event().unwrap_err();
+    /// assert_eq!(err, ProtocolError::InvalidUtf8);
+    /// conn.fail(&err);
+    /// assert_eq!(conn.state(), State::Closed);
+    /// // The queued close frame carries code 1007.
+    /// let frame = conn.write_buf().split();
+    /// let mut code = [frame[6], frame[7]];
+    /// apply_mask(&mut code, [frame[2], frame[3], frame[4], frame[5]], 0);
+    /// assert_eq!(u16::from_be_bytes(code), 1007);
+    /// ```
     pub fn fail(&mut self, e: &ProtocolError) {
         if self.state == State::Open {
             self.encode_close(e.close_code(), b"");
@@ -517,6 +805,18 @@ impl Connection {
     ///
     /// # Errors
     /// [`SendError::Closing`] once a close frame has been sent or received.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::proto::{Config, Connection};
+    ///
+    /// let mut conn = Connection::new(Config::default());
+    /// conn.send_text("hi").unwrap();
+    /// let frame = conn.write_buf().split();
+    /// assert_eq!(frame[..2], [0x81, 0x80 | 2]); // text, masked, 2 bytes
+    /// assert_eq!(frame.len(), 2 + 4 + 2);
+    /// ```
     pub fn send_text(&mut self, text: &str) -> Result<(), SendError> {
         self.send_message(OpCode::Text, text.as_bytes())
     }
@@ -525,6 +825,18 @@ impl Connection {
     ///
     /// # Errors
     /// [`SendError::Closing`] once a close frame has been sent or received.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::proto::{Config, Connection};
+    ///
+    /// let mut conn = Connection::new(Config::default());
+    /// conn.send_binary(&[0u8; 200]).unwrap();
+    /// let frame = conn.write_buf().split();
+    /// // Binary, masked, with the 16-bit length form for 200 bytes.
+    /// assert_eq!(frame[..4], [0x82, 0x80 | 126, 0x00, 200]);
+    /// ```
     pub fn send_binary(&mut self, data: &[u8]) -> Result<(), SendError> {
         self.send_message(OpCode::Binary, data)
     }
@@ -533,6 +845,20 @@ impl Connection {
     ///
     /// # Errors
     /// [`SendError::Closing`] once a close frame has been sent or received.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::proto::{Config, Connection, Event};
+    ///
+    /// let mut conn = Connection::new(Config::default());
+    /// conn.read_buf().extend_from_slice(&[0x81, 0x02, b'h', b'i']);
+    /// // Echo a message back with the kind it came with.
+    /// if let Some(Event::Message(data)) = conn.poll_event().unwrap() {
+    ///     conn.send(&data).unwrap();
+    /// }
+    /// assert_eq!(conn.write_buf()[0], 0x81); // a text frame
+    /// ```
     pub fn send(&mut self, data: &Data) -> Result<(), SendError> {
         match data {
             Data::Text(t) => self.send_message(OpCode::Text, t.as_bytes()),
@@ -575,6 +901,19 @@ impl Connection {
     ///
     /// # Errors
     /// [`SendError::Closing`] once a close frame has been sent or received.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::proto::{Config, Connection, Event};
+    /// use unisocket::Bytes;
+    ///
+    /// let mut conn = Connection::new(Config::default());
+    /// conn.ping(&[7; 200]).unwrap();
+    /// assert_eq!(conn.write_buf()[..2], [0x89, 0x80 | 125]); // cut to 125 bytes
+    /// conn.read_buf().extend_from_slice(&[0x8A, 0x00]); // an empty pong
+    /// assert_eq!(conn.poll_event(), Ok(Some(Event::Pong(Bytes::new()))));
+    /// ```
     pub fn ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
         if self.state != State::Open {
             return Err(SendError::Closing);
@@ -590,6 +929,22 @@ impl Connection {
     /// [`SendError::InvalidCloseCode`] for a code other than 1000 or
     /// 3000-4999, [`SendError::ReasonTooLong`] for a reason over 123 bytes,
     /// [`SendError::Closing`] when a close frame was already sent or received.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use unisocket::proto::{Config, Connection, Event, State};
+    ///
+    /// let mut conn = Connection::new(Config::default());
+    /// conn.close(4000, "done", Instant::now()).unwrap();
+    /// assert_eq!(conn.write_buf()[..2], [0x88, 0x80 | 6]); // code and reason: 6 bytes
+    /// assert_eq!(conn.state(), State::CloseSent);
+    /// conn.read_buf().extend_from_slice(&[0x88, 0x02, 0x0F, 0xA0]); // the echo, 4000
+    /// let event = conn.poll_event().unwrap();
+    /// assert_eq!(event, Some(Event::Close { code: 4000, reason: String::new() }));
+    /// assert_eq!(conn.state(), State::Closed);
+    /// ```
     pub fn close(&mut self, code: u16, reason: &str, now: Instant) -> Result<(), SendError> {
         if !is_valid_sent_code(code) {
             return Err(SendError::InvalidCloseCode(code));
@@ -607,6 +962,19 @@ impl Connection {
     }
 
     /// The next instant at which [`Connection::handle_timeout`] must be called.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use unisocket::proto::{Config, Connection};
+    ///
+    /// let mut conn = Connection::new(Config::default());
+    /// assert_eq!(conn.poll_timeout(), None); // no heartbeat, nothing to wait for
+    /// let now = Instant::now();
+    /// conn.close(1000, "", now).unwrap();
+    /// assert_eq!(conn.poll_timeout(), Some(now + conn.config().close_timeout));
+    /// ```
     pub fn poll_timeout(&self) -> Option<Instant> {
         let hb = &self.heartbeat;
         let heartbeat = if self.state == State::Open && !hb.failed {
@@ -620,6 +988,26 @@ impl Connection {
     /// Advances time: a close handshake whose deadline has passed ends; the
     /// heartbeat sends its pings and notices a silent peer. Call it once
     /// right after creating the connection to start the heartbeat clock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use unisocket::proto::{Config, Connection, Heartbeat};
+    ///
+    /// let heartbeat = Heartbeat {
+    ///     interval: Duration::from_secs(30),
+    ///     timeout: Duration::from_secs(10),
+    /// };
+    /// let mut conn = Connection::new(Config { heartbeat: Some(heartbeat), ..Config::default() });
+    /// let start = Instant::now();
+    /// conn.handle_timeout(start);
+    /// let ping_at = conn.poll_timeout().unwrap();
+    /// conn.handle_timeout(ping_at);
+    /// assert_eq!(conn.write_buf()[0], 0x89); // a ping
+    /// // Now the peer has until the ping deadline to send something.
+    /// assert_eq!(conn.poll_timeout(), Some(ping_at + heartbeat.timeout));
+    /// ```
     pub fn handle_timeout(&mut self, now: Instant) {
         if let Some(deadline) = self.close_deadline {
             if now >= deadline {
@@ -659,6 +1047,27 @@ impl Connection {
 
     /// Bytes arrived from the peer: the heartbeat's pending deadline is met
     /// (any frame counts, not only a pong).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use unisocket::proto::{Config, Connection, Heartbeat, State};
+    ///
+    /// let heartbeat = Heartbeat {
+    ///     interval: Duration::from_secs(30),
+    ///     timeout: Duration::from_secs(10),
+    /// };
+    /// let mut conn = Connection::new(Config { heartbeat: Some(heartbeat), ..Config::default() });
+    /// let start = Instant::now();
+    /// conn.handle_timeout(start);
+    /// conn.handle_timeout(start + heartbeat.interval); // sends a ping
+    /// // Some bytes arrive in time, whatever they are.
+    /// conn.read_buf().extend_from_slice(&[0x8A, 0x00]);
+    /// conn.handle_activity();
+    /// conn.handle_timeout(start + heartbeat.interval + heartbeat.timeout);
+    /// assert_eq!(conn.state(), State::Open);
+    /// ```
     pub fn handle_activity(&mut self) {
         self.heartbeat.deadline = None;
     }
@@ -666,6 +1075,27 @@ impl Connection {
     /// When the heartbeat found the peer silent, the timeout that passed.
     /// The connection is then [`State::Closed`] without a close frame: report
     /// close code 1006.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use unisocket::proto::{Config, Connection, Heartbeat, State};
+    ///
+    /// let heartbeat = Heartbeat {
+    ///     interval: Duration::from_secs(30),
+    ///     timeout: Duration::from_secs(10),
+    /// };
+    /// let mut conn = Connection::new(Config { heartbeat: Some(heartbeat), ..Config::default() });
+    /// let start = Instant::now();
+    /// conn.handle_timeout(start);
+    /// conn.handle_timeout(start + heartbeat.interval); // sends a ping
+    /// assert_eq!(conn.heartbeat_failed(), None);
+    /// // Nothing arrives before the deadline.
+    /// conn.handle_timeout(start + heartbeat.interval + heartbeat.timeout);
+    /// assert_eq!(conn.heartbeat_failed(), Some(heartbeat.timeout));
+    /// assert_eq!(conn.state(), State::Closed);
+    /// ```
     pub fn heartbeat_failed(&self) -> Option<Duration> {
         match self.config.heartbeat {
             Some(hb) if self.heartbeat.failed => Some(hb.timeout),
@@ -673,8 +1103,23 @@ impl Connection {
         }
     }
 
-    /// The peer closed the transport. Returns the protocol-level view: the
-    /// connection is closed whatever state it was in.
+    /// The peer closed the transport: the connection is closed, whatever
+    /// state it was in.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use unisocket::proto::{Config, Connection, State};
+    ///
+    /// let mut conn = Connection::new(Config::default());
+    /// conn.close(1000, "", Instant::now()).unwrap();
+    /// // The transport ends before the server's close frame.
+    /// conn.handle_eof();
+    /// assert_eq!(conn.state(), State::Closed);
+    /// assert_eq!(conn.poll_timeout(), None);
+    /// assert!(!conn.timed_out());
+    /// ```
     pub fn handle_eof(&mut self) {
         self.state = State::Closed;
         self.close_deadline = None;

@@ -14,6 +14,22 @@ const TAIL: [u8; 4] = [0x00, 0x00, 0xFF, 0xFF];
 ///
 /// The default asks for nothing beyond compression itself and announces that
 /// the client accepts a `client_max_window_bits` limit from the server.
+///
+/// # Examples
+///
+/// ```
+/// use unisocket::proto::deflate::DeflateConfig;
+///
+/// let config = DeflateConfig::default();
+/// // The offer goes into the upgrade request...
+/// assert_eq!(config.offer(), "permessage-deflate; client_max_window_bits");
+/// // ...and the server's answer is checked against it.
+/// let params = config
+///     .negotiate(Some("permessage-deflate; client_max_window_bits=10"))?
+///     .unwrap();
+/// assert_eq!(params.client_max_window_bits, 10);
+/// # Ok::<(), unisocket::proto::HandshakeError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DeflateConfig {
     /// Ask the server to reset its compression context after each message.
@@ -29,6 +45,23 @@ pub struct DeflateConfig {
 
 impl DeflateConfig {
     /// The `Sec-WebSocket-Extensions` header value to send.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::proto::deflate::DeflateConfig;
+    ///
+    /// let config = DeflateConfig {
+    ///     client_no_context_takeover: true,
+    ///     server_max_window_bits: Some(10),
+    ///     ..DeflateConfig::default()
+    /// };
+    /// assert_eq!(
+    ///     config.offer(),
+    ///     "permessage-deflate; client_no_context_takeover; \
+    ///      server_max_window_bits=10; client_max_window_bits"
+    /// );
+    /// ```
     pub fn offer(&self) -> String {
         let mut s = String::from("permessage-deflate");
         if self.server_no_context_takeover {
@@ -55,6 +88,27 @@ impl DeflateConfig {
     /// [`HandshakeError::UnexpectedExtension`] when the answer names another
     /// extension, repeats one, or has a parameter that is unknown, repeated,
     /// out of range or outside the offer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::proto::deflate::DeflateConfig;
+    /// use unisocket::proto::HandshakeError;
+    ///
+    /// let config = DeflateConfig::default();
+    /// // No header in the response: the server declined.
+    /// assert_eq!(config.negotiate(None)?, None);
+    /// let params = config
+    ///     .negotiate(Some("permessage-deflate; server_no_context_takeover"))?
+    ///     .unwrap();
+    /// assert!(params.server_no_context_takeover);
+    /// // 16 is no valid window size.
+    /// assert!(matches!(
+    ///     config.negotiate(Some("permessage-deflate; server_max_window_bits=16")),
+    ///     Err(HandshakeError::UnexpectedExtension(_))
+    /// ));
+    /// # Ok::<(), HandshakeError>(())
+    /// ```
     pub fn negotiate(&self, answer: Option<&str>) -> Result<Option<DeflateParams>, HandshakeError> {
         let Some(answer) = answer else {
             return Ok(None);
@@ -144,6 +198,28 @@ impl DeflateConfig {
 }
 
 /// The parameters in force after negotiation.
+///
+/// # Examples
+///
+/// ```
+/// use unisocket::proto::deflate::{DeflateConfig, DeflateParams};
+/// use unisocket::proto::Config;
+///
+/// let params = DeflateConfig::default()
+///     .negotiate(Some("permessage-deflate; client_no_context_takeover"))?
+///     .unwrap();
+/// // Window sizes the answer leaves out default to the largest, 2^15.
+/// let expected = DeflateParams {
+///     server_no_context_takeover: false,
+///     client_no_context_takeover: true,
+///     server_max_window_bits: 15,
+///     client_max_window_bits: 15,
+/// };
+/// assert_eq!(params, expected);
+/// // They take effect through the connection's settings.
+/// let config = Config { deflate: Some(params), ..Config::default() };
+/// # Ok::<(), unisocket::proto::HandshakeError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeflateParams {
     /// The server resets its context after each message.
@@ -157,6 +233,24 @@ pub struct DeflateParams {
 }
 
 /// The compression state of one connection.
+///
+/// # Examples
+///
+/// ```
+/// use unisocket::proto::deflate::{Deflate, DeflateConfig};
+///
+/// let params = DeflateConfig::default()
+///     .negotiate(Some("permessage-deflate"))?
+///     .unwrap();
+/// // One side compresses, the other inflates what it receives.
+/// let (mut sender, mut receiver) = (Deflate::new(params), Deflate::new(params));
+/// let mut packed = Vec::new();
+/// sender.compress(b"hello hello hello hello", &mut packed);
+/// let mut out = Vec::new();
+/// receiver.decompress(&packed, true, &mut out, 1 << 20).unwrap();
+/// assert_eq!(out, b"hello hello hello hello");
+/// # Ok::<(), unisocket::proto::HandshakeError>(())
+/// ```
 #[cfg(feature = "deflate")]
 pub struct Deflate {
     params: DeflateParams,
@@ -166,6 +260,17 @@ pub struct Deflate {
 
 /// Built without the `deflate` feature, compression cannot be negotiated, so
 /// no `Deflate` value can exist.
+///
+/// # Examples
+///
+/// ```
+/// use unisocket::proto::deflate::Deflate;
+///
+/// // With no variants, code that holds a `Deflate` is unreachable.
+/// fn never(deflate: Deflate) -> ! {
+///     match deflate {}
+/// }
+/// ```
 #[cfg(not(feature = "deflate"))]
 #[derive(Debug)]
 pub enum Deflate {}
@@ -173,6 +278,19 @@ pub enum Deflate {}
 #[cfg(not(feature = "deflate"))]
 impl Deflate {
     /// Unreachable without the `deflate` feature.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::proto::deflate::Deflate;
+    ///
+    /// // Compiles as with the feature, but can never be called.
+    /// fn pack(deflate: &mut Deflate, message: &[u8]) -> Vec<u8> {
+    ///     let mut out = Vec::new();
+    ///     deflate.compress(message, &mut out);
+    ///     out
+    /// }
+    /// ```
     pub fn compress(&mut self, _input: &[u8], _out: &mut Vec<u8>) {
         match *self {}
     }
@@ -181,6 +299,20 @@ impl Deflate {
     ///
     /// # Errors
     /// Never.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::proto::deflate::Deflate;
+    /// use unisocket::proto::ProtocolError;
+    ///
+    /// // Compiles as with the feature, but can never be called.
+    /// fn unpack(deflate: &mut Deflate, frame: &[u8]) -> Result<Vec<u8>, ProtocolError> {
+    ///     let mut out = Vec::new();
+    ///     deflate.decompress(frame, true, &mut out, 1 << 20)?;
+    ///     Ok(out)
+    /// }
+    /// ```
     pub fn decompress(
         &mut self,
         _input: &[u8],
@@ -204,6 +336,23 @@ impl std::fmt::Debug for Deflate {
 #[cfg(feature = "deflate")]
 impl Deflate {
     /// Compression state for the negotiated `params`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::proto::deflate::{Deflate, DeflateConfig};
+    ///
+    /// let config = DeflateConfig { client_no_context_takeover: true, ..DeflateConfig::default() };
+    /// let params = config.negotiate(Some("permessage-deflate"))?.unwrap();
+    /// let mut deflate = Deflate::new(params);
+    /// // Without context takeover, each message is compressed on its own:
+    /// // the same message gives the same bytes every time.
+    /// let (mut first, mut second) = (Vec::new(), Vec::new());
+    /// deflate.compress(b"Hello", &mut first);
+    /// deflate.compress(b"Hello", &mut second);
+    /// assert_eq!(first, second);
+    /// # Ok::<(), unisocket::proto::HandshakeError>(())
+    /// ```
     pub fn new(params: DeflateParams) -> Self {
         // zlib cannot make raw deflate streams with a 256-byte window; 512
         // bytes is the smallest, and the server inflates with at least 2^8.
@@ -217,12 +366,44 @@ impl Deflate {
     }
 
     /// The parameters in force.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::proto::deflate::{Deflate, DeflateConfig};
+    ///
+    /// let params = DeflateConfig::default()
+    ///     .negotiate(Some("permessage-deflate; client_max_window_bits=8"))?
+    ///     .unwrap();
+    /// // The negotiated values are kept as they are, even where zlib needs a
+    /// // larger window internally (9 bits rather than 8).
+    /// assert_eq!(Deflate::new(params).params().client_max_window_bits, 8);
+    /// # Ok::<(), unisocket::proto::HandshakeError>(())
+    /// ```
     pub fn params(&self) -> DeflateParams {
         self.params
     }
 
     /// Compresses one whole message into `out` (cleared first), without the
     /// sync-flush tail.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::proto::deflate::{Deflate, DeflateConfig};
+    ///
+    /// # let params = DeflateConfig::default().negotiate(Some("permessage-deflate"))?.unwrap();
+    /// let mut deflate = Deflate::new(params);
+    /// let mut out = Vec::new();
+    /// deflate.compress(&[b'a'; 1000], &mut out);
+    /// assert!(out.len() < 100);
+    /// assert!(!out.ends_with(&[0x00, 0x00, 0xFF, 0xFF])); // no sync-flush tail
+    /// // With context takeover, a repeated message refers back to the last one.
+    /// let first = out.clone();
+    /// deflate.compress(&[b'a'; 1000], &mut out);
+    /// assert!(out.len() < first.len());
+    /// # Ok::<(), unisocket::proto::HandshakeError>(())
+    /// ```
     pub fn compress(&mut self, input: &[u8], out: &mut Vec<u8>) {
         out.clear();
         out.reserve(input.len() / 2 + 64);
@@ -260,6 +441,25 @@ impl Deflate {
     /// # Errors
     /// [`ProtocolError::Compression`] for data that does not inflate,
     /// [`ProtocolError::MessageTooLarge`] past `max`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::proto::deflate::{Deflate, DeflateConfig};
+    /// use unisocket::proto::ProtocolError;
+    ///
+    /// # let params = DeflateConfig::default().negotiate(Some("permessage-deflate"))?.unwrap();
+    /// // "Hello" as compressed in RFC 7692 section 7.2.3.1.
+    /// let payload = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+    /// let mut out = Vec::new();
+    /// Deflate::new(params).decompress(&payload, true, &mut out, 1024).unwrap();
+    /// assert_eq!(out, b"Hello");
+    /// // A limit of 3 bytes stops it.
+    /// let mut out = Vec::new();
+    /// let err = Deflate::new(params).decompress(&payload, true, &mut out, 3).unwrap_err();
+    /// assert!(matches!(err, ProtocolError::MessageTooLarge { max: 3, .. }));
+    /// # Ok::<(), unisocket::proto::HandshakeError>(())
+    /// ```
     pub fn decompress(
         &mut self,
         input: &[u8],
@@ -287,7 +487,8 @@ impl Deflate {
         loop {
             let consumed = (self.decompress.total_in() - start) as usize;
             if out.capacity() - out.len() < 1024 {
-                // Grow geometrically, but never allow more than one byte past the limit.
+                // Grow geometrically, asking for at most one byte past the limit
+                // (`reserve` may round up; the check below is what bounds it).
                 let want = out
                     .capacity()
                     .max(4096)

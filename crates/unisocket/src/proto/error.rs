@@ -6,6 +6,19 @@ use std::fmt;
 /// A violation of RFC 6455 by the peer, or a limit it exceeded.
 ///
 /// Each variant maps to the close code sent back ([`ProtocolError::close_code`]).
+///
+/// # Examples
+///
+/// ```
+/// use unisocket::proto::{Config, Connection, ProtocolError};
+///
+/// // A server must not mask its frames.
+/// let mut conn = Connection::new(Config::default());
+/// conn.read_buf().extend_from_slice(&[0x81, 0x80, 1, 2, 3, 4]);
+/// let err = conn.poll_event().unwrap_err();
+/// assert_eq!(err, ProtocolError::MaskedServerFrame);
+/// assert_eq!(err.to_string(), "server sent a masked frame");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ProtocolError {
@@ -52,6 +65,17 @@ pub enum ProtocolError {
 impl ProtocolError {
     /// The close code to send when failing the connection for this error:
     /// 1007 for invalid UTF-8, 1009 for size limits, 1002 for the rest.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::proto::ProtocolError;
+    ///
+    /// assert_eq!(ProtocolError::InvalidUtf8.close_code(), 1007);
+    /// let too_big = ProtocolError::FrameTooLarge { size: 1 << 30, max: 16 << 20 };
+    /// assert_eq!(too_big.close_code(), 1009);
+    /// assert_eq!(ProtocolError::ReservedOpCode(3).close_code(), 1002);
+    /// ```
     pub fn close_code(&self) -> u16 {
         match self {
             ProtocolError::InvalidUtf8 => 1007,
@@ -119,6 +143,21 @@ impl fmt::Display for ProtocolError {
 impl std::error::Error for ProtocolError {}
 
 /// Why the HTTP upgrade did not produce a WebSocket connection.
+///
+/// # Examples
+///
+/// ```
+/// use unisocket::proto::handshake::parse_response;
+/// use unisocket::proto::HandshakeError;
+///
+/// let response = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n";
+/// let err = parse_response(response, "dGhlIHNhbXBsZSBub25jZQ==", &[], 1024).unwrap_err();
+/// assert_eq!(err, HandshakeError::Status { status: 403, reason: "Forbidden".into() });
+/// assert_eq!(
+///     err.to_string(),
+///     "server answered HTTP 403 Forbidden instead of 101 Switching Protocols"
+/// );
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum HandshakeError {

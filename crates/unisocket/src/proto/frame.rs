@@ -4,6 +4,16 @@ use super::error::ProtocolError;
 
 /// The opcode of a frame. Reserved opcodes never get this far: decoding one
 /// is a protocol error.
+///
+/// # Examples
+///
+/// ```
+/// use unisocket::proto::frame::OpCode;
+/// use unisocket::proto::ProtocolError;
+///
+/// assert_eq!(OpCode::try_from(0x1), Ok(OpCode::Text));
+/// assert_eq!(OpCode::try_from(0x3), Err(ProtocolError::ReservedOpCode(3)));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpCode {
     /// A continuation of a fragmented data message.
@@ -22,11 +32,29 @@ pub enum OpCode {
 
 impl OpCode {
     /// Whether this is a control frame (close, ping, pong).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::proto::frame::OpCode;
+    ///
+    /// assert!(OpCode::Ping.is_control());
+    /// assert!(!OpCode::Binary.is_control());
+    /// ```
     pub fn is_control(self) -> bool {
         matches!(self, OpCode::Close | OpCode::Ping | OpCode::Pong)
     }
 
     /// The 4-bit wire value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::proto::frame::OpCode;
+    ///
+    /// assert_eq!(OpCode::Pong.as_u8(), 0xA);
+    /// assert_eq!(OpCode::try_from(OpCode::Close.as_u8()), Ok(OpCode::Close));
+    /// ```
     pub fn as_u8(self) -> u8 {
         match self {
             OpCode::Continuation => 0x0,
@@ -56,9 +84,39 @@ impl TryFrom<u8> for OpCode {
 }
 
 /// The largest encoded header: 2 bytes, 8 bytes of extended length, 4 bytes of mask.
+///
+/// # Examples
+///
+/// ```
+/// use unisocket::proto::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
+///
+/// // A masked frame with a 64-bit length fills the whole buffer.
+/// let header = FrameHeader {
+///     fin: true,
+///     rsv1: false,
+///     opcode: OpCode::Binary,
+///     mask: Some([1, 2, 3, 4]),
+///     payload_len: 1 << 20,
+/// };
+/// let mut out = [0u8; MAX_HEADER_LEN];
+/// assert_eq!(header.encode(&mut out), MAX_HEADER_LEN);
+/// ```
 pub const MAX_HEADER_LEN: usize = 14;
 
 /// A decoded frame header.
+///
+/// # Examples
+///
+/// ```
+/// use unisocket::proto::frame::{FrameHeader, OpCode};
+///
+/// // An unmasked text frame "hi" from the server.
+/// let (header, len) = FrameHeader::decode(&[0x81, 0x02, b'h', b'i'], false)?.unwrap();
+/// assert!(header.fin && !header.rsv1);
+/// assert_eq!((header.opcode, header.mask, header.payload_len), (OpCode::Text, None, 2));
+/// assert_eq!(len, 2); // the payload starts after the 2-byte header
+/// # Ok::<(), unisocket::proto::ProtocolError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHeader {
     /// The FIN bit.
@@ -80,6 +138,25 @@ impl FrameHeader {
     /// header, and `Ok(Some((header, header_len)))` otherwise.
     ///
     /// `allow_rsv1` is set when an extension that uses RSV1 was negotiated.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::proto::frame::FrameHeader;
+    /// use unisocket::proto::ProtocolError;
+    ///
+    /// // A binary frame with a 16-bit length of 256: the header is 4 bytes.
+    /// let bytes = [0x82, 126, 0x01, 0x00];
+    /// assert_eq!(FrameHeader::decode(&bytes[..3], false), Ok(None)); // not all there yet
+    /// let (header, len) = FrameHeader::decode(&bytes, false)?.unwrap();
+    /// assert_eq!((header.payload_len, len), (256, 4));
+    /// // A ping without FIN breaks a rule.
+    /// assert_eq!(
+    ///     FrameHeader::decode(&[0x09, 0x00], false),
+    ///     Err(ProtocolError::FragmentedControlFrame)
+    /// );
+    /// # Ok::<(), ProtocolError>(())
+    /// ```
     pub fn decode(buf: &[u8], allow_rsv1: bool) -> Result<Option<(Self, usize)>, ProtocolError> {
         let (b0, b1) = match buf {
             [b0, b1, ..] => (*b0, *b1),
@@ -147,6 +224,23 @@ impl FrameHeader {
 
     /// Encodes the header into `out` and returns the number of bytes used.
     /// The shortest length form is always chosen.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::proto::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
+    ///
+    /// let header = FrameHeader {
+    ///     fin: true,
+    ///     rsv1: false,
+    ///     opcode: OpCode::Text,
+    ///     mask: Some([0x37, 0xfa, 0x21, 0x3d]),
+    ///     payload_len: 5,
+    /// };
+    /// let mut out = [0u8; MAX_HEADER_LEN];
+    /// let n = header.encode(&mut out);
+    /// assert_eq!(out[..n], [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d]);
+    /// ```
     pub fn encode(&self, out: &mut [u8; MAX_HEADER_LEN]) -> usize {
         out[0] = (u8::from(self.fin) << 7) | (u8::from(self.rsv1) << 6) | self.opcode.as_u8();
         let mask_bit = if self.mask.is_some() { 0x80 } else { 0 };
@@ -180,6 +274,23 @@ impl FrameHeader {
 ///
 /// Works a machine word at a time; the compiler turns the inner loop into
 /// SIMD instructions where the target has them.
+///
+/// # Examples
+///
+/// ```
+/// use unisocket::proto::frame::apply_mask;
+///
+/// // The masked "Hello" of RFC 6455 section 5.7.
+/// let key = [0x37, 0xfa, 0x21, 0x3d];
+/// let mut data = *b"Hello";
+/// apply_mask(&mut data, key, 0);
+/// assert_eq!(data, [0x7f, 0x9f, 0x4d, 0x51, 0x58]);
+/// // Unmasking in two pieces: the second continues 2 bytes into the key.
+/// let (head, tail) = data.split_at_mut(2);
+/// apply_mask(head, key, 0);
+/// apply_mask(tail, key, 2);
+/// assert_eq!(&data, b"Hello");
+/// ```
 pub fn apply_mask(data: &mut [u8], key: [u8; 4], offset: usize) {
     let key = rotate_key(key, offset);
     let word = u64::from_ne_bytes([

@@ -9,12 +9,35 @@ use super::error::HandshakeError;
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /// A fresh `Sec-WebSocket-Key`: 16 random bytes, base64-encoded.
+///
+/// # Examples
+///
+/// ```
+/// use unisocket::proto::handshake::generate_key;
+///
+/// let key = generate_key();
+/// assert_eq!(key.len(), 24); // 16 bytes in base64
+/// assert!(key.ends_with("=="));
+/// assert_ne!(key, generate_key());
+/// ```
 pub fn generate_key() -> String {
     let nonce: [u8; 16] = rand::random();
     BASE64.encode(nonce)
 }
 
 /// The `Sec-WebSocket-Accept` value a server must answer for `key`.
+///
+/// # Examples
+///
+/// ```
+/// use unisocket::proto::handshake::accept_key;
+///
+/// // The example of RFC 6455 section 1.3.
+/// assert_eq!(
+///     accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+///     "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+/// );
+/// ```
 pub fn accept_key(key: &str) -> String {
     let mut sha = sha1_smol::Sha1::new();
     sha.update(key.as_bytes());
@@ -23,6 +46,29 @@ pub fn accept_key(key: &str) -> String {
 }
 
 /// What goes into the upgrade request.
+///
+/// # Examples
+///
+/// ```
+/// use unisocket::proto::deflate::DeflateConfig;
+/// use unisocket::proto::handshake::{generate_key, Request};
+///
+/// let key = generate_key();
+/// let protocols = ["chat".to_owned(), "superchat".to_owned()];
+/// let offer = DeflateConfig::default().offer();
+/// let request = Request {
+///     host: "example.com:8080",
+///     target: "/chat?room=1",
+///     key: &key,
+///     protocols: &protocols,
+///     extensions: Some(&offer),
+///     headers: &[("Origin".to_owned(), "http://example.com".to_owned())],
+/// };
+/// let text = String::from_utf8(request.encode()).unwrap();
+/// assert!(text.contains("\r\nSec-WebSocket-Protocol: chat, superchat\r\n"));
+/// assert!(text.contains("\r\nSec-WebSocket-Extensions: permessage-deflate"));
+/// assert!(text.contains("\r\nOrigin: http://example.com\r\n"));
+/// ```
 #[derive(Debug, Clone)]
 pub struct Request<'a> {
     /// The `Host` header value (host, plus `:port` when not the default).
@@ -41,6 +87,27 @@ pub struct Request<'a> {
 
 impl Request<'_> {
     /// The request bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::proto::handshake::Request;
+    ///
+    /// let request = Request {
+    ///     host: "example.com",
+    ///     target: "/chat",
+    ///     key: "dGhlIHNhbXBsZSBub25jZQ==",
+    ///     protocols: &[],
+    ///     extensions: None,
+    ///     headers: &[],
+    /// };
+    /// assert_eq!(
+    ///     String::from_utf8(request.encode()).unwrap(),
+    ///     "GET /chat HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n\
+    ///      Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+    ///      Sec-WebSocket-Version: 13\r\n\r\n"
+    /// );
+    /// ```
     pub fn encode(&self) -> Vec<u8> {
         let mut out = String::with_capacity(256);
         out.push_str("GET ");
@@ -72,6 +139,25 @@ impl Request<'_> {
 }
 
 /// A checked `101 Switching Protocols` response.
+///
+/// # Examples
+///
+/// ```
+/// use unisocket::proto::handshake::{accept_key, parse_response};
+///
+/// let key = "dGhlIHNhbXBsZSBub25jZQ==";
+/// let response = format!(
+///     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+///      Sec-WebSocket-Accept: {}\r\nSec-WebSocket-Protocol: chat\r\nServer: demo\r\n\r\n",
+///     accept_key(key)
+/// );
+/// let offered = ["chat".to_owned()];
+/// let (resp, _) = parse_response(response.as_bytes(), key, &offered, 1024)?.unwrap();
+/// assert_eq!(resp.protocol.as_deref(), Some("chat"));
+/// assert_eq!(resp.extensions, None);
+/// assert!(resp.headers.contains(&("Server".to_owned(), "demo".to_owned())));
+/// # Ok::<(), unisocket::proto::HandshakeError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     /// Every response header, in order, names as sent.
@@ -95,6 +181,28 @@ const MAX_HEADERS: usize = 128;
 /// # Errors
 /// Any [`HandshakeError`] except [`HandshakeError::Incomplete`], which the
 /// caller reports when the connection ends first.
+///
+/// # Examples
+///
+/// ```
+/// use unisocket::proto::handshake::{accept_key, parse_response};
+///
+/// let key = "dGhlIHNhbXBsZSBub25jZQ==";
+/// let mut buf = format!(
+///     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+///      Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+///     accept_key(key)
+/// )
+/// .into_bytes();
+/// let head_len = buf.len();
+/// assert_eq!(parse_response(&buf[..20], key, &[], 1024)?, None); // wait for more
+/// // The first frame may arrive in the same read as the response.
+/// buf.extend_from_slice(&[0x81, 0x02, b'h', b'i']);
+/// let (_, consumed) = parse_response(&buf, key, &[], 1024)?.unwrap();
+/// assert_eq!(consumed, head_len);
+/// assert_eq!(buf[consumed..], [0x81, 0x02, b'h', b'i']);
+/// # Ok::<(), unisocket::proto::HandshakeError>(())
+/// ```
 pub fn parse_response(
     buf: &[u8],
     key: &str,

@@ -3,6 +3,18 @@
 //! even in the middle of a frame or of a fragmented message.
 
 /// Validates a stream of UTF-8 fed in arbitrary chunks.
+///
+/// # Examples
+///
+/// ```
+/// use unisocket::proto::utf8::Utf8Validator;
+///
+/// // "é" is two bytes; a chunk may end between them.
+/// let mut v = Utf8Validator::new();
+/// assert!(v.feed(&[b'c', b'a', b'f', 0xC3]).is_ok());
+/// assert!(v.feed(&[0xA9]).is_ok());
+/// assert!(v.finish().is_ok());
+/// ```
 #[derive(Debug, Default, Clone)]
 pub struct Utf8Validator {
     /// The start of a code point cut off at the end of the last chunk.
@@ -11,6 +23,15 @@ pub struct Utf8Validator {
 }
 
 /// The input is not valid UTF-8.
+///
+/// # Examples
+///
+/// ```
+/// use unisocket::proto::utf8::{InvalidUtf8, Utf8Validator};
+///
+/// // 0xFF can never appear in UTF-8.
+/// assert_eq!(Utf8Validator::new().feed(&[b'a', 0xFF]), Err(InvalidUtf8));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InvalidUtf8;
 
@@ -25,12 +46,34 @@ fn char_width(lead: u8) -> usize {
 
 impl Utf8Validator {
     /// A validator at the start of a text.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::proto::utf8::Utf8Validator;
+    ///
+    /// let mut v = Utf8Validator::new();
+    /// assert!(v.feed("κόσμε".as_bytes()).is_ok());
+    /// assert!(v.finish().is_ok());
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Checks the next chunk. Fails as soon as the bytes seen so far cannot be
     /// the start of valid UTF-8.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::proto::utf8::{InvalidUtf8, Utf8Validator};
+    ///
+    /// let mut v = Utf8Validator::new();
+    /// // 0xF4 may start a code point up to U+10FFFF...
+    /// assert_eq!(v.feed(&[0xF4]), Ok(()));
+    /// // ...but 0xF4 0x90 would be above it: the error comes at once.
+    /// assert_eq!(v.feed(&[0x90]), Err(InvalidUtf8));
+    /// ```
     pub fn feed(&mut self, mut input: &[u8]) -> Result<(), InvalidUtf8> {
         if self.carry_len > 0 {
             let have = usize::from(self.carry_len);
@@ -62,6 +105,19 @@ impl Utf8Validator {
 
     /// Checks that the text does not end inside a code point, and resets the
     /// validator for the next text.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::proto::utf8::{InvalidUtf8, Utf8Validator};
+    ///
+    /// let mut v = Utf8Validator::new();
+    /// assert_eq!(v.feed(&[0xE2, 0x82]), Ok(())); // the start of "€"
+    /// assert_eq!(v.finish(), Err(InvalidUtf8)); // the text ends inside it
+    /// // The validator is ready for the next text.
+    /// assert_eq!(v.feed("€".as_bytes()), Ok(()));
+    /// assert_eq!(v.finish(), Ok(()));
+    /// ```
     pub fn finish(&mut self) -> Result<(), InvalidUtf8> {
         let complete = self.carry_len == 0;
         *self = Self::default();

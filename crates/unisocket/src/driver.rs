@@ -524,7 +524,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             let mut progress = false;
             // Commands from the handles.
             for _ in 0..COMMAND_BATCH {
-                if self.conn.write_buf().len() >= WRITE_AHEAD && !self.shared.close_queued() {
+                if self.conn.write_buf().len() >= WRITE_AHEAD && !self.shared.close_queued(cx) {
                     // Taken once these bytes are written (the write below
                     // makes progress, or wakes the task when it can).
                     break;

@@ -270,6 +270,9 @@ struct Inner {
     commands: VecDeque<Command>,
     /// The driver's waker while it waits for commands.
     commands_waker: Option<Waker>,
+    /// The driver's waker while it takes no commands (its write buffer is
+    /// full) but must still see a `close`.
+    close_waker: Option<Waker>,
     /// The driver ended: commands fail at once.
     driver_gone: bool,
 }
@@ -323,6 +326,7 @@ impl Shared {
                 waiting_bytes: 0,
                 commands: VecDeque::new(),
                 commands_waker: None,
+                close_waker: None,
                 driver_gone: false,
             }),
         })
@@ -412,21 +416,40 @@ impl Shared {
         if inner.driver_gone {
             return Err(cmd);
         }
-        if matches!(cmd, Command::Close { .. }) {
+        let close_waker = if matches!(cmd, Command::Close { .. }) {
             self.close_queued.store(true, Ordering::Release);
-        }
+            inner.close_waker.take()
+        } else {
+            None
+        };
         inner.commands.push_back(cmd);
         let waker = inner.commands_waker.take();
         drop(inner);
-        if let Some(w) = waker {
+        for w in [waker, close_waker].into_iter().flatten() {
             w.wake();
         }
         Ok(())
     }
 
-    /// Whether a `close` waits among the commands (or was taken already).
-    pub(crate) fn close_queued(&self) -> bool {
-        self.close_queued.load(Ordering::Acquire)
+    /// Whether a `close` waits among the commands (or was taken already);
+    /// if not, the driver is woken when one comes.
+    pub(crate) fn close_queued(&self, cx: &mut Context<'_>) -> bool {
+        if self.close_queued.load(Ordering::Acquire) {
+            return true;
+        }
+        let mut inner = self.lock();
+        // Under the lock, as `try_submit` sets the flag: no close is missed.
+        if self.close_queued.load(Ordering::Acquire) {
+            return true;
+        }
+        if !inner
+            .close_waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            inner.close_waker = Some(cx.waker().clone());
+        }
+        false
     }
 
     /// The next command for the driver; registers its waker if there is none.

@@ -16,6 +16,71 @@ use crate::data::{Data, Text};
 
 /// Frames at least this large are received into a buffer of their own.
 const LARGE_FRAME: usize = 32 * 1024;
+/// How many buffers of large frames are kept for reuse, and the largest kept.
+const POOL_BUFFERS: usize = 8;
+const POOL_MAX_BUFFER: usize = 1 << 20;
+/// After this many frames in a row that were not large, the kept buffers
+/// are freed: a connection whose traffic turned small holds none.
+const POOL_IDLE_FRAMES: u32 = 64;
+
+/// Buffers of large frames, back from the messages the application dropped.
+///
+/// A message of a large frame keeps its buffer (no copy) until the
+/// application drops it; the buffer then comes back here for the next large
+/// frame. Without this, a consumer that holds a few messages at a time
+/// makes the allocator hand memory back to the system and fault it in again
+/// for every message.
+#[derive(Default)]
+struct FramePool {
+    free: std::sync::Mutex<Vec<BytesMut>>,
+}
+
+impl FramePool {
+    fn free(&self) -> std::sync::MutexGuard<'_, Vec<BytesMut>> {
+        self.free
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// An empty buffer with room for at least `n` bytes.
+    fn take(&self, n: usize) -> BytesMut {
+        match self.free().pop() {
+            Some(mut buf) if buf.capacity() >= n => {
+                buf.clear();
+                buf
+            }
+            _ => BytesMut::with_capacity(n),
+        }
+    }
+
+    fn put(&self, buf: BytesMut) {
+        if buf.capacity() <= POOL_MAX_BUFFER {
+            let mut free = self.free();
+            if free.len() < POOL_BUFFERS {
+                free.push(buf);
+            }
+        }
+    }
+}
+
+/// The bytes of a message received in a pooled buffer: the buffer goes back
+/// to its pool when the last handle to the message is dropped.
+struct Pooled {
+    buf: BytesMut,
+    pool: std::sync::Arc<FramePool>,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        self.pool.put(std::mem::take(&mut self.buf));
+    }
+}
 
 /// Size limits enforced on what the peer sends (SPEC section 5).
 ///
@@ -329,6 +394,10 @@ pub struct Connection {
     error: Option<ProtocolError>,
     /// The own buffer of a large frame being received (see `read_buf`).
     large: Option<BytesMut>,
+    /// Buffers of large frames, for reuse.
+    pool: std::sync::Arc<FramePool>,
+    /// Frames since the last large one (see `POOL_IDLE_FRAMES`).
+    small_frames: u32,
     /// Boxed: most connections do not compress, and the codec state is
     /// some 300 bytes.
     deflate: Option<Box<Deflate>>,
@@ -380,6 +449,8 @@ impl Connection {
             heartbeat: HeartbeatClock::default(),
             error: None,
             large: None,
+            pool: std::sync::Arc::default(),
+            small_frames: 0,
             deflate,
             scratch: Vec::new(),
         }
@@ -407,6 +478,12 @@ impl Connection {
             Some(own) => own,
             None => &mut self.read,
         }
+    }
+
+    /// How many buffers of large frames wait for reuse.
+    #[cfg(test)]
+    pub(crate) fn pooled_buffers(&self) -> usize {
+        self.pool.free().len()
     }
 
     /// Whether [`Connection::read_buf`] is the own buffer of a large frame,
@@ -603,10 +680,16 @@ impl Connection {
                     // Give the frame a buffer of its own: the shared read
                     // buffer stays small, and is not re-allocated while the
                     // application still holds earlier messages cut from it.
-                    let mut own = BytesMut::with_capacity(payload_len);
+                    let mut own = self.pool.take(payload_len);
                     own.extend_from_slice(&self.read);
                     self.read.clear();
                     self.large = Some(own);
+                    self.small_frames = 0;
+                } else if self.small_frames < POOL_IDLE_FRAMES {
+                    self.small_frames += 1;
+                } else if self.small_frames == POOL_IDLE_FRAMES {
+                    self.small_frames += 1;
+                    self.pool.free().clear();
                 }
                 self.frame = Some(CurrentFrame { header, checked: 0 });
             }
@@ -640,19 +723,21 @@ impl Connection {
             }
             let header = frame.header;
             self.frame = None;
+            let pooled = self.large.is_some();
             let payload = match self.large.take() {
                 Some(mut own) => {
                     // Bytes past the frame (if the buffer had room for more)
-                    // belong to the next frames.
-                    let rest = own.split_off(len);
-                    if !rest.is_empty() {
-                        self.read.extend_from_slice(&rest);
+                    // belong to the next frames. Copied, and the buffer
+                    // truncated, so that it stays one allocation to reuse.
+                    if own.len() > len {
+                        self.read.extend_from_slice(&own[len..]);
+                        own.truncate(len);
                     }
                     own
                 }
                 None => self.read.split_to(len),
             };
-            if let Some(ev) = self.on_frame(header, payload)? {
+            if let Some(ev) = self.on_frame(header, payload, pooled)? {
                 return Ok(Some(ev));
             }
             if self.state == State::Closed {
@@ -693,14 +778,19 @@ impl Connection {
         Ok(())
     }
 
+    /// `pooled`: `payload` is a buffer of the pool, which the message may
+    /// keep and give back when dropped.
     fn on_frame(
         &mut self,
         h: FrameHeader,
         payload: BytesMut,
+        pooled: bool,
     ) -> Result<Option<Event>, ProtocolError> {
         let closing = self.state != State::Open;
         match h.opcode {
-            OpCode::Text | OpCode::Binary | OpCode::Continuation => self.on_data(h, payload),
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => {
+                self.on_data(h, payload, pooled)
+            }
             OpCode::Ping => {
                 if closing {
                     return Ok(None);
@@ -717,7 +807,10 @@ impl Connection {
         &mut self,
         h: FrameHeader,
         payload: BytesMut,
+        pooled: bool,
     ) -> Result<Option<Event>, ProtocolError> {
+        // A whole message in one pooled buffer: it becomes the message.
+        let mut whole = None;
         let mut partial = match h.opcode {
             OpCode::Continuation => self
                 .partial
@@ -748,10 +841,18 @@ impl Connection {
                         .map_err(|_| ProtocolError::InvalidUtf8)?;
                 }
             }
+            if pooled {
+                self.pool.put(payload);
+            }
+        } else if partial.buf.is_empty() && pooled && h.fin {
+            whole = Some(payload);
         } else if partial.buf.is_empty() {
             partial.buf = payload;
         } else {
             partial.buf.extend_from_slice(&payload);
+            if pooled {
+                self.pool.put(payload);
+            }
         }
         if !h.fin {
             self.partial = Some(partial);
@@ -760,7 +861,12 @@ impl Connection {
         if !open {
             return Ok(None);
         }
-        let bytes = if partial.compressed {
+        let bytes = if let Some(buf) = whole {
+            Bytes::from_owner(Pooled {
+                buf,
+                pool: self.pool.clone(),
+            })
+        } else if partial.compressed {
             Bytes::from(partial.inflated)
         } else {
             partial.buf.freeze()

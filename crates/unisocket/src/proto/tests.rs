@@ -1647,3 +1647,113 @@ fn handshake_response_over_max_len() {
         Err(HandshakeError::ResponseTooLarge { max: 1024 })
     );
 }
+
+// ---------------------------------------------------------------------------
+// Buffers of large frames
+// ---------------------------------------------------------------------------
+
+/// The bytes of a binary message event.
+fn binary_bytes(ev: &Result<Event, ProtocolError>) -> Bytes {
+    match ev {
+        Ok(Event::Message(Data::Binary(b))) => b.clone(),
+        other => panic!("expected a binary message, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_large_message_buffer_is_reused_once_the_message_is_dropped() {
+    let mut p = Pair::new().chunked(1000);
+    let first = bytes_of_len(40_000);
+    let events = p.deliver(&frag(true, 2, &first));
+    assert_eq!(events.len(), 1);
+    let message = binary_bytes(&events[0]);
+    assert_eq!(message, first);
+    let at = message.as_ptr();
+    assert_eq!(p.client.pooled_buffers(), 0, "held by the message");
+    drop((message, events));
+    assert_eq!(p.client.pooled_buffers(), 1, "back once dropped");
+
+    let second: Vec<u8> = bytes_of_len(40_000).iter().map(|b| !b).collect();
+    let events = p.deliver(&frag(true, 2, &second));
+    let message = binary_bytes(&events[0]);
+    assert_eq!(message, second);
+    assert_eq!(message.as_ptr(), at, "the same buffer, reused");
+}
+
+#[test]
+fn held_large_messages_keep_their_bytes_while_more_arrive() {
+    let mut p = Pair::new().chunked(4096);
+    let payloads: Vec<Vec<u8>> = (0..12u8)
+        .map(|i| vec![i; 33_000 + usize::from(i) * 1000])
+        .collect();
+    let mut held = Vec::new();
+    for (i, payload) in payloads.iter().enumerate() {
+        let events = p.deliver(&frag(true, 2, payload));
+        held.push(binary_bytes(&events[0]));
+        if i % 3 == 2 {
+            // Some go back to the pool while others are still held.
+            held.remove(0);
+        }
+    }
+    for message in &held {
+        let first = message[0];
+        assert!(
+            message.iter().all(|&b| b == first),
+            "message {first} was overwritten"
+        );
+        assert_eq!(message.len(), 33_000 + usize::from(first) * 1000);
+    }
+}
+
+#[test]
+fn bytes_past_a_large_frame_in_a_reused_buffer_start_the_next_frame() {
+    // Chunks of 7000 bytes cross every frame boundary, so reads into a
+    // frame's own buffer (reused, and larger than the frame) take bytes of
+    // the next frames too.
+    let mut p = Pair::new().chunked(7000);
+    drop(p.deliver(&frag(true, 2, &bytes_of_len(90_000))));
+    let stream = concat(&[
+        &frag(true, 2, &bytes_of_len(40_000)),
+        &frag(true, 1, b"after"),
+        &frag(true, 2, &bytes_of_len(50_000)),
+        &frag(true, 1, b"end"),
+    ]);
+    let events = p.deliver(&stream);
+    assert_eq!(
+        events,
+        vec![
+            binary(&bytes_of_len(40_000)),
+            text("after"),
+            binary(&bytes_of_len(50_000)),
+            text("end"),
+        ]
+    );
+}
+
+#[test]
+fn kept_buffers_are_freed_once_traffic_turns_small() {
+    let mut p = Pair::new().chunked(1000);
+    drop(p.deliver(&frag(true, 2, &bytes_of_len(40_000))));
+    assert_eq!(p.client.pooled_buffers(), 1);
+    for _ in 0..64 {
+        assert_eq!(p.deliver(&frag(true, 1, b"small")), vec![text("small")]);
+    }
+    assert_eq!(
+        p.client.pooled_buffers(),
+        1,
+        "kept through a few small frames"
+    );
+    assert_eq!(p.deliver(&frag(true, 1, b"small")), vec![text("small")]);
+    assert_eq!(p.client.pooled_buffers(), 0, "freed after many");
+}
+
+#[test]
+fn a_large_first_fragment_becomes_the_message_and_the_next_goes_back() {
+    let mut p = Pair::new().chunked(1000);
+    let (a, b) = (bytes_of_len(40_000), bytes_of_len(50_000));
+    let events = p.deliver(&concat(&[&frag(false, 2, &a), &frag(true, 0, &b)]));
+    assert_eq!(events, vec![binary(&[a, b].concat())]);
+    // The first fragment's buffer became the message's; the second's was
+    // copied into it and is kept for reuse.
+    assert_eq!(p.client.pooled_buffers(), 1);
+}

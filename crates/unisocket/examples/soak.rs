@@ -1076,6 +1076,26 @@ async fn run(cfg: &Config, url: String) -> bool {
         .map(|(m, (rss, heap))| format!("{m:.0}m {:.0}/{:.0}", mib(*rss), mib(*heap)))
         .collect();
     println!("RSS/heap by min:  {} (MiB)", trend.join(", "));
+    // Buffers are allocated as traffic first flows through them, each sized
+    // to the largest burst its connection has seen: the first minutes grow
+    // the heap by design. From the second minute on, growth would be a leak
+    // or unbounded buffering.
+    if let (Some(&(m0, (rss0, heap0))), Some(&(m1, (rss1, heap1)))) =
+        (by_minute.get(2), by_minute.last())
+    {
+        if m1 > m0 {
+            let pct = |a: u64, b: u64| (b as f64 - a as f64) / a.max(1) as f64 * 100.0;
+            println!(
+                "after warm-up:    minute {m0:.0} to {m1:.0}: RSS {:+.1} MiB ({:+.1} %), heap {:+.1} MiB ({:+.1} %), \
+                 {:+.2} MiB of heap per minute",
+                (rss1 as f64 - rss0 as f64) / 1024.0,
+                pct(rss0, rss1),
+                (heap1 as f64 - heap0 as f64) / 1024.0,
+                pct(heap0, heap1),
+                (heap1 as f64 - heap0 as f64) / 1024.0 / (m1 - m0),
+            );
+        }
+    }
     println!(
         "sends:            {sends} ({} messages, {} of them binary; {} !drop, {} !eof, {} !close)",
         get(&stats.data_sends),

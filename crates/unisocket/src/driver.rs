@@ -149,6 +149,7 @@ async fn run_connection(shared: Arc<Shared>, params: Params) {
                 for cmd in early.drain() {
                     driver.command(cmd);
                 }
+                early.shrink();
                 // Frames that came in the same read as the handshake response.
                 driver.process_events();
                 let result = poll_fn(|cx| driver.poll(cx)).await;
@@ -261,6 +262,14 @@ impl Early {
     fn drain(&mut self) -> impl Iterator<Item = Command> + '_ {
         self.bytes = 0;
         self.cmds.drain(..)
+    }
+
+    /// Gives back the room of a long queue once drained (the task may wait
+    /// in many reconnects; each would otherwise keep the largest queue).
+    fn shrink(&mut self) {
+        if self.cmds.is_empty() && self.cmds.capacity() > 16 {
+            self.cmds = VecDeque::new();
+        }
     }
 }
 
@@ -430,8 +439,13 @@ struct Driver<S> {
 const MIN_READ: usize = 2 * 1024;
 /// The largest read of small traffic (large frames reserve their length).
 const MAX_READ: usize = 64 * 1024;
-/// How many reads without a large frame before buffers shrink back.
+/// How many reads without a large frame (or a write over `SMALL_WRITE`)
+/// before buffers shrink back: read buffers over `MAX_READ`, write buffers
+/// over `SMALL_WRITE`. Without this, each connection would keep buffers the
+/// size of the largest burst it ever saw.
 const QUIET_READS: u32 = 64;
+/// Write buffers up to this size are kept when traffic is quiet.
+const SMALL_WRITE: usize = 1024;
 
 /// How many commands one wake-up takes before it writes.
 const COMMAND_BATCH: usize = 64;
@@ -552,12 +566,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     // Swap rather than split: both buffers keep their
                     // allocations, so steady traffic allocates nothing.
                     self.out.clear();
-                    if self.quiet_reads > QUIET_READS && self.out.capacity() > MAX_READ {
+                    // The two write buffers swap, so both shrink in turn.
+                    if self.quiet_reads > QUIET_READS && self.out.capacity() > SMALL_WRITE {
                         self.out = BytesMut::new();
                     }
                     std::mem::swap(&mut self.out, self.conn.write_buf());
-                    if self.out.len() > MAX_READ {
-                        // Large messages are being sent: keep the buffers.
+                    if self.out.len() > SMALL_WRITE {
+                        // Bursts are being sent: keep the buffers.
                         self.quiet_reads = 0;
                     }
                     self.moved += self.out.len() as u64;

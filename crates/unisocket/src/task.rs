@@ -25,6 +25,10 @@ use crate::reconnect::ReconnectEvent;
 /// `recv` (the held messages stay bounded by `max_held_bytes` as well).
 const READ_AHEAD: usize = 512 * 1024;
 
+/// The most entries a drained queue of a task (jobs, held messages,
+/// commands) keeps room for.
+const SMALL_QUEUE: usize = 16;
+
 /// The state of a task, as `WebSocket.readyState` in a browser.
 ///
 /// ```
@@ -373,6 +377,11 @@ impl Shared {
             inner.listeners = listeners;
         }
         inner.dispatching = false;
+        // Queues keep the room of their longest burst: give it back once
+        // drained, so that a task that is idle now stays small.
+        if inner.jobs.capacity() > SMALL_QUEUE {
+            inner.jobs = VecDeque::new();
+        }
     }
 
     pub(crate) fn opened(&self, ev: OpenEvent) {
@@ -459,7 +468,7 @@ impl Shared {
             Some(cmd) => {
                 // A burst made the queue large: give the memory back once it
                 // is drained, so that an idle task stays small.
-                if inner.commands.is_empty() && inner.commands.capacity() > 64 {
+                if inner.commands.is_empty() && inner.commands.capacity() > SMALL_QUEUE {
                     inner.commands = VecDeque::new();
                 }
                 Poll::Ready(cmd)
@@ -618,6 +627,9 @@ impl Shared {
     fn take_held(inner: &mut Inner) -> Option<Data> {
         let data = inner.held.pop_front()?;
         inner.held_bytes -= data.len();
+        if inner.held.is_empty() && inner.held.capacity() > SMALL_QUEUE {
+            inner.held = VecDeque::new();
+        }
         if let Some(w) = inner.driver_waker.take() {
             w.wake();
         }

@@ -473,7 +473,8 @@ impl Connection {
     /// ```
     pub fn read_buf(&mut self) -> &mut BytesMut {
         // While a large frame arrives, its bytes go straight into a buffer of
-        // exactly its size, which becomes the message without a copy.
+        // its own (at least its size, reused from earlier large messages),
+        // which becomes the message without a copy.
         match &mut self.large {
             Some(own) => own,
             None => &mut self.read,

@@ -446,6 +446,9 @@ const MAX_READ: usize = 64 * 1024;
 const QUIET_READS: u32 = 64;
 /// Write buffers up to this size are kept when traffic is quiet.
 const SMALL_WRITE: usize = 1024;
+/// Queues (sends in flight, commands, jobs) up to this many entries are kept
+/// when traffic is quiet.
+const QUIET_QUEUE: usize = 4;
 
 /// How many commands one wake-up takes before it writes.
 const COMMAND_BATCH: usize = 64;
@@ -694,6 +697,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         }
         if self.quiet_reads > QUIET_READS && buf.is_empty() && buf.capacity() > MAX_READ {
             *buf = BytesMut::new();
+        }
+        if self.quiet_reads == QUIET_READS + 1 {
+            // Once per quiet spell: the queues give back the room of the
+            // bursts before it.
+            if self.sends.is_empty() && self.sends.capacity() > QUIET_QUEUE {
+                self.sends = VecDeque::new();
+            }
+            if self.batch.capacity() > QUIET_QUEUE {
+                self.batch = Vec::new();
+            }
+            self.shared.shrink_queues(QUIET_QUEUE);
         }
     }
 

@@ -440,6 +440,20 @@ impl Shared {
         Ok(())
     }
 
+    /// Frees the room of the task's drained queues beyond `keep` entries.
+    pub(crate) fn shrink_queues(&self, keep: usize) {
+        let mut inner = self.lock();
+        if inner.commands.is_empty() && inner.commands.capacity() > keep {
+            inner.commands = VecDeque::new();
+        }
+        if inner.jobs.is_empty() && !inner.dispatching && inner.jobs.capacity() > keep {
+            inner.jobs = VecDeque::new();
+        }
+        if inner.held.is_empty() && inner.held.capacity() > keep {
+            inner.held = VecDeque::new();
+        }
+    }
+
     /// Whether a `close` waits among the commands (or was taken already);
     /// if not, the driver is woken when one comes.
     pub(crate) fn close_queued(&self, cx: &mut Context<'_>) -> bool {

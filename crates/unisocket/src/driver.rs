@@ -445,7 +445,7 @@ const MAX_READ: usize = 64 * 1024;
 /// size of the largest burst it ever saw.
 const QUIET_READS: u32 = 64;
 /// Write buffers up to this size are kept when traffic is quiet.
-const SMALL_WRITE: usize = 256;
+const SMALL_WRITE: usize = 1024;
 /// Queues (sends in flight, commands, jobs) up to this many entries are kept
 /// when traffic is quiet.
 const QUIET_QUEUE: usize = 4;

@@ -23,6 +23,10 @@
 //! - `!close`: sends a close frame 1011, drops the data frames that follow,
 //!   and ends the TCP connection after the client's close frame.
 
+#[path = "support/procfs.rs"]
+mod procfs;
+use procfs::{open_files_limit, status_kib};
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -240,25 +244,6 @@ async fn run(n: usize, url: String) -> usize {
         println!("first failure: {e}");
     }
     failures
-}
-
-/// A field of `/proc/self/status` in KiB (Linux only).
-fn status_kib(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    line[field.len()..]
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
-}
-
-/// The soft limit on open files (Linux only).
-fn open_files_limit() -> Option<u64> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// Starts this program again as the echo server and reads its port.

@@ -44,6 +44,10 @@
 //! is duplicated, an echo is duplicated or unexpected, or a task does not
 //! end CLOSED. A leak is reported but does not change the exit status.
 
+#[path = "support/procfs.rs"]
+mod procfs;
+use procfs::{open_files_limit, status_kib};
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
@@ -1213,25 +1217,6 @@ fn print_reasons(title: &str, map: &Mutex<BTreeMap<String, u64>>) {
     for (reason, count) in rows {
         println!("  {count:>9}  {reason}");
     }
-}
-
-/// A field of `/proc/self/status` in KiB (Linux only).
-fn status_kib(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    line[field.len()..]
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
-}
-
-/// The soft limit on open files (Linux only).
-fn open_files_limit() -> Option<u64> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// Starts the echo server of the `many_tasks` example (built next to this

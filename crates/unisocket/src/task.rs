@@ -86,6 +86,13 @@ fn register(wakers: &mut Vec<Waker>, cx: &Context<'_>) {
     }
 }
 
+/// Keeps the task's waker in `slot`, cloning it only if it changed.
+fn set_waker(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        *slot = Some(cx.waker().clone());
+    }
+}
+
 /// Fails a command with `err` (reported for the command's own API).
 pub(crate) fn fail_command(cmd: Command, err: SocketError) {
     match cmd {
@@ -465,13 +472,7 @@ impl Shared {
         if self.close_queued.load(Ordering::Acquire) {
             return true;
         }
-        if !inner
-            .close_waker
-            .as_ref()
-            .is_some_and(|w| w.will_wake(cx.waker()))
-        {
-            inner.close_waker = Some(cx.waker().clone());
-        }
+        set_waker(&mut inner.close_waker, cx);
         false
     }
 
@@ -488,13 +489,7 @@ impl Shared {
                 Poll::Ready(cmd)
             }
             None => {
-                if !inner
-                    .commands_waker
-                    .as_ref()
-                    .is_some_and(|w| w.will_wake(cx.waker()))
-                {
-                    inner.commands_waker = Some(cx.waker().clone());
-                }
+                set_waker(&mut inner.commands_waker, cx);
                 Poll::Pending
             }
         }
@@ -619,7 +614,7 @@ impl Shared {
         // Reading far ahead of a slow consumer only fills memory that is
         // freed in bursts later; a little read-ahead keeps the pipe full.
         if inner.held_bytes >= self.max_held.min(READ_AHEAD) {
-            inner.driver_waker = Some(cx.waker().clone());
+            set_waker(&mut inner.driver_waker, cx);
             true
         } else {
             false
@@ -633,7 +628,7 @@ impl Shared {
         if inner.held.is_empty() {
             true
         } else {
-            inner.driver_waker = Some(cx.waker().clone());
+            set_waker(&mut inner.driver_waker, cx);
             false
         }
     }

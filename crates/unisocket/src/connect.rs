@@ -152,7 +152,7 @@ pub fn connect_socket(options: ConnectOptions) -> SocketTask {
         watch_open_failure(&task, fail);
     }
     crate::global::register(&task);
-    runtime::spawn(driver::run(shared, params));
+    runtime::spawn(driver::run(shared, Box::new(params)));
     task
 }
 

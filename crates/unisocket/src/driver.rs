@@ -2,6 +2,7 @@
 //! [`proto::Connection`](crate::proto::Connection) over the transport (read
 //! loop, write queue, close deadline) and reports to the shared task state.
 
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -64,49 +65,22 @@ struct Opened<S> {
 }
 
 /// Runs a connection from start to end.
-pub(crate) async fn run(shared: Arc<Shared>, params: Params) {
+///
+/// The future lives as long as the connection, once per task, so it is kept
+/// small: `params` comes boxed (an `async fn` keeps its arguments twice), the
+/// opened connection is boxed until the driver takes it, and without a
+/// reconnect policy the parameters are dropped once the connection is open.
+pub(crate) async fn run(shared: Arc<Shared>, params: Box<Params>) {
     let _guard = EndGuard(shared.clone());
-    run_connection(shared, params).await;
-}
-
-/// Closes the task if the driver stops without having closed it: its
-/// runtime shut down (the future was dropped) or it panicked (e.g. a runtime
-/// built without the time or I/O driver). Without this the task would stay
-/// OPEN or CONNECTING forever.
-struct EndGuard(Arc<Shared>);
-
-impl Drop for EndGuard {
-    fn drop(&mut self) {
-        // Commands sent from now on, and those nobody will take, fail.
-        for cmd in self.0.close_commands() {
-            fail_command(cmd, SocketError::not_connected(Api::SendSocketMessage));
-        }
-        if self.0.ready_state() == crate::task::ReadyState::Closed {
-            return;
-        }
-        let err = SocketError::new(
-            Api::ConnectSocket,
-            ErrorKind::Closed,
-            "the connection task stopped: its tokio runtime shut down, or lacks the time and I/O drivers",
-        );
-        let reason = err.reason().to_owned();
-        self.0.failed(err);
-        self.0.closed(CloseEvent {
-            code: 1006,
-            reason,
-            was_clean: false,
-        });
-    }
-}
-
-async fn run_connection(shared: Arc<Shared>, params: Params) {
     let mut early = Early::new(params.queue_until_open, params.max_queued_bytes);
+    let reconnect = params.reconnect.clone();
+    let mut params = Some(params);
     let mut attempt: u32 = 0;
-    loop {
-        let timeout = params.timeout;
+    while let Some(p) = params.as_deref() {
+        let timeout = p.timeout;
         // Boxed: the opening state lives only while connecting, not in every
         // connection's task for its whole life.
-        let opening = Box::pin(tokio::time::timeout(timeout, open(&params)));
+        let opening = Box::pin(tokio::time::timeout(timeout, open(p)));
         let outcome = tokio::select! {
             r = opening => r.unwrap_or_else(|_| Err(SocketError::new(
                 Api::ConnectSocket,
@@ -145,7 +119,11 @@ async fn run_connection(shared: Arc<Shared>, params: Params) {
             }
             Ok(opened) => {
                 attempt = 0;
-                let mut driver = Driver::open(&shared, &params, opened);
+                let mut driver = Driver::open(&shared, p, *opened);
+                if reconnect.is_none() {
+                    // Nothing will open this connection again.
+                    params = None;
+                }
                 for cmd in early.drain() {
                     driver.command(cmd);
                 }
@@ -153,37 +131,75 @@ async fn run_connection(shared: Arc<Shared>, params: Params) {
                 // Frames that came in the same read as the handshake response.
                 driver.process_events();
                 let result = poll_fn(|cx| driver.poll(cx)).await;
-                let close = driver.end(result).await;
+                // Boxed: the lingering close lives only at the end.
+                let close = Box::pin(driver.end(result)).await;
                 let user_closed = !driver.close_replies.is_empty();
                 (close, user_closed, driver.close_replies, None)
             }
         };
         if !user_closed {
-            if let Some(policy) = &params.reconnect {
+            if let Some(policy) = &reconnect {
                 attempt += 1;
                 if policy.allows(&close, attempt) {
                     let delay = policy.delay(attempt, rand::random::<f64>());
                     shared.reconnecting(ReconnectEvent { attempt, delay });
-                    let backoff = tokio::time::sleep(delay);
-                    tokio::select! {
-                        () = backoff => continue,
-                        abort = wait_for_abort(&shared, &mut early) => {
-                            let Abort::ByUser { code, reason, reply } = abort else { continue };
-                            let close = CloseEvent { code, reason, was_clean: false };
-                            let aborted = SocketError::new(
-                                Api::ConnectSocket,
-                                ErrorKind::Aborted,
-                                "closed while waiting to reconnect",
-                            );
-                            end_task(&shared, &mut early, close, vec![reply], Some(aborted));
-                            return;
-                        }
-                    }
+                    // Boxed, as the opening: a state of the waits only.
+                    let backoff = Box::pin(wait_backoff(&shared, &mut early, delay));
+                    let Some(Abort::ByUser {
+                        code,
+                        reason,
+                        reply,
+                    }) = backoff.await
+                    else {
+                        continue;
+                    };
+                    let close = CloseEvent {
+                        code,
+                        reason,
+                        was_clean: false,
+                    };
+                    let aborted = SocketError::new(
+                        Api::ConnectSocket,
+                        ErrorKind::Aborted,
+                        "closed while waiting to reconnect",
+                    );
+                    end_task(&shared, &mut early, close, vec![reply], Some(aborted));
+                    return;
                 }
             }
         }
         end_task(&shared, &mut early, close, close_replies, cause);
         return;
+    }
+}
+
+/// Closes the task if the driver stops without having closed it: its
+/// runtime shut down (the future was dropped) or it panicked (e.g. a runtime
+/// built without the time or I/O driver). Without this the task would stay
+/// OPEN or CONNECTING forever.
+struct EndGuard(Arc<Shared>);
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        // Commands sent from now on, and those nobody will take, fail.
+        for cmd in self.0.close_commands() {
+            fail_command(cmd, SocketError::not_connected(Api::SendSocketMessage));
+        }
+        if self.0.ready_state() == crate::task::ReadyState::Closed {
+            return;
+        }
+        let err = SocketError::new(
+            Api::ConnectSocket,
+            ErrorKind::Closed,
+            "the connection task stopped: its tokio runtime shut down, or lacks the time and I/O drivers",
+        );
+        let reason = err.reason().to_owned();
+        self.0.failed(err);
+        self.0.closed(CloseEvent {
+            code: 1006,
+            reason,
+            was_clean: false,
+        });
     }
 }
 
@@ -304,6 +320,14 @@ async fn wait_for_abort(shared: &Shared, early: &mut Early) -> Abort {
     }
 }
 
+/// Waits `delay` before a reconnect; a `close` meanwhile ends the wait.
+async fn wait_backoff(shared: &Shared, early: &mut Early, delay: Duration) -> Option<Abort> {
+    tokio::select! {
+        () = tokio::time::sleep(delay) => None,
+        abort = wait_for_abort(shared, early) => Some(abort),
+    }
+}
+
 fn fail_commands(cmds: &mut VecDeque<Command>, err: &SocketError) {
     for cmd in cmds.drain(..) {
         fail_command(cmd, err.clone());
@@ -318,7 +342,7 @@ fn finish(shared: &Arc<Shared>, close: CloseEvent) {
     }
 }
 
-async fn open(params: &Params) -> Result<Opened<transport::Stream>, SocketError> {
+async fn open(params: &Params) -> Result<Box<Opened<transport::Stream>>, SocketError> {
     let t = &params.target;
     let est = transport::connect(&t.host, t.port, &params.route, params.no_delay).await?;
     let mut io = est.stream;
@@ -354,7 +378,7 @@ async fn open(params: &Params) -> Result<Opened<transport::Stream>, SocketError>
                 (None, None) => None,
             };
             buf.advance(n);
-            return Ok(Opened {
+            return Ok(Box::new(Opened {
                 io,
                 response,
                 deflate,
@@ -366,7 +390,7 @@ async fn open(params: &Params) -> Result<Opened<transport::Stream>, SocketError>
                     handshake: hs_start.elapsed(),
                     total: Duration::ZERO,
                 },
-            });
+            }));
         }
         buf.reserve(1024);
         let n = io
@@ -435,8 +459,10 @@ struct Driver<S> {
     quiet_reads: u32,
 }
 
-/// The smallest read: what an idle connection keeps.
-const MIN_READ: usize = 2 * 1024;
+/// The smallest read: what a quiet connection holds (its messages are cut
+/// from the read buffer, so one that the application still holds keeps it).
+/// Reads that fill it double the next one.
+const MIN_READ: usize = 512;
 /// The largest read of small traffic (large frames reserve their length).
 const MAX_READ: usize = 64 * 1024;
 /// How many reads without a large frame (or a write over `SMALL_WRITE`)
@@ -498,8 +524,54 @@ impl Driver<transport::Stream> {
     }
 }
 
+thread_local! {
+    /// Read buffers that quiet connections gave back (none of their messages
+    /// still held), for the next ones on this thread that read.
+    static SPARE_READS: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+    /// The same for write buffers, which are never shared: one will do.
+    static SPARE_WRITE: Cell<Option<BytesMut>> = const { Cell::new(None) };
+}
+
+/// How many read buffers a thread keeps for its quiet connections.
+const SPARE_READ_BUFFERS: usize = 4;
+
+/// Gives an empty read buffer back to the thread's spares.
+fn give_back_read(buf: BytesMut) {
+    // `try_with` fails only while the thread exits; the buffer is freed then.
+    let _ = SPARE_READS.try_with(|spares| {
+        let mut spares = spares.borrow_mut();
+        if spares.len() < SPARE_READ_BUFFERS {
+            spares.push(buf);
+        }
+    });
+}
+
+/// Into a read buffer that has no room, one of the thread's spares.
+fn take_spare_read(buf: &mut BytesMut) {
+    if buf.capacity() == 0 {
+        if let Ok(Some(b)) = SPARE_READS.try_with(|spares| spares.borrow_mut().pop()) {
+            *buf = b;
+        }
+    }
+}
+
+/// Gives an empty write buffer back to the thread's spare.
+fn give_back_write(buf: BytesMut) {
+    let _ = SPARE_WRITE.try_with(|s| s.set(Some(buf)));
+}
+
+/// Into a write buffer that has no room, the thread's spare.
+fn take_spare_write(buf: &mut BytesMut) {
+    if buf.capacity() == 0 {
+        if let Ok(Some(b)) = SPARE_WRITE.try_with(Cell::take) {
+            *buf = b;
+        }
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     fn command(&mut self, cmd: Command) {
+        take_spare_write(self.conn.write_buf());
         match cmd {
             Command::Send { data, reply } => match self.conn.send(&data) {
                 Ok(()) => {
@@ -630,6 +702,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 let hint = self.read_hint;
                 let large = self.conn.receiving_large_frame();
                 let buf = self.conn.read_buf();
+                take_spare_read(buf);
                 if !large && buf.capacity() - buf.len() < hint / 2 {
                     // Large frames reserve their whole length in the codec;
                     // this only sizes reads of small traffic.
@@ -675,7 +748,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 }
             }
             if !progress {
+                self.give_back_buffers();
                 return Poll::Pending;
+            }
+        }
+    }
+
+    /// While the connection waits, its empty buffers go back to the thread's
+    /// spares, unless its reads are large (a busy connection keeps them). A
+    /// task that is idle then holds no buffer; 1 000 connections that take
+    /// turns share a few.
+    fn give_back_buffers(&mut self) {
+        if self.read_hint == MIN_READ && !self.conn.receiving_large_frame() {
+            let buf = self.conn.read_buf();
+            // Only a buffer that no message shares any more: one that does
+            // stays, to be reclaimed by this connection's next read.
+            if buf.is_empty() && buf.capacity() > 0 && buf.try_reclaim(MIN_READ) {
+                give_back_read(std::mem::take(buf));
+            }
+        }
+        let write = self.conn.write_buf();
+        if self.out.is_empty()
+            && write.is_empty()
+            && self.out.capacity().max(write.capacity()) <= SMALL_WRITE
+        {
+            // Of the two write buffers, the larger is given back.
+            let write = std::mem::take(write);
+            let out = std::mem::take(&mut self.out);
+            let buf = if out.capacity() >= write.capacity() {
+                out
+            } else {
+                write
+            };
+            if buf.capacity() > 0 {
+                give_back_write(buf);
             }
         }
     }
@@ -860,5 +966,87 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             self.shared.failed(err);
         }
         close
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> Params {
+        Params {
+            target: Target {
+                host: "127.0.0.1".into(),
+                port: 9,
+                secure: false,
+                host_header: "127.0.0.1:9".into(),
+                request_target: "/".into(),
+            },
+            headers: Vec::new(),
+            protocols: Vec::new(),
+            timeout: Duration::from_secs(1),
+            no_delay: true,
+            route: transport::Route {
+                proxy: None,
+                tls: None,
+            },
+            config: proto::Config::default(),
+            deflate: None,
+            reconnect: None,
+            queue_until_open: false,
+            max_queued_bytes: 0,
+            started: Instant::now(),
+        }
+    }
+
+    /// Each connection keeps its `run` future for its whole life, and every
+    /// connection that opens at once keeps an `open` future: both are
+    /// measured in the `conns` benchmark's peak RSS. An `async fn` stores
+    /// what it holds across an `.await` inline, so a large future creeps in
+    /// unnoticed (the proxy and TLS futures once made `open` 4 KiB, and
+    /// `run` held its parameters twice); these bounds catch it.
+    #[test]
+    fn per_connection_futures_stay_small() {
+        let shared = Shared::new(1 << 20, false, 1 << 20);
+        let params = Box::new(params());
+        let opening = open(&params);
+        let open_size = std::mem::size_of_val(&opening);
+        drop(opening);
+        let running = run(shared, params);
+        let run_size = std::mem::size_of_val(&running);
+        drop(running);
+        assert!(open_size <= 1024, "open future: {open_size} bytes");
+        assert!(run_size <= 1280, "run future: {run_size} bytes");
+    }
+
+    /// Quiet connections give empty read and write buffers back to their
+    /// thread, and the next connection that reads or writes takes them; a
+    /// thread keeps at most a few.
+    #[test]
+    fn spare_buffers_go_round_and_stay_bounded() {
+        let spares = || SPARE_READS.with(|s| s.borrow().len());
+        assert_eq!(spares(), 0);
+        for _ in 0..SPARE_READ_BUFFERS + 3 {
+            give_back_read(BytesMut::with_capacity(MIN_READ));
+        }
+        assert_eq!(spares(), SPARE_READ_BUFFERS);
+        let mut buf = BytesMut::new();
+        take_spare_read(&mut buf);
+        assert!(buf.capacity() >= MIN_READ);
+        assert_eq!(spares(), SPARE_READ_BUFFERS - 1);
+        // A buffer with room keeps it.
+        let mut other = BytesMut::with_capacity(8);
+        take_spare_read(&mut other);
+        assert_eq!((other.capacity(), spares()), (8, SPARE_READ_BUFFERS - 1));
+
+        let mut write = BytesMut::new();
+        take_spare_write(&mut write);
+        assert_eq!(write.capacity(), 0);
+        give_back_write(BytesMut::with_capacity(100));
+        take_spare_write(&mut write);
+        assert!(write.capacity() >= 100);
+        let mut again = BytesMut::new();
+        take_spare_write(&mut again);
+        assert_eq!(again.capacity(), 0, "the one spare was taken");
     }
 }

@@ -77,16 +77,18 @@ pub(crate) async fn connect(
     route: &Route,
     no_delay: bool,
 ) -> Result<Established, SocketError> {
+    // The proxy and TLS futures are boxed: some kilobytes that every
+    // connection would otherwise carry while it opens, used or not.
     let tcp = match &route.proxy {
         None => connect_tcp(host, port, no_delay).await?,
-        Some(proxy) => proxy.connect(host, port, no_delay).await?,
+        Some(proxy) => Box::pin(proxy.connect(host, port, no_delay)).await?,
     };
     let (stream, tls) = match &route.tls {
         None => (Stream::Plain(tcp.stream), Duration::ZERO),
         #[cfg(feature = "tls")]
         Some(config) => {
             let start = Instant::now();
-            let stream = config.handshake(host, tcp.stream).await?;
+            let stream = Box::pin(config.handshake(host, tcp.stream)).await?;
             (Stream::Tls(Box::new(stream)), start.elapsed())
         }
         #[cfg(not(feature = "tls"))]

@@ -466,9 +466,10 @@ const MIN_READ: usize = 512;
 /// The largest read of small traffic (large frames reserve their length).
 const MAX_READ: usize = 64 * 1024;
 /// How many reads without a large frame (or a write over `SMALL_WRITE`)
-/// before buffers shrink back: read buffers over `MAX_READ`, write buffers
-/// over `SMALL_WRITE`. Without this, each connection would keep buffers the
-/// size of the largest burst it ever saw.
+/// before write buffers over `SMALL_WRITE` and long queues shrink back.
+/// Without this, each connection would keep buffers the size of the largest
+/// burst it ever saw. (Read buffers shrink as soon as reads are small again:
+/// see `Driver::give_back_buffers`.)
 const QUIET_READS: u32 = 64;
 /// Write buffers up to this size are kept when traffic is quiet.
 const SMALL_WRITE: usize = 1024;
@@ -759,11 +760,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// task that is idle then holds no buffer; 1 000 connections that take
     /// turns share a few.
     fn give_back_buffers(&mut self) {
-        if self.read_hint == MIN_READ && !self.conn.receiving_large_frame() {
-            let buf = self.conn.read_buf();
-            // Only a buffer that no message shares any more: one that does
-            // stays, to be reclaimed by this connection's next read.
-            if buf.is_empty() && buf.capacity() > 0 && buf.try_reclaim(MIN_READ) {
+        let quiet = self.read_hint == MIN_READ && !self.conn.receiving_large_frame();
+        let buf = self.conn.read_buf();
+        if quiet && buf.is_empty() && buf.capacity() > 0 {
+            if buf.capacity() > 2 * MIN_READ {
+                // The buffer of a burst that is over: the messages cut from
+                // it keep it as long as they live, the connection does not.
+                *buf = BytesMut::new();
+            } else if buf.try_reclaim(MIN_READ) {
+                // No message shares it any more. One that does stays, to be
+                // reclaimed by this connection's next read.
                 give_back_read(std::mem::take(buf));
             }
         }
@@ -787,22 +793,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     /// Sizes the next read from this one (`n` bytes into `spare` room), and
-    /// shrinks the read buffer back once large frames have stopped.
+    /// shrinks the queues once large frames have stopped.
     fn adapt_read_size(&mut self, n: usize, spare: usize) {
         if n >= spare {
             self.read_hint = (self.read_hint * 2).min(MAX_READ);
         } else if n < self.read_hint / 4 {
             self.read_hint = (self.read_hint / 2).max(MIN_READ);
         }
-        let buf = self.conn.read_buf();
         if spare > MAX_READ {
             // A large frame is being received.
             self.quiet_reads = 0;
         } else {
             self.quiet_reads = self.quiet_reads.saturating_add(1);
-        }
-        if self.quiet_reads > QUIET_READS && buf.is_empty() && buf.capacity() > MAX_READ {
-            *buf = BytesMut::new();
         }
         if self.quiet_reads == QUIET_READS + 1 {
             // Once per quiet spell: the queues give back the room of the

@@ -11,7 +11,8 @@
 //! cargo run --release --example soak -- 500 --minutes 1 --url ws://127.0.0.1:9001/
 //! ```
 //!
-//! Options: `[N]` tasks, `--minutes M` (fractions allowed), `--url URL` (a
+//! Options: `[N]` tasks, `--minutes M` (fractions allowed), `--warmup M`
+//! (minutes of traffic before the memory at start is taken, default 1), `--url URL` (a
 //! server that echoes and understands `!drop`, `!eof` and `!close`; without
 //! it the `many_tasks` example next to this binary is started with
 //! `--serve`), `--seed S`, `--open-rate R` (opens per second while ramping
@@ -34,7 +35,13 @@
 //!
 //! Memory is reported as RSS (`VmRSS`, `VmHWM`) and as the live heap: the
 //! bytes and blocks allocated and not freed, counted by a wrapper around the
-//! system allocator. A leak grows the live heap; pages of allocated buffers
+//! system allocator. It is taken once every task is open, then at start and
+//! at end: start after a warm-up minute of traffic (each connection's
+//! buffers and queues are made as traffic first flows through them) and a
+//! pause until every send has its outcome, end once the traffic has stopped
+//! and settled the same way, so that the two compare like with like. Each
+//! minute in between the heap is sampled with traffic in flight, and a line
+//! fitted through the samples gives its trend. A leak grows the live heap; pages of allocated buffers
 //! touched only as traffic flows through them, or allocator fragmentation,
 //! grow the RSS alone. Once every task is closed and every handle dropped,
 //! the heap should be back where it was before the first open: what is left,
@@ -188,6 +195,8 @@ struct Config {
     n: usize,
     connect_fail: bool,
     duration: Duration,
+    /// Traffic before the memory at start is taken.
+    warmup: Duration,
     url: Option<String>,
     seed: u64,
     open_rate: usize,
@@ -196,7 +205,7 @@ struct Config {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: soak [N=10000] [--minutes 10] [--url ws://HOST:PORT/] [--seed 1] \
+        "usage: soak [N=10000] [--minutes 10] [--warmup 1] [--url ws://HOST:PORT/] [--seed 1] \
          [--open-rate 2000] [--payload 200] [--no-connect-fail]"
     );
     std::process::exit(2);
@@ -206,6 +215,7 @@ fn parse_args() -> Config {
     let mut cfg = Config {
         n: 10_000,
         duration: Duration::from_secs(600),
+        warmup: Duration::from_secs(60),
         url: None,
         seed: 1,
         open_rate: 2_000,
@@ -232,6 +242,15 @@ fn parse_args() -> Config {
                         cfg.duration = Duration::from_secs_f64(m * 60.0);
                     }
                     _ => bad("--minutes", &v),
+                }
+            }
+            "--warmup" => {
+                let v = value("--warmup");
+                match v.parse::<f64>() {
+                    Ok(m) if m >= 0.0 && m.is_finite() => {
+                        cfg.warmup = Duration::from_secs_f64(m * 60.0);
+                    }
+                    _ => bad("--warmup", &v),
                 }
             }
             "--url" => cfg.url = Some(value("--url")),
@@ -567,6 +586,8 @@ enum Phase {
     Ramp,
     /// Random traffic.
     Traffic,
+    /// No new traffic for a while (the quiet measurement after warm-up).
+    Pause,
     /// Stop the traffic (the tasks stay open).
     Stop,
 }
@@ -711,6 +732,15 @@ async fn slot_loop(slot: Arc<Slot>, ctx: Arc<Ctx>, mut phase: watch::Receiver<Ph
             () = tokio::time::sleep(wait) => {}
             _ = phase.wait_for(|p| *p == Phase::Stop) => return,
         }
+        if *phase.borrow() == Phase::Pause {
+            let stop = phase
+                .wait_for(|p| *p != Phase::Pause)
+                .await
+                .map_or(true, |p| *p == Phase::Stop);
+            if stop {
+                return;
+            }
+        }
         wait = Duration::from_millis(rng.random_range(TICK_MS.0..=TICK_MS.1));
         let roll: f64 = rng.random();
         let stats = &ctx.stats;
@@ -837,6 +867,39 @@ fn progress(
 }
 
 /// Waits until `done()` or `limit` passes; returns whether it is done.
+/// Waits (at most 30 s) until every task is open and every send has its
+/// outcome, then a moment for the last echoes.
+async fn quiesce(slots: &[Arc<Slot>], n: usize) {
+    let quiet = wait_until(Duration::from_secs(30), || {
+        count_open(slots) == n && slots.iter().all(|s| s.unsettled() == (0, 0))
+    })
+    .await;
+    if !quiet {
+        println!("warning: the traffic did not settle within 30 s of the pause");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
+/// The slope of the least-squares line through `points`, and the largest
+/// distance of a point from it; `None` for fewer than three points.
+fn fit(points: &[(f64, f64)]) -> Option<(f64, f64)> {
+    if points.len() < 3 {
+        return None;
+    }
+    let n = points.len() as f64;
+    let (mx, my) = points
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x / n, b + y / n));
+    let sxy: f64 = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+    let sxx: f64 = points.iter().map(|(x, _)| (x - mx) * (x - mx)).sum();
+    let slope = sxy / sxx;
+    let spread = points
+        .iter()
+        .map(|(x, y)| (y - (my + slope * (x - mx))).abs())
+        .fold(0.0, f64::max);
+    Some((slope, spread))
+}
+
 async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     loop {
@@ -904,28 +967,55 @@ async fn run(cfg: &Config, url: String) -> bool {
     if !all_open {
         println!("warning: not every task opened within 120 s; going on");
     }
-    let rss_start = status_kib("VmRSS:").unwrap_or(0);
-    let (heap_start, blocks_start) = heap();
+    let rss_open = status_kib("VmRSS:").unwrap_or(0);
+    let (heap_open, blocks_open) = heap();
     println!(
-        "memory at start: {:.1} MiB RSS with {n} tasks ({:.1} MiB before opening, {:.1} KiB per task); \
-         heap {:.1} MiB in {blocks_start} blocks",
-        mib(rss_start),
+        "memory at open: {:.1} MiB RSS with {n} tasks ({:.1} MiB before opening, {:.1} KiB per task); \
+         heap {:.1} MiB in {blocks_open} blocks",
+        mib(rss_open),
         mib(rss_before),
-        rss_start.saturating_sub(rss_before) as f64 / n as f64,
-        mib(heap_start)
+        rss_open.saturating_sub(rss_before) as f64 / n as f64,
+        mib(heap_open)
     );
-
     println!(
         "        heap by block size: {}",
         class_changes(&[0; CLASSES])
     );
 
-    // 2. Traffic, with a progress line each minute.
+    // 2. Warm-up: traffic until every connection has carried some (its
+    //    buffers and queues are made as traffic first flows), then a pause.
+    //    The memory at start is taken in the pause, quiet, as the memory at
+    //    end is once the traffic stops: the two compare like with like.
+    let _ = phase_tx.send(Phase::Traffic);
+    let mut classes = heap_classes();
+    if !cfg.warmup.is_zero() {
+        tokio::time::sleep(cfg.warmup).await;
+        let _ = phase_tx.send(Phase::Pause);
+        quiesce(&slots, n).await;
+        println!(
+            "warm-up: {:.1} min of traffic, {} sends; paused until every send had its outcome",
+            cfg.warmup.as_secs_f64() / 60.0,
+            get(&stats.sends)
+        );
+    }
+    let rss_start = status_kib("VmRSS:").unwrap_or(0);
+    let (heap_start, blocks_start) = heap();
+    println!(
+        "memory at start: {:.1} MiB RSS, heap {:.1} MiB in {blocks_start} blocks",
+        mib(rss_start),
+        mib(heap_start)
+    );
+    println!(
+        "        heap change by block size: {}",
+        class_changes(&classes)
+    );
+    classes = heap_classes();
+
+    // 3. Traffic, with a progress line each minute.
     let _ = phase_tx.send(Phase::Traffic);
     let soak_start = Instant::now();
     let mut by_minute = vec![(0.0, (rss_start, heap_start))];
     let mut minute = 1u32;
-    let mut classes = heap_classes();
     loop {
         let next = Duration::from_secs(60 * u64::from(minute)).min(cfg.duration);
         tokio::time::sleep_until((soak_start + next).into()).await;
@@ -937,7 +1027,7 @@ async fn run(cfg: &Config, url: String) -> bool {
         minute += 1;
     }
 
-    // 3. Stop the traffic; wait for the loops (a replacement may be under
+    // 4. Stop the traffic; wait for the loops (a replacement may be under
     //    way) and for every task to be open again.
     let _ = phase_tx.send(Phase::Stop);
     let mut loops_hung = 0;
@@ -965,7 +1055,7 @@ async fn run(cfg: &Config, url: String) -> bool {
         mib(heap_end)
     );
 
-    // 4. Close every task, check it is CLOSED, and wait for every outcome.
+    // 5. Close every task, check it is CLOSED, and wait for every outcome.
     let closing_start = Instant::now();
     let closers: Vec<_> = slots
         .iter()
@@ -1053,18 +1143,21 @@ async fn run(cfg: &Config, url: String) -> bool {
         if cfg.connect_fail { "set" } else { "not set" }
     );
     println!(
-        "memory:           start {:.1} MiB, end {:.1} MiB, growth {growth:+.1} %, peak {:.1} MiB (VmHWM); {:.1} MiB before opening",
+        "memory:           start {:.1} MiB, end {:.1} MiB RSS, growth {growth:+.1} %, peak {:.1} MiB (VmHWM); \
+         {:.1} MiB before opening, {:.1} MiB once open",
         mib(rss_start),
         mib(rss_end),
         mib(hwm),
-        mib(rss_before)
+        mib(rss_before),
+        mib(rss_open)
     );
     let heap_growth = (heap_end as f64 - heap_start as f64) / (heap_start.max(1)) as f64 * 100.0;
     println!(
         "live heap:        start {:.1} MiB in {blocks_start} blocks, end {:.1} MiB in {blocks_end} blocks, \
-         growth {heap_growth:+.1} %",
+         growth {heap_growth:+.1} %; {:.1} MiB once open",
         mib(heap_start),
         mib(heap_end),
+        mib(heap_open),
     );
     println!(
         "after teardown:   every task closed and every handle dropped, the heap holds {:.1} MiB in \
@@ -1080,25 +1173,19 @@ async fn run(cfg: &Config, url: String) -> bool {
         .map(|(m, (rss, heap))| format!("{m:.0}m {:.0}/{:.0}", mib(*rss), mib(*heap)))
         .collect();
     println!("RSS/heap by min:  {} (MiB)", trend.join(", "));
-    // Buffers are allocated as traffic first flows through them, each sized
-    // to the largest burst its connection has seen: the first minutes grow
-    // the heap by design. From the second minute on, growth would be a leak
-    // or unbounded buffering.
-    if let (Some(&(m0, (rss0, heap0))), Some(&(m1, (rss1, heap1)))) =
-        (by_minute.get(2), by_minute.last())
-    {
-        if m1 > m0 {
-            let pct = |a: u64, b: u64| (b as f64 - a as f64) / a.max(1) as f64 * 100.0;
-            println!(
-                "after warm-up:    minute {m0:.0} to {m1:.0}: RSS {:+.1} MiB ({:+.1} %), heap {:+.1} MiB ({:+.1} %), \
-                 {:+.2} MiB of heap per minute",
-                (rss1 as f64 - rss0 as f64) / 1024.0,
-                pct(rss0, rss1),
-                (heap1 as f64 - heap0 as f64) / 1024.0,
-                pct(heap0, heap1),
-                (heap1 as f64 - heap0 as f64) / 1024.0 / (m1 - m0),
-            );
-        }
+    // The per-minute samples are taken with traffic in flight; a line fitted
+    // through them shows a trend that single samples hide in their noise.
+    let traffic: Vec<(f64, f64)> = by_minute
+        .iter()
+        .skip(1)
+        .map(|(m, (_, heap))| (*m, *heap as f64 / 1024.0))
+        .collect();
+    if let Some((slope, spread)) = fit(&traffic) {
+        println!(
+            "heap trend:       {slope:+.2} MiB per minute over minutes 1 to {:.0} (a line fitted through \
+             the samples; they lie within {spread:.2} MiB of it)",
+            traffic.last().map_or(0.0, |t| t.0)
+        );
     }
     println!(
         "sends:            {sends} ({} messages, {} of them binary; {} !drop, {} !eof, {} !close)",

@@ -806,9 +806,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         } else {
             self.quiet_reads = self.quiet_reads.saturating_add(1);
         }
-        if self.quiet_reads == QUIET_READS + 1 {
-            // Once per quiet spell: the queues give back the room of the
-            // bursts before it.
+        if self.quiet_reads > QUIET_READS && self.quiet_reads % (QUIET_READS + 1) == 0 {
+            // Every `QUIET_READS` reads of a quiet spell: the queues give
+            // back the room of the bursts before (a spell can last the
+            // connection's whole life, with bursts now and then).
             if self.sends.is_empty() && self.sends.capacity() > QUIET_QUEUE {
                 self.sends = VecDeque::new();
             }

@@ -1010,6 +1010,7 @@ async fn run(cfg: &Config, url: String) -> bool {
         class_changes(&classes)
     );
     classes = heap_classes();
+    let classes_start = classes;
 
     // 3. Traffic, with a progress line each minute.
     let _ = phase_tx.send(Phase::Traffic);
@@ -1027,8 +1028,27 @@ async fn run(cfg: &Config, url: String) -> bool {
         minute += 1;
     }
 
-    // 4. Stop the traffic; wait for the loops (a replacement may be under
-    //    way) and for every task to be open again.
+    // 4. Pause the traffic as after the warm-up, and take the memory at end
+    //    the same way as at start (the slot loops still alive); then stop
+    //    the loops (a replacement may be under way) and wait for every task
+    //    to be open again.
+    let _ = phase_tx.send(Phase::Pause);
+    quiesce(&slots, n).await;
+    let rss_end = status_kib("VmRSS:").unwrap_or(0);
+    let hwm = status_kib("VmHWM:").unwrap_or(0);
+    let (heap_end, blocks_end) = heap();
+    let open_at_end = count_open(&slots);
+    let pending_at_end: usize = slots.iter().map(|s| s.unsettled().0).sum();
+    println!(
+        "memory at end: {:.1} MiB RSS, heap {:.1} MiB in {blocks_end} blocks, with {open_at_end} tasks open \
+         ({pending_at_end} sends without outcome yet)",
+        mib(rss_end),
+        mib(heap_end)
+    );
+    println!(
+        "        heap change by block size since start: {}",
+        class_changes(&classes_start)
+    );
     let _ = phase_tx.send(Phase::Stop);
     let mut loops_hung = 0;
     for h in loops {
@@ -1039,21 +1059,12 @@ async fn run(cfg: &Config, url: String) -> bool {
             loops_hung += 1;
         }
     }
-    let reopened = wait_until(Duration::from_secs(30), || count_open(&slots) == n).await;
-    let open_at_end = count_open(&slots);
-    if !reopened {
-        println!("warning: {open_at_end} of {n} tasks open 30 s after the traffic stopped");
+    if !wait_until(Duration::from_secs(30), || count_open(&slots) == n).await {
+        println!(
+            "warning: {} of {n} tasks open 30 s after the traffic stopped",
+            count_open(&slots)
+        );
     }
-    let pending_at_end: usize = slots.iter().map(|s| s.unsettled().0).sum();
-    let rss_end = status_kib("VmRSS:").unwrap_or(0);
-    let hwm = status_kib("VmHWM:").unwrap_or(0);
-    let (heap_end, blocks_end) = heap();
-    println!(
-        "memory at end: {:.1} MiB RSS, heap {:.1} MiB in {blocks_end} blocks, with {open_at_end} tasks open \
-         ({pending_at_end} sends without outcome yet)",
-        mib(rss_end),
-        mib(heap_end)
-    );
 
     // 5. Close every task, check it is CLOSED, and wait for every outcome.
     let closing_start = Instant::now();

@@ -763,9 +763,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         let quiet = self.read_hint == MIN_READ && !self.conn.receiving_large_frame();
         let buf = self.conn.read_buf();
         if quiet && buf.is_empty() && buf.capacity() > 0 {
-            if buf.capacity() > 2 * MIN_READ {
+            if buf.capacity() > MIN_READ {
                 // The buffer of a burst that is over: the messages cut from
                 // it keep it as long as they live, the connection does not.
+                // (A new buffer also forgets the burst's size, which a
+                // shared one passes on to the buffer it is replaced by.)
                 *buf = BytesMut::new();
             } else if buf.try_reclaim(MIN_READ) {
                 // No message shares it any more. One that does stays, to be

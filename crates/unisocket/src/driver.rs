@@ -280,10 +280,11 @@ impl Early {
         self.cmds.drain(..)
     }
 
-    /// Gives back the room of a long queue once drained (the task may wait
-    /// in many reconnects; each would otherwise keep the largest queue).
+    /// Gives back the room of the queue once drained: it is used only while
+    /// the connection is down, and a task that kept it would hold the
+    /// largest queue of all its reconnects.
     fn shrink(&mut self) {
-        if self.cmds.is_empty() && self.cmds.capacity() > 16 {
+        if self.cmds.is_empty() {
             self.cmds = VecDeque::new();
         }
     }
@@ -457,6 +458,9 @@ struct Driver<S> {
     /// Reads since a large frame went by (either way); buffers shrink only
     /// after many small ones, not after every large message.
     quiet_reads: u32,
+    /// A wake-up took more than `QUIET_QUEUE` commands or messages at once:
+    /// the queues may have grown, and shrink once the connection is quiet.
+    burst: bool,
 }
 
 /// The smallest read: what a quiet connection holds (its messages are cut
@@ -521,6 +525,7 @@ impl Driver<transport::Stream> {
             batch: Vec::new(),
             read_hint: MIN_READ,
             quiet_reads: 0,
+            burst: false,
         }
     }
 }
@@ -615,7 +620,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         loop {
             let mut progress = false;
             // Commands from the handles.
-            for _ in 0..COMMAND_BATCH {
+            for taken in 0..COMMAND_BATCH {
                 if self.conn.write_buf().len() >= WRITE_AHEAD && !self.shared.close_queued(cx) {
                     // Taken once these bytes are written (the write below
                     // makes progress, or wakes the task when it can).
@@ -624,6 +629,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 match self.shared.poll_command(cx) {
                     Poll::Ready(cmd) => {
                         self.command(cmd);
+                        self.burst |= taken == QUIET_QUEUE;
                         progress = true;
                     }
                     Poll::Pending => break,
@@ -761,6 +767,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// turns share a few.
     fn give_back_buffers(&mut self) {
         let quiet = self.read_hint == MIN_READ && !self.conn.receiving_large_frame();
+        if quiet && self.burst {
+            // The queues of the burst give their room back.
+            self.burst = false;
+            self.shrink_queues();
+        }
         let buf = self.conn.read_buf();
         if quiet && buf.is_empty() && buf.capacity() > 0 {
             if buf.capacity() > MIN_READ {
@@ -812,19 +823,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             // Every `QUIET_READS` reads of a quiet spell: the queues give
             // back the room of the bursts before (a spell can last the
             // connection's whole life, with bursts now and then).
-            if self.sends.is_empty() && self.sends.capacity() > QUIET_QUEUE {
-                self.sends = VecDeque::new();
-            }
-            if self.batch.capacity() > QUIET_QUEUE {
-                self.batch = Vec::new();
-            }
-            self.shared.shrink_queues(QUIET_QUEUE);
+            self.shrink_queues();
         }
+    }
+
+    /// Frees the room of drained queues beyond `QUIET_QUEUE` entries.
+    fn shrink_queues(&mut self) {
+        if self.sends.is_empty() && self.sends.capacity() > QUIET_QUEUE {
+            self.sends = VecDeque::new();
+        }
+        if self.batch.capacity() > QUIET_QUEUE {
+            self.batch = Vec::new();
+        }
+        self.shared.shrink_queues(QUIET_QUEUE);
     }
 
     fn process_events(&mut self) {
         let mut batch = std::mem::take(&mut self.batch);
         self.decode_into(&mut batch);
+        self.burst |= batch.len() > QUIET_QUEUE;
         self.shared.messages(&mut batch);
         self.batch = batch;
     }

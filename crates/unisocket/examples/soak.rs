@@ -41,7 +41,10 @@
 //! pause until every send has its outcome, end once the traffic has stopped
 //! and settled the same way, so that the two compare like with like. Each
 //! minute in between the heap is sampled with traffic in flight, and a line
-//! fitted through the samples gives its trend. A leak grows the live heap; pages of allocated buffers
+//! fitted through the samples gives its trend. With glibc, the RSS at start
+//! and end is also taken after `malloc_trim`, which hands the allocator's
+//! free pages back to the kernel: RSS that grows while that figure does not
+//! is free memory the allocator keeps (fragmentation), not state. A leak grows the live heap; pages of allocated buffers
 //! touched only as traffic flows through them, or allocator fragmentation,
 //! grow the RSS alone. Once every task is closed and every handle dropped,
 //! the heap should be back where it was before the first open: what is left,
@@ -151,6 +154,38 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
+
+/// RSS once the allocator has handed its free pages back to the kernel
+/// (glibc's `malloc_trim`): what is left is memory in use, the rest of the
+/// RSS is free memory the allocator keeps. `None` where there is no glibc.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trimmed_rss() -> Option<u64> {
+    extern "C" {
+        fn malloc_trim(pad: usize) -> std::ffi::c_int;
+    }
+    // SAFETY: `malloc_trim` only returns free memory of glibc's own heaps
+    // to the kernel; it takes no pointer and runs under glibc's locks.
+    #[allow(unsafe_code)]
+    unsafe {
+        malloc_trim(0);
+    }
+    status_kib("VmRSS:")
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trimmed_rss() -> Option<u64> {
+    None
+}
+
+/// " (X MiB once free pages are given back)", or nothing.
+fn trimmed_note(trimmed: Option<u64>) -> String {
+    trimmed.map_or_else(String::new, |kib| {
+        format!(
+            " ({:.1} MiB once the allocator gives its free pages back)",
+            mib(kib)
+        )
+    })
+}
 
 /// The live heap: (KiB, blocks).
 fn heap() -> (u64, u64) {
@@ -999,10 +1034,12 @@ async fn run(cfg: &Config, url: String) -> bool {
         );
     }
     let rss_start = status_kib("VmRSS:").unwrap_or(0);
+    let trimmed_start = trimmed_rss();
     let (heap_start, blocks_start) = heap();
     println!(
-        "memory at start: {:.1} MiB RSS, heap {:.1} MiB in {blocks_start} blocks",
+        "memory at start: {:.1} MiB RSS{}, heap {:.1} MiB in {blocks_start} blocks",
         mib(rss_start),
+        trimmed_note(trimmed_start),
         mib(heap_start)
     );
     println!(
@@ -1036,13 +1073,15 @@ async fn run(cfg: &Config, url: String) -> bool {
     quiesce(&slots, n).await;
     let rss_end = status_kib("VmRSS:").unwrap_or(0);
     let hwm = status_kib("VmHWM:").unwrap_or(0);
+    let trimmed_end = trimmed_rss();
     let (heap_end, blocks_end) = heap();
     let open_at_end = count_open(&slots);
     let pending_at_end: usize = slots.iter().map(|s| s.unsettled().0).sum();
     println!(
-        "memory at end: {:.1} MiB RSS, heap {:.1} MiB in {blocks_end} blocks, with {open_at_end} tasks open \
+        "memory at end: {:.1} MiB RSS{}, heap {:.1} MiB in {blocks_end} blocks, with {open_at_end} tasks open \
          ({pending_at_end} sends without outcome yet)",
         mib(rss_end),
+        trimmed_note(trimmed_end),
         mib(heap_end)
     );
     println!(
@@ -1162,6 +1201,15 @@ async fn run(cfg: &Config, url: String) -> bool {
         mib(rss_before),
         mib(rss_open)
     );
+    if let (Some(a), Some(b)) = (trimmed_start, trimmed_end) {
+        println!(
+            "memory in use:    start {:.1} MiB, end {:.1} MiB RSS once the allocator gave its free pages \
+             back, growth {:+.1} %",
+            mib(a),
+            mib(b),
+            (b as f64 - a as f64) / a.max(1) as f64 * 100.0
+        );
+    }
     let heap_growth = (heap_end as f64 - heap_start as f64) / (heap_start.max(1)) as f64 * 100.0;
     println!(
         "live heap:        start {:.1} MiB in {blocks_start} blocks, end {:.1} MiB in {blocks_end} blocks, \

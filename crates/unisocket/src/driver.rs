@@ -477,6 +477,9 @@ const MAX_READ: usize = 64 * 1024;
 const QUIET_READS: u32 = 64;
 /// Write buffers up to this size are kept when traffic is quiet.
 const SMALL_WRITE: usize = 1024;
+/// Write buffers up to this size stay with a waiting connection when the
+/// thread has a spare already (larger ones are freed).
+const KEEP_WRITE: usize = 256;
 /// Queues (sends in flight, commands, jobs) up to this many entries are kept
 /// when traffic is quiet.
 const QUIET_QUEUE: usize = 4;
@@ -541,13 +544,15 @@ thread_local! {
 /// How many read buffers a thread keeps for its quiet connections.
 const SPARE_READ_BUFFERS: usize = 4;
 
-/// Gives an empty read buffer back to the thread's spares.
-fn give_back_read(buf: BytesMut) {
-    // `try_with` fails only while the thread exits; the buffer is freed then.
+/// Gives an empty read buffer back to the thread's spares if they have
+/// room; if not, the connection keeps it (freeing it, and allocating one for
+/// the next read, would cost each message two calls to the allocator).
+fn give_back_read(buf: &mut BytesMut) {
+    // `try_with` fails only while the thread exits.
     let _ = SPARE_READS.try_with(|spares| {
         let mut spares = spares.borrow_mut();
         if spares.len() < SPARE_READ_BUFFERS {
-            spares.push(buf);
+            spares.push(std::mem::take(buf));
         }
     });
 }
@@ -564,6 +569,18 @@ fn take_spare_read(buf: &mut BytesMut) {
 /// Gives an empty write buffer back to the thread's spare.
 fn give_back_write(buf: BytesMut) {
     let _ = SPARE_WRITE.try_with(|s| s.set(Some(buf)));
+}
+
+/// Whether the thread's spare write buffer is free to take one.
+fn spare_write_free() -> bool {
+    SPARE_WRITE
+        .try_with(|s| {
+            let b = s.take();
+            let free = b.is_none();
+            s.set(b);
+            free
+        })
+        .unwrap_or(false)
 }
 
 /// Into a write buffer that has no room, the thread's spare.
@@ -761,10 +778,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         }
     }
 
-    /// While the connection waits, its empty buffers go back to the thread's
-    /// spares, unless its reads are large (a busy connection keeps them). A
-    /// task that is idle then holds no buffer; 1 000 connections that take
-    /// turns share a few.
+    /// While the connection waits, it gives its empty buffers back to the
+    /// thread's spares when they have room, unless its reads are large (a
+    /// busy connection keeps them). Buffers grown by a burst are freed, so a
+    /// quiet connection holds at most a small read and a small write buffer.
     fn give_back_buffers(&mut self) {
         let quiet = self.read_hint == MIN_READ && !self.conn.receiving_large_frame();
         if quiet && self.burst {
@@ -783,25 +800,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             } else if buf.try_reclaim(MIN_READ) {
                 // No message shares it any more. One that does stays, to be
                 // reclaimed by this connection's next read.
-                give_back_read(std::mem::take(buf));
+                give_back_read(buf);
             }
         }
         let write = self.conn.write_buf();
-        if self.out.is_empty()
-            && write.is_empty()
-            && self.out.capacity().max(write.capacity()) <= SMALL_WRITE
-        {
-            // Of the two write buffers, the larger is given back.
-            let write = std::mem::take(write);
-            let out = std::mem::take(&mut self.out);
-            let buf = if out.capacity() >= write.capacity() {
-                out
-            } else {
-                write
-            };
-            if buf.capacity() > 0 {
-                give_back_write(buf);
+        let largest = self.out.capacity().max(write.capacity());
+        if self.out.is_empty() && write.is_empty() && largest > 0 && largest <= SMALL_WRITE {
+            if spare_write_free() {
+                // Of the two write buffers, the larger is given back.
+                let write = std::mem::take(write);
+                let out = std::mem::take(&mut self.out);
+                give_back_write(if out.capacity() >= write.capacity() {
+                    out
+                } else {
+                    write
+                });
+            } else if largest > KEEP_WRITE {
+                // The buffers of a burst: freed.
+                *write = BytesMut::new();
+                self.out = BytesMut::new();
             }
+            // Otherwise the connection keeps its small buffers: freeing and
+            // allocating them for every message costs more than they hold.
         }
     }
 
@@ -1043,14 +1063,21 @@ mod tests {
 
     /// Quiet connections give empty read and write buffers back to their
     /// thread, and the next connection that reads or writes takes them; a
-    /// thread keeps at most a few.
+    /// thread keeps at most a few, and a connection keeps what they do not
+    /// take.
     #[test]
     fn spare_buffers_go_round_and_stay_bounded() {
         let spares = || SPARE_READS.with(|s| s.borrow().len());
         assert_eq!(spares(), 0);
-        for _ in 0..SPARE_READ_BUFFERS + 3 {
-            give_back_read(BytesMut::with_capacity(MIN_READ));
+        for _ in 0..SPARE_READ_BUFFERS {
+            let mut buf = BytesMut::with_capacity(MIN_READ);
+            give_back_read(&mut buf);
+            assert_eq!(buf.capacity(), 0, "given back");
         }
+        // The spares are full: the connection keeps its buffer.
+        let mut kept = BytesMut::with_capacity(MIN_READ);
+        give_back_read(&mut kept);
+        assert_eq!(kept.capacity(), MIN_READ);
         assert_eq!(spares(), SPARE_READ_BUFFERS);
         let mut buf = BytesMut::new();
         take_spare_read(&mut buf);
@@ -1064,7 +1091,9 @@ mod tests {
         let mut write = BytesMut::new();
         take_spare_write(&mut write);
         assert_eq!(write.capacity(), 0);
+        assert!(spare_write_free());
         give_back_write(BytesMut::with_capacity(100));
+        assert!(!spare_write_free());
         take_spare_write(&mut write);
         assert!(write.capacity() >= 100);
         let mut again = BytesMut::new();

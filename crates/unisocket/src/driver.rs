@@ -2,12 +2,13 @@
 //! [`proto::Connection`](crate::proto::Connection) over the transport (read
 //! loop, write queue, close deadline) and reports to the shared task state.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::thread::LocalKey;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
@@ -70,10 +71,10 @@ struct Opened<S> {
 /// small: `params` comes boxed (an `async fn` keeps its arguments twice), the
 /// opened connection is boxed until the driver takes it, and without a
 /// reconnect policy the parameters are dropped once the connection is open.
-pub(crate) async fn run(shared: Arc<Shared>, params: Box<Params>) {
+pub(crate) async fn run(shared: Arc<Shared>, mut params: Box<Params>) {
     let _guard = EndGuard(shared.clone());
     let mut early = Early::new(params.queue_until_open, params.max_queued_bytes);
-    let reconnect = params.reconnect.clone();
+    let reconnect = params.reconnect.take();
     let mut params = Some(params);
     let mut attempt: u32 = 0;
     while let Some(p) = params.as_deref() {
@@ -537,56 +538,39 @@ thread_local! {
     /// Read buffers that quiet connections gave back (none of their messages
     /// still held), for the next ones on this thread that read.
     static SPARE_READS: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
-    /// The same for write buffers, which are never shared: one will do.
-    static SPARE_WRITE: Cell<Option<BytesMut>> = const { Cell::new(None) };
+    /// The same for write buffers.
+    static SPARE_WRITES: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
 }
 
 /// How many read buffers a thread keeps for its quiet connections.
 const SPARE_READ_BUFFERS: usize = 4;
+/// How many write buffers: they are never shared, so one will do.
+const SPARE_WRITE_BUFFERS: usize = 1;
 
-/// Gives an empty read buffer back to the thread's spares if they have
-/// room; if not, the connection keeps it (freeing it, and allocating one for
-/// the next read, would cost each message two calls to the allocator).
-fn give_back_read(buf: &mut BytesMut) {
+type Spares = LocalKey<RefCell<Vec<BytesMut>>>;
+
+/// Moves an empty buffer to the thread's `spares` if they hold fewer than
+/// `max`, and says whether it did; if not, the connection keeps it (freeing
+/// it, and allocating one for the next message, would cost each message two
+/// calls to the allocator).
+fn give_back(spares: &'static Spares, max: usize, buf: &mut BytesMut) -> bool {
     // `try_with` fails only while the thread exits.
-    let _ = SPARE_READS.try_with(|spares| {
-        let mut spares = spares.borrow_mut();
-        if spares.len() < SPARE_READ_BUFFERS {
-            spares.push(std::mem::take(buf));
-        }
-    });
-}
-
-/// Into a read buffer that has no room, one of the thread's spares.
-fn take_spare_read(buf: &mut BytesMut) {
-    if buf.capacity() == 0 {
-        if let Ok(Some(b)) = SPARE_READS.try_with(|spares| spares.borrow_mut().pop()) {
-            *buf = b;
-        }
-    }
-}
-
-/// Gives an empty write buffer back to the thread's spare.
-fn give_back_write(buf: BytesMut) {
-    let _ = SPARE_WRITE.try_with(|s| s.set(Some(buf)));
-}
-
-/// Whether the thread's spare write buffer is free to take one.
-fn spare_write_free() -> bool {
-    SPARE_WRITE
-        .try_with(|s| {
-            let b = s.take();
-            let free = b.is_none();
-            s.set(b);
-            free
+    spares
+        .try_with(|spares| {
+            let mut spares = spares.borrow_mut();
+            let room = spares.len() < max;
+            if room {
+                spares.push(std::mem::take(buf));
+            }
+            room
         })
         .unwrap_or(false)
 }
 
-/// Into a write buffer that has no room, the thread's spare.
-fn take_spare_write(buf: &mut BytesMut) {
+/// Into a buffer that has no room, one of the thread's `spares`.
+fn take_spare(spares: &'static Spares, buf: &mut BytesMut) {
     if buf.capacity() == 0 {
-        if let Ok(Some(b)) = SPARE_WRITE.try_with(Cell::take) {
+        if let Ok(Some(b)) = spares.try_with(|spares| spares.borrow_mut().pop()) {
             *buf = b;
         }
     }
@@ -594,7 +578,7 @@ fn take_spare_write(buf: &mut BytesMut) {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     fn command(&mut self, cmd: Command) {
-        take_spare_write(self.conn.write_buf());
+        take_spare(&SPARE_WRITES, self.conn.write_buf());
         match cmd {
             Command::Send { data, reply } => match self.conn.send(&data) {
                 Ok(()) => {
@@ -726,7 +710,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 let hint = self.read_hint;
                 let large = self.conn.receiving_large_frame();
                 let buf = self.conn.read_buf();
-                take_spare_read(buf);
+                take_spare(&SPARE_READS, buf);
                 if !large && buf.capacity() - buf.len() < hint / 2 {
                     // Large frames reserve their whole length in the codec;
                     // this only sizes reads of small traffic.
@@ -800,28 +784,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             } else if buf.try_reclaim(MIN_READ) {
                 // No message shares it any more. One that does stays, to be
                 // reclaimed by this connection's next read.
-                give_back_read(buf);
+                give_back(&SPARE_READS, SPARE_READ_BUFFERS, buf);
             }
         }
         let write = self.conn.write_buf();
         let largest = self.out.capacity().max(write.capacity());
         if self.out.is_empty() && write.is_empty() && largest > 0 && largest <= SMALL_WRITE {
-            if spare_write_free() {
-                // Of the two write buffers, the larger is given back.
-                let write = std::mem::take(write);
-                let out = std::mem::take(&mut self.out);
-                give_back_write(if out.capacity() >= write.capacity() {
-                    out
-                } else {
-                    write
-                });
+            let (larger, smaller) = if self.out.capacity() >= write.capacity() {
+                (&mut self.out, write)
+            } else {
+                (write, &mut self.out)
+            };
+            if give_back(&SPARE_WRITES, SPARE_WRITE_BUFFERS, larger) {
+                // Of the two write buffers, the larger was given back.
+                *smaller = BytesMut::new();
             } else if largest > KEEP_WRITE {
                 // The buffers of a burst: freed.
-                *write = BytesMut::new();
-                self.out = BytesMut::new();
+                *larger = BytesMut::new();
+                *smaller = BytesMut::new();
             }
-            // Otherwise the connection keeps its small buffers: freeing and
-            // allocating them for every message costs more than they hold.
+            // Otherwise the connection keeps its small buffers.
         }
     }
 
@@ -1071,33 +1053,34 @@ mod tests {
         assert_eq!(spares(), 0);
         for _ in 0..SPARE_READ_BUFFERS {
             let mut buf = BytesMut::with_capacity(MIN_READ);
-            give_back_read(&mut buf);
+            assert!(give_back(&SPARE_READS, SPARE_READ_BUFFERS, &mut buf));
             assert_eq!(buf.capacity(), 0, "given back");
         }
         // The spares are full: the connection keeps its buffer.
         let mut kept = BytesMut::with_capacity(MIN_READ);
-        give_back_read(&mut kept);
+        assert!(!give_back(&SPARE_READS, SPARE_READ_BUFFERS, &mut kept));
         assert_eq!(kept.capacity(), MIN_READ);
         assert_eq!(spares(), SPARE_READ_BUFFERS);
         let mut buf = BytesMut::new();
-        take_spare_read(&mut buf);
+        take_spare(&SPARE_READS, &mut buf);
         assert!(buf.capacity() >= MIN_READ);
         assert_eq!(spares(), SPARE_READ_BUFFERS - 1);
         // A buffer with room keeps it.
         let mut other = BytesMut::with_capacity(8);
-        take_spare_read(&mut other);
+        take_spare(&SPARE_READS, &mut other);
         assert_eq!((other.capacity(), spares()), (8, SPARE_READ_BUFFERS - 1));
 
         let mut write = BytesMut::new();
-        take_spare_write(&mut write);
+        take_spare(&SPARE_WRITES, &mut write);
         assert_eq!(write.capacity(), 0);
-        assert!(spare_write_free());
-        give_back_write(BytesMut::with_capacity(100));
-        assert!(!spare_write_free());
-        take_spare_write(&mut write);
+        let mut spare = BytesMut::with_capacity(100);
+        assert!(give_back(&SPARE_WRITES, SPARE_WRITE_BUFFERS, &mut spare));
+        let mut second = BytesMut::with_capacity(100);
+        assert!(!give_back(&SPARE_WRITES, SPARE_WRITE_BUFFERS, &mut second));
+        take_spare(&SPARE_WRITES, &mut write);
         assert!(write.capacity() >= 100);
         let mut again = BytesMut::new();
-        take_spare_write(&mut again);
+        take_spare(&SPARE_WRITES, &mut again);
         assert_eq!(again.capacity(), 0, "the one spare was taken");
     }
 }

@@ -44,9 +44,9 @@
 //! fitted through the samples gives its trend. With glibc, the RSS at start
 //! and end is also taken after `malloc_trim`, which hands the allocator's
 //! free pages back to the kernel: RSS that grows while that figure does not
-//! is free memory the allocator keeps (fragmentation), not state. A leak grows the live heap; pages of allocated buffers
-//! touched only as traffic flows through them, or allocator fragmentation,
-//! grow the RSS alone. Once every task is closed and every handle dropped,
+//! is free memory the allocator keeps, not state. A leak grows the live
+//! heap; pages of allocated buffers touched only as traffic flows through
+//! them, or allocator fragmentation, grow the RSS alone. Once every task is closed and every handle dropped,
 //! the heap should be back where it was before the first open: what is left,
 //! per task made, is reported (and flagged as a leak above 512 bytes).
 //!
@@ -855,6 +855,14 @@ fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
+/// The growth from `from` to `to` in percent (0 when `from` is unknown).
+fn growth_pct(from: u64, to: u64) -> f64 {
+    if from == 0 {
+        return 0.0;
+    }
+    (to as f64 - from as f64) / from as f64 * 100.0
+}
+
 fn count_open(slots: &[Arc<Slot>]) -> usize {
     slots
         .iter()
@@ -901,12 +909,11 @@ fn progress(
     (rss, heap_kib)
 }
 
-/// Waits until `done()` or `limit` passes; returns whether it is done.
 /// Waits (at most 30 s) until every task is open and every send has its
 /// outcome, then a moment for the last echoes.
-async fn quiesce(slots: &[Arc<Slot>], n: usize) {
+async fn quiesce(slots: &[Arc<Slot>]) {
     let quiet = wait_until(Duration::from_secs(30), || {
-        count_open(slots) == n && slots.iter().all(|s| s.unsettled() == (0, 0))
+        count_open(slots) == slots.len() && slots.iter().all(|s| s.unsettled() == (0, 0))
     })
     .await;
     if !quiet {
@@ -935,6 +942,7 @@ fn fit(points: &[(f64, f64)]) -> Option<(f64, f64)> {
     Some((slope, spread))
 }
 
+/// Waits until `done()` or `limit` passes; returns whether it is done.
 async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     loop {
@@ -1026,7 +1034,7 @@ async fn run(cfg: &Config, url: String) -> bool {
     if !cfg.warmup.is_zero() {
         tokio::time::sleep(cfg.warmup).await;
         let _ = phase_tx.send(Phase::Pause);
-        quiesce(&slots, n).await;
+        quiesce(&slots).await;
         println!(
             "warm-up: {:.1} min of traffic, {} sends; paused until every send had its outcome",
             cfg.warmup.as_secs_f64() / 60.0,
@@ -1070,7 +1078,7 @@ async fn run(cfg: &Config, url: String) -> bool {
     //    the loops (a replacement may be under way) and wait for every task
     //    to be open again.
     let _ = phase_tx.send(Phase::Pause);
-    quiesce(&slots, n).await;
+    quiesce(&slots).await;
     let rss_end = status_kib("VmRSS:").unwrap_or(0);
     let hwm = status_kib("VmHWM:").unwrap_or(0);
     let trimmed_end = trimmed_rss();
@@ -1179,11 +1187,7 @@ async fn run(cfg: &Config, url: String) -> bool {
     // 6. The summary.
     let sends = get(&stats.sends);
     let counted_lost = sends.saturating_sub(get(&stats.succeeded) + get(&stats.failed));
-    let growth = if rss_start > 0 {
-        (rss_end as f64 - rss_start as f64) / rss_start as f64 * 100.0
-    } else {
-        0.0
-    };
+    let growth = growth_pct(rss_start, rss_end);
     println!();
     println!("=== soak summary ===");
     println!(
@@ -1207,10 +1211,10 @@ async fn run(cfg: &Config, url: String) -> bool {
              back, growth {:+.1} %",
             mib(a),
             mib(b),
-            (b as f64 - a as f64) / a.max(1) as f64 * 100.0
+            growth_pct(a, b)
         );
     }
-    let heap_growth = (heap_end as f64 - heap_start as f64) / (heap_start.max(1)) as f64 * 100.0;
+    let heap_growth = growth_pct(heap_start, heap_end);
     println!(
         "live heap:        start {:.1} MiB in {blocks_start} blocks, end {:.1} MiB in {blocks_end} blocks, \
          growth {heap_growth:+.1} %; {:.1} MiB once open",

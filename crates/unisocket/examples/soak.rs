@@ -177,6 +177,58 @@ fn trimmed_rss() -> Option<u64> {
     None
 }
 
+/// glibc's own view of its heaps (`mallinfo2`): KiB obtained from the
+/// kernel (arenas plus mmapped blocks), KiB in use (with each block's
+/// header and rounding), and KiB free inside the arenas. `None` where there
+/// is no glibc.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn malloc_info() -> Option<(u64, u64, u64)> {
+    #[repr(C)]
+    struct Mallinfo2 {
+        arena: usize,
+        ordblks: usize,
+        smblks: usize,
+        hblks: usize,
+        hblkhd: usize,
+        usmblks: usize,
+        fsmblks: usize,
+        uordblks: usize,
+        fordblks: usize,
+        keepcost: usize,
+    }
+    extern "C" {
+        fn mallinfo2() -> Mallinfo2;
+    }
+    // SAFETY: `mallinfo2` (glibc 2.33+) takes no argument and returns a
+    // struct by value, laid out as declared above; it reads glibc's
+    // counters under its own locks.
+    #[allow(unsafe_code)]
+    let m = unsafe { mallinfo2() };
+    let kib = |b: usize| b as u64 / 1024;
+    Some((
+        kib(m.arena + m.hblkhd),
+        kib(m.uordblks + m.hblkhd),
+        kib(m.fordblks),
+    ))
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn malloc_info() -> Option<(u64, u64, u64)> {
+    None
+}
+
+/// ", glibc: X MiB from the kernel, Y in use, Z free", or nothing.
+fn malloc_note() -> String {
+    malloc_info().map_or_else(String::new, |(total, used, free)| {
+        format!(
+            " | glibc {:.1} MiB: {:.1} in use, {:.1} free",
+            mib(total),
+            mib(used),
+            mib(free)
+        )
+    })
+}
+
 /// " (X MiB once free pages are given back)", or nothing.
 fn trimmed_note(trimmed: Option<u64>) -> String {
     trimmed.map_or_else(String::new, |kib| {
@@ -885,7 +937,7 @@ fn progress(
     let secs = t0.elapsed().as_secs();
     println!(
         "[{:>2}:{:02}] rss {:.1} MiB, heap {:.1} MiB in {heap_blocks} blocks | open {}/{} | sends {} ok {} fail {} pending {} | \
-         echoes {} | reconnects {} | replaced {}",
+         echoes {} | reconnects {} | replaced {}{}",
         secs / 60,
         secs % 60,
         mib(rss),
@@ -899,6 +951,7 @@ fn progress(
         get(&stats.echoes),
         get(&stats.reopens),
         get(&stats.replacements),
+        malloc_note(),
     );
     println!(
         "        heap change by block size: {}",
@@ -1045,10 +1098,11 @@ async fn run(cfg: &Config, url: String) -> bool {
     let trimmed_start = trimmed_rss();
     let (heap_start, blocks_start) = heap();
     println!(
-        "memory at start: {:.1} MiB RSS{}, heap {:.1} MiB in {blocks_start} blocks",
+        "memory at start: {:.1} MiB RSS{}, heap {:.1} MiB in {blocks_start} blocks{}",
         mib(rss_start),
         trimmed_note(trimmed_start),
-        mib(heap_start)
+        mib(heap_start),
+        malloc_note()
     );
     println!(
         "        heap change by block size: {}",
@@ -1087,10 +1141,11 @@ async fn run(cfg: &Config, url: String) -> bool {
     let pending_at_end: usize = slots.iter().map(|s| s.unsettled().0).sum();
     println!(
         "memory at end: {:.1} MiB RSS{}, heap {:.1} MiB in {blocks_end} blocks, with {open_at_end} tasks open \
-         ({pending_at_end} sends without outcome yet)",
+         ({pending_at_end} sends without outcome yet){}",
         mib(rss_end),
         trimmed_note(trimmed_end),
-        mib(heap_end)
+        mib(heap_end),
+        malloc_note()
     );
     println!(
         "        heap change by block size since start: {}",

@@ -111,8 +111,29 @@ pub(crate) struct Reply<T: Clone + Send + 'static> {
     bytes: usize,
     tx: Option<oneshot::Sender<Result<T, SocketError>>>,
     /// Boxed, and only when there are any: keeps every queued command small.
-    callbacks: Option<Box<Callbacks<T>>>,
+    callbacks: Option<Box<Settled<T>>>,
     shared: Arc<Shared>,
+}
+
+/// A call's callbacks and, once it settled, its outcome: one box, made with
+/// the call, that becomes the dispatcher's job.
+struct Settled<T> {
+    callbacks: Callbacks<T>,
+    result: Option<Result<T, SocketError>>,
+}
+
+/// A [`Settled`] of any result type, as a job runs it.
+trait SettledCall: Send {
+    fn run(self: Box<Self>);
+}
+
+impl<T: Send> SettledCall for Settled<T> {
+    fn run(self: Box<Self>) {
+        let Settled { callbacks, result } = *self;
+        if let Some(result) = result {
+            callbacks.settle(&result);
+        }
+    }
 }
 
 impl<T: Clone + Send + 'static> Reply<T> {
@@ -128,7 +149,12 @@ impl<T: Clone + Send + 'static> Reply<T> {
             api,
             bytes,
             tx: Some(tx),
-            callbacks: (!callbacks.is_empty()).then(|| Box::new(callbacks)),
+            callbacks: (!callbacks.is_empty()).then(|| {
+                Box::new(Settled {
+                    callbacks,
+                    result: None,
+                })
+            }),
             shared: shared.clone(),
         };
         (reply, Completion { api, rx })
@@ -147,10 +173,16 @@ impl<T: Clone + Send + 'static> Reply<T> {
                 self.shared.release_waiting();
             }
         }
-        if let Some(callbacks) = self.callbacks.take() {
-            let r = result.clone();
-            self.shared
-                .dispatch(Box::new(move |_| callbacks.settle(&r)));
+        if let Some(mut call) = self.callbacks.take() {
+            if tx.is_closed() {
+                // The `Completion` is gone (callers with callbacks usually
+                // drop it): the callbacks take the outcome itself.
+                call.result = Some(result);
+                self.shared.dispatch(Job::Settled(call));
+                return;
+            }
+            call.result = Some(result.clone());
+            self.shared.dispatch(Job::Settled(call));
         }
         let _ = tx.send(result);
     }
@@ -255,7 +287,31 @@ impl Listeners {
     }
 }
 
-type Job = Box<dyn FnOnce(&mut Listeners) + Send + 'static>;
+/// Work for the task's dispatcher, run in order with no lock held. The
+/// jobs of every message and every settled call are not boxed closures:
+/// they cost no allocation of their own.
+enum Job {
+    /// A message for the `on_message` listeners.
+    Message(MessageEvent),
+    /// The callbacks of a settled call, with its outcome.
+    Settled(Box<dyn SettledCall>),
+    /// Any other event.
+    Other(Box<dyn FnOnce(&mut Listeners) + Send + 'static>),
+}
+
+impl Job {
+    fn other(f: impl FnOnce(&mut Listeners) + Send + 'static) -> Self {
+        Job::Other(Box::new(f))
+    }
+
+    fn run(self, listeners: &mut Listeners) {
+        match self {
+            Job::Message(ev) => listeners.message.iter_mut().for_each(|f| f(&ev)),
+            Job::Settled(call) => call.run(),
+            Job::Other(f) => f(listeners),
+        }
+    }
+}
 
 struct Inner {
     open: Option<OpenEvent>,
@@ -378,7 +434,7 @@ impl Shared {
             let mut listeners = mem::take(&mut inner.listeners);
             drop(inner);
             // A panicking callback must not take the connection down with it.
-            let _ = catch_unwind(AssertUnwindSafe(|| job(&mut listeners)));
+            let _ = catch_unwind(AssertUnwindSafe(|| job.run(&mut listeners)));
             inner = self.lock();
             listeners.merge(&mut inner.listeners);
             inner.listeners = listeners;
@@ -399,7 +455,7 @@ impl Shared {
         inner.open_wakers.drain(..).for_each(Waker::wake);
         inner
             .jobs
-            .push_back(Box::new(move |l| l.open.iter_mut().for_each(|f| f(&ev))));
+            .push_back(Job::other(move |l| l.open.iter_mut().for_each(|f| f(&ev))));
         self.run_jobs(inner);
     }
 
@@ -412,9 +468,7 @@ impl Shared {
         if inner.message_listeners > 0 {
             for data in batch.drain(..) {
                 let ev = MessageEvent { data };
-                inner
-                    .jobs
-                    .push_back(Box::new(move |l| l.message.iter_mut().for_each(|f| f(&ev))));
+                inner.jobs.push_back(Job::Message(ev));
             }
             self.run_jobs(inner);
         } else {
@@ -560,7 +614,7 @@ impl Shared {
         let mut inner = self.lock();
         self.state
             .store(ReadyState::Connecting as u8, Ordering::Release);
-        inner.jobs.push_back(Box::new(move |l| {
+        inner.jobs.push_back(Job::other(move |l| {
             l.reconnecting.iter_mut().for_each(|f| f(&ev))
         }));
         self.run_jobs(inner);
@@ -571,7 +625,7 @@ impl Shared {
         if inner.listeners.ping_pong.is_empty() && !inner.dispatching {
             return;
         }
-        inner.jobs.push_back(Box::new(move |l| {
+        inner.jobs.push_back(Job::other(move |l| {
             l.ping_pong.iter_mut().for_each(|f| f(&ev))
         }));
         self.run_jobs(inner);
@@ -583,7 +637,7 @@ impl Shared {
         inner.error = Some(ev.clone());
         inner
             .jobs
-            .push_back(Box::new(move |l| l.error.iter_mut().for_each(|f| f(&ev))));
+            .push_back(Job::other(move |l| l.error.iter_mut().for_each(|f| f(&ev))));
         self.run_jobs(inner);
     }
 
@@ -597,13 +651,13 @@ impl Shared {
         inner.recv_wakers.drain(..).for_each(Waker::wake);
         inner
             .jobs
-            .push_back(Box::new(move |l| l.close.iter_mut().for_each(|f| f(&ev))));
+            .push_back(Job::other(move |l| l.close.iter_mut().for_each(|f| f(&ev))));
         // No event follows the close: drop the listeners, and with them the
         // task handles they may hold (a listener that captures its own task
         // would otherwise keep the task alive for ever).
         inner
             .jobs
-            .push_back(Box::new(|l| *l = Listeners::default()));
+            .push_back(Job::other(|l| *l = Listeners::default()));
         self.run_jobs(inner);
     }
 
@@ -1088,7 +1142,7 @@ impl SocketTask {
         // Once closed, listeners are called (if at all) and not kept.
         let keep = inner.close.is_none();
         if let Some(ev) = inner.open.clone() {
-            inner.jobs.push_back(Box::new(move |l| {
+            inner.jobs.push_back(Job::other(move |l| {
                 f(&ev);
                 if keep {
                     l.open.push(f);
@@ -1113,7 +1167,7 @@ impl SocketTask {
             // Closed: hand this listener what is still held, then drop it.
             let held: Vec<Data> = std::iter::from_fn(|| Shared::take_held(&mut inner)).collect();
             if !held.is_empty() {
-                inner.jobs.push_back(Box::new(move |_| {
+                inner.jobs.push_back(Job::other(move |_| {
                     for data in held {
                         f(&MessageEvent { data });
                     }
@@ -1126,9 +1180,7 @@ impl SocketTask {
         inner.message_listeners += 1;
         while let Some(data) = Shared::take_held(&mut inner) {
             let ev = MessageEvent { data };
-            inner
-                .jobs
-                .push_back(Box::new(move |l| l.message.iter_mut().for_each(|f| f(&ev))));
+            inner.jobs.push_back(Job::Message(ev));
         }
         self.shared.run_jobs(inner);
     }
@@ -1144,7 +1196,7 @@ impl SocketTask {
         let mut f: CloseFn = Box::new(f);
         let mut inner = self.shared.lock();
         if let Some(ev) = inner.close.clone() {
-            inner.jobs.push_back(Box::new(move |_| f(&ev)));
+            inner.jobs.push_back(Job::other(move |_| f(&ev)));
             self.shared.run_jobs(inner);
         } else {
             inner.listeners.close.push(f);
@@ -1168,7 +1220,7 @@ impl SocketTask {
         let mut inner = self.shared.lock();
         let keep = inner.close.is_none();
         if let Some(ev) = inner.error.clone() {
-            inner.jobs.push_back(Box::new(move |l| {
+            inner.jobs.push_back(Job::other(move |l| {
                 f(&ev);
                 if keep {
                     l.error.push(f);
@@ -1200,5 +1252,18 @@ impl futures_core::Stream for SocketTask {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Data>> {
         self.shared.poll_recv(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each task keeps a few queued jobs' room while idle: a message job is
+    /// not boxed, but it must not make every job large.
+    #[test]
+    fn jobs_stay_small() {
+        let size = std::mem::size_of::<Job>();
+        assert!(size <= 48, "Job: {size} bytes");
     }
 }

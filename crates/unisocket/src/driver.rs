@@ -507,7 +507,7 @@ impl Driver<transport::Stream> {
         let mut profile = opened.profile;
         profile.total = params.started.elapsed();
         shared.opened(OpenEvent {
-            header: Headers::new(opened.response.headers),
+            header: Headers::new(&opened.response.headers),
             protocol: opened.response.protocol.unwrap_or_default(),
             profile,
         });

@@ -21,12 +21,41 @@ use crate::error::SocketError;
 /// });
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Headers(Vec<(String, String)>);
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Headers {
+    /// Every name and value, one after the other: a task keeps the headers
+    /// of its last open for as long as it lives, in two blocks rather than
+    /// two per header.
+    text: String,
+    /// Where each name ends and where its value ends, in `text`.
+    ends: Vec<(u32, u32)>,
+}
 
 impl Headers {
-    pub(crate) fn new(list: Vec<(String, String)>) -> Self {
-        Headers(list)
+    pub(crate) fn new(list: &[(String, String)]) -> Self {
+        let len = list.iter().map(|(n, v)| n.len() + v.len()).sum();
+        let mut text = String::with_capacity(len);
+        let mut ends = Vec::with_capacity(list.len());
+        for (name, value) in list {
+            text.push_str(name);
+            let name_end = text.len();
+            text.push_str(value);
+            // A handshake response is at most a few KiB (the parser's limit).
+            if let (Ok(n), Ok(v)) = (u32::try_from(name_end), u32::try_from(text.len())) {
+                ends.push((n, v));
+            }
+        }
+        Headers { text, ends }
+    }
+
+    fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut start = 0;
+        self.ends.iter().map(move |&(name_end, value_end)| {
+            let (n, v) = (name_end as usize, value_end as usize);
+            let pair = (&self.text[start..n], &self.text[n..v]);
+            start = v;
+            pair
+        })
     }
 
     /// The first value of the header `name` (any case).
@@ -61,10 +90,9 @@ impl Headers {
     /// assert_eq!(header.get("x-missing"), None);
     /// ```
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
+        self.pairs()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v)
     }
 
     /// Every `(name, value)` pair, in order.
@@ -104,7 +132,7 @@ impl Headers {
     /// assert_eq!(header.get("set-cookie"), Some("a=1")); // `get` gives the first only
     /// ```
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        self.pairs()
     }
 
     /// The number of header lines.
@@ -119,7 +147,7 @@ impl Headers {
     /// assert_eq!(header.len(), header.iter().count());
     /// ```
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.ends.len()
     }
 
     /// Whether there are no headers.
@@ -134,7 +162,13 @@ impl Headers {
     /// assert!(ev.header.is_empty());
     /// ```
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.ends.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Headers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.pairs()).finish()
     }
 }
 
@@ -258,5 +292,56 @@ impl From<SocketError> for ErrorEvent {
             err_msg: error.err_msg().to_owned(),
             error,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Headers;
+
+    fn pair(n: &str, v: &str) -> (String, String) {
+        (n.to_owned(), v.to_owned())
+    }
+
+    #[test]
+    fn headers_keep_order_values_and_repeats() {
+        let h = Headers::new(&[
+            pair("Upgrade", "websocket"),
+            pair("Set-Cookie", "a=1"),
+            pair("X-Empty", ""),
+            pair("set-cookie", "b=2"),
+            pair("Server", "démo/1.0"),
+        ]);
+        assert_eq!(h.len(), 5);
+        assert!(!h.is_empty());
+        assert_eq!(
+            h.iter().collect::<Vec<_>>(),
+            [
+                ("Upgrade", "websocket"),
+                ("Set-Cookie", "a=1"),
+                ("X-Empty", ""),
+                ("set-cookie", "b=2"),
+                ("Server", "démo/1.0"),
+            ]
+        );
+        assert_eq!(h.get("SET-COOKIE"), Some("a=1"), "the first of repeats");
+        assert_eq!(h.get("x-empty"), Some(""));
+        assert_eq!(h.get("server"), Some("démo/1.0"));
+        assert_eq!(h.get("Upgrad"), None);
+        assert_eq!(
+            format!("{h:?}"),
+            r#"[("Upgrade", "websocket"), ("Set-Cookie", "a=1"), ("X-Empty", ""), ("set-cookie", "b=2"), ("Server", "démo/1.0")]"#
+        );
+        assert_eq!(h, h.clone());
+        assert_ne!(h, Headers::default());
+    }
+
+    #[test]
+    fn no_headers() {
+        let h = Headers::new(&[]);
+        assert!(h.is_empty());
+        assert_eq!(h.iter().count(), 0);
+        assert_eq!(h.get("a"), None);
+        assert_eq!(h, Headers::default());
     }
 }

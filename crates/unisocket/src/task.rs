@@ -314,8 +314,10 @@ impl Job {
 }
 
 struct Inner {
-    open: Option<OpenEvent>,
-    error: Option<ErrorEvent>,
+    /// The last open and error events, for listeners registered late;
+    /// shared with the jobs that deliver them rather than copied.
+    open: Option<Arc<OpenEvent>>,
+    error: Option<Arc<ErrorEvent>>,
     close: Option<CloseEvent>,
     protocol: String,
     held: VecDeque<Data>,
@@ -450,6 +452,7 @@ impl Shared {
     pub(crate) fn opened(&self, ev: OpenEvent) {
         let mut inner = self.lock();
         inner.protocol.clone_from(&ev.protocol);
+        let ev = Arc::new(ev);
         inner.open = Some(ev.clone());
         self.state.store(ReadyState::Open as u8, Ordering::Release);
         inner.open_wakers.drain(..).for_each(Waker::wake);
@@ -633,7 +636,7 @@ impl Shared {
 
     pub(crate) fn failed(&self, error: SocketError) {
         let mut inner = self.lock();
-        let ev = ErrorEvent::from(error);
+        let ev = Arc::new(ErrorEvent::from(error));
         inner.error = Some(ev.clone());
         inner
             .jobs

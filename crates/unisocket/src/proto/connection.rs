@@ -394,8 +394,9 @@ pub struct Connection {
     error: Option<ProtocolError>,
     /// The own buffer of a large frame being received (see `read_buf`).
     large: Option<BytesMut>,
-    /// Buffers of large frames, for reuse.
-    pool: std::sync::Arc<FramePool>,
+    /// Buffers of large frames, for reuse; made with the first large frame
+    /// (most connections never see one).
+    pool: Option<std::sync::Arc<FramePool>>,
     /// Frames since the last large one (see `POOL_IDLE_FRAMES`).
     small_frames: u32,
     /// Boxed: most connections do not compress, and the codec state is
@@ -449,7 +450,7 @@ impl Connection {
             heartbeat: HeartbeatClock::default(),
             error: None,
             large: None,
-            pool: std::sync::Arc::default(),
+            pool: None,
             small_frames: 0,
             deflate,
             scratch: Vec::new(),
@@ -484,7 +485,7 @@ impl Connection {
     /// How many buffers of large frames wait for reuse.
     #[cfg(test)]
     pub(crate) fn pooled_buffers(&self) -> usize {
-        self.pool.free().len()
+        self.pool.as_ref().map_or(0, |p| p.free().len())
     }
 
     /// Whether [`Connection::read_buf`] is the own buffer of a large frame,
@@ -681,7 +682,10 @@ impl Connection {
                     // Give the frame a buffer of its own: the shared read
                     // buffer stays small, and is not re-allocated while the
                     // application still holds earlier messages cut from it.
-                    let mut own = self.pool.take(payload_len);
+                    let mut own = self
+                        .pool
+                        .get_or_insert_with(Default::default)
+                        .take(payload_len);
                     own.extend_from_slice(&self.read);
                     self.read.clear();
                     self.large = Some(own);
@@ -690,7 +694,9 @@ impl Connection {
                     self.small_frames += 1;
                 } else if self.small_frames == POOL_IDLE_FRAMES {
                     self.small_frames += 1;
-                    self.pool.free().clear();
+                    if let Some(pool) = &self.pool {
+                        pool.free().clear();
+                    }
                 }
                 self.frame = Some(CurrentFrame { header, checked: 0 });
             }
@@ -842,8 +848,8 @@ impl Connection {
                         .map_err(|_| ProtocolError::InvalidUtf8)?;
                 }
             }
-            if pooled {
-                self.pool.put(payload);
+            if let (true, Some(pool)) = (pooled, &self.pool) {
+                pool.put(payload);
             }
         } else if partial.buf.is_empty() && pooled && h.fin {
             whole = Some(payload);
@@ -851,8 +857,8 @@ impl Connection {
             partial.buf = payload;
         } else {
             partial.buf.extend_from_slice(&payload);
-            if pooled {
-                self.pool.put(payload);
+            if let (true, Some(pool)) = (pooled, &self.pool) {
+                pool.put(payload);
             }
         }
         if !h.fin {
@@ -863,10 +869,14 @@ impl Connection {
             return Ok(None);
         }
         let bytes = if let Some(buf) = whole {
-            Bytes::from_owner(Pooled {
-                buf,
-                pool: self.pool.clone(),
-            })
+            // A pooled buffer: the pool exists.
+            match &self.pool {
+                Some(pool) => Bytes::from_owner(Pooled {
+                    buf,
+                    pool: pool.clone(),
+                }),
+                None => buf.freeze(),
+            }
         } else if partial.compressed {
             Bytes::from(partial.inflated)
         } else {

@@ -41,14 +41,18 @@
 //! pause until every send has its outcome, end once the traffic has stopped
 //! and settled the same way, so that the two compare like with like. Each
 //! minute in between the heap is sampled with traffic in flight, and a line
-//! fitted through the samples gives its trend. With glibc, the RSS at start
-//! and end is also taken after `malloc_trim`, which hands the allocator's
-//! free pages back to the kernel: RSS that grows while that figure does not
-//! is free memory the allocator keeps, not state. A leak grows the live
-//! heap; pages of allocated buffers touched only as traffic flows through
-//! them, or allocator fragmentation, grow the RSS alone. Once every task is closed and every handle dropped,
-//! the heap should be back where it was before the first open: what is left,
-//! per task made, is reported (and flagged as a leak above 512 bytes).
+//! fitted through the samples gives its trend. A leak grows the live heap;
+//! pages of buffers touched only as traffic flows through them, or
+//! allocator fragmentation, grow the RSS alone. To tell them apart with
+//! glibc, the RSS at start and end is also taken after `malloc_trim` (which
+//! hands whole free pages back to the kernel), and glibc's own counters
+//! (`mallinfo2`) say how much of its heaps is in use and how much is free
+//! space between blocks in use. Preloading another allocator
+//! (`LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2`, Debian's
+//! `libjemalloc2`) runs the same traffic on it. Once every task is closed
+//! and every handle dropped, the heap should be back where it was before
+//! the first open: what is left, per task made, is reported (and flagged as
+//! a leak above 512 bytes).
 //!
 //! The exit status is 1 when a message is lost, an outcome or a `complete`
 //! is duplicated, an echo is duplicated or unexpected, or a task does not
@@ -205,7 +209,9 @@ fn malloc_info() -> Option<(u64, u64, u64)> {
     #[allow(unsafe_code)]
     let m = unsafe { mallinfo2() };
     let kib = |b: usize| b as u64 / 1024;
-    Some((
+    // Nothing from the kernel: another allocator (LD_PRELOAD) serves the
+    // process, and glibc's heaps are unused.
+    (m.arena + m.hblkhd > 0).then_some((
         kib(m.arena + m.hblkhd),
         kib(m.uordblks + m.hblkhd),
         kib(m.fordblks),
@@ -215,6 +221,15 @@ fn malloc_info() -> Option<(u64, u64, u64)> {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn malloc_info() -> Option<(u64, u64, u64)> {
     None
+}
+
+/// The allocator behind `System`: the C library's, or one preloaded in its
+/// place (e.g. `LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2`).
+fn allocator() -> String {
+    match std::env::var("LD_PRELOAD") {
+        Ok(lib) if !lib.is_empty() => format!("the system allocator, LD_PRELOAD={lib}"),
+        _ => "the system allocator (the C library's malloc)".to_owned(),
+    }
 }
 
 /// ", glibc: X MiB from the kernel, Y in use, Z free", or nothing.
@@ -1096,6 +1111,7 @@ async fn run(cfg: &Config, url: String) -> bool {
     }
     let rss_start = status_kib("VmRSS:").unwrap_or(0);
     let trimmed_start = trimmed_rss();
+    let malloc_start = malloc_info();
     let (heap_start, blocks_start) = heap();
     println!(
         "memory at start: {:.1} MiB RSS{}, heap {:.1} MiB in {blocks_start} blocks{}",
@@ -1136,6 +1152,7 @@ async fn run(cfg: &Config, url: String) -> bool {
     let rss_end = status_kib("VmRSS:").unwrap_or(0);
     let hwm = status_kib("VmHWM:").unwrap_or(0);
     let trimmed_end = trimmed_rss();
+    let malloc_end = malloc_info();
     let (heap_end, blocks_end) = heap();
     let open_at_end = count_open(&slots);
     let pending_at_end: usize = slots.iter().map(|s| s.unsettled().0).sum();
@@ -1251,6 +1268,7 @@ async fn run(cfg: &Config, url: String) -> bool {
         cfg.seed,
         if cfg.connect_fail { "set" } else { "not set" }
     );
+    println!("allocator:        {}", allocator());
     println!(
         "memory:           start {:.1} MiB, end {:.1} MiB RSS, growth {growth:+.1} %, peak {:.1} MiB (VmHWM); \
          {:.1} MiB before opening, {:.1} MiB once open",
@@ -1267,6 +1285,16 @@ async fn run(cfg: &Config, url: String) -> bool {
             mib(a),
             mib(b),
             growth_pct(a, b)
+        );
+    }
+    if let (Some((_, used_a, free_a)), Some((_, used_b, free_b))) = (malloc_start, malloc_end) {
+        println!(
+            "glibc heaps:      start {:.1} MiB in use and {:.1} MiB free, end {:.1} MiB in use and \
+             {:.1} MiB free (free space between blocks in use, which glibc cannot hand back)",
+            mib(used_a),
+            mib(free_a),
+            mib(used_b),
+            mib(free_b)
         );
     }
     let heap_growth = growth_pct(heap_start, heap_end);

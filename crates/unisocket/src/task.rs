@@ -432,15 +432,17 @@ impl Shared {
             return;
         }
         inner.dispatching = true;
+        // Out of the lock while the jobs run; listeners registered meanwhile
+        // join them after each job, so the next job sees them.
+        let mut listeners = mem::take(&mut inner.listeners);
         while let Some(job) = inner.jobs.pop_front() {
-            let mut listeners = mem::take(&mut inner.listeners);
             drop(inner);
             // A panicking callback must not take the connection down with it.
             let _ = catch_unwind(AssertUnwindSafe(|| job.run(&mut listeners)));
             inner = self.lock();
             listeners.merge(&mut inner.listeners);
-            inner.listeners = listeners;
         }
+        inner.listeners = listeners;
         inner.dispatching = false;
         // Queues keep the room of their longest burst: give it back once
         // drained, so that a task that is idle now stays small.

@@ -1225,6 +1225,52 @@ async fn a_listener_registered_mid_stream_gets_every_message_in_order() {
     .await;
 }
 
+/// A listener that a message callback registers hears the very next
+/// message, even one that arrived in the same read and waits in the same
+/// run of the dispatcher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_registered_by_a_callback_gets_the_next_message() {
+    within(async {
+        const N: usize = 100;
+        let server = TestServer::start(ServerOptions::default(), |mut conn| async move {
+            // One write: the messages come in one read.
+            let mut frames = Vec::new();
+            for i in 0..N {
+                let text = i.to_string();
+                frames.push(0x81);
+                frames.push(text.len() as u8);
+                frames.extend_from_slice(text.as_bytes());
+            }
+            conn.send_raw(&frames).await;
+            let _ = answer_close(&mut conn).await;
+        })
+        .await;
+        let task = connect_socket(opts(server.url()));
+        let first: Arc<Mutex<Vec<usize>>> = Arc::default();
+        let second: Arc<Mutex<Vec<usize>>> = Arc::default();
+        let (t, f, s) = (task.clone(), first.clone(), second.clone());
+        task.on_message(move |ev| {
+            let n: usize = ev.data.as_text().unwrap().parse().unwrap();
+            f.lock().unwrap().push(n);
+            if n == 0 {
+                let s = s.clone();
+                t.on_message(move |ev| {
+                    s.lock()
+                        .unwrap()
+                        .push(ev.data.as_text().unwrap().parse().unwrap())
+                });
+            }
+        });
+        wait_until("every message", || second.lock().unwrap().len() >= N - 1).await;
+        bounded("close", task.close(CloseOptions::default()))
+            .await
+            .expect("close");
+        assert_eq!(*first.lock().unwrap(), (0..N).collect::<Vec<_>>());
+        assert_eq!(*second.lock().unwrap(), (1..N).collect::<Vec<_>>());
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_while_connecting_aborts() {
     within(async {

@@ -456,6 +456,10 @@ impl Shared {
         inner.protocol.clone_from(&ev.protocol);
         let ev = Arc::new(ev);
         inner.open = Some(ev.clone());
+        // The error of an earlier connection is over once this one is open:
+        // it is not told to listeners registered from now on (and a task
+        // that reconnects for hours does not keep one per task for ever).
+        inner.error = None;
         self.state.store(ReadyState::Open as u8, Ordering::Release);
         inner.open_wakers.drain(..).for_each(Waker::wake);
         inner
@@ -1209,7 +1213,8 @@ impl SocketTask {
     }
 
     /// Listens for errors. Registered after an error happened, the listener
-    /// is called once at once with it.
+    /// is called once at once with it, unless the task has opened again
+    /// since (a reconnect).
     ///
     /// ```
     /// use std::sync::mpsc;

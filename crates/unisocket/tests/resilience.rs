@@ -915,6 +915,45 @@ where
     .await
 }
 
+/// A listener registered during the backoff hears the error that ended the
+/// connection; one registered once the task has opened again does not.
+#[test]
+fn the_last_error_is_told_to_late_listeners_until_the_task_opens_again() {
+    run(async {
+        let server = drop_first_server(|_, stream| async move {
+            if let Some(peer) = Peer::accept(stream).await {
+                peer.forward(0, mpsc::unbounded_channel().0).await;
+            }
+        })
+        .await;
+        let task = connect_socket(
+            opts(&server.url()).reconnect(
+                ReconnectPolicy::default()
+                    .min_delay(Duration::from_millis(500))
+                    .max_delay(Duration::from_millis(500)),
+            ),
+        );
+        let log = watch(&task);
+        log.wait_for("on_reconnecting", is_reconnecting, 1).await;
+        assert_eq!(task.ready_state(), ReadyState::Connecting);
+        let during_backoff: Arc<Mutex<Vec<String>>> = Arc::default();
+        let d = during_backoff.clone();
+        task.on_error(move |e| d.lock().unwrap().push(e.err_msg.clone()));
+        log.wait_for("the second open", is_open, 2).await;
+        let after_reopen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let a = after_reopen.clone();
+        task.on_error(move |e| a.lock().unwrap().push(e.err_msg.clone()));
+        tokio::time::sleep(ms(100)).await;
+        let told = during_backoff.lock().unwrap().clone();
+        assert_eq!(told.len(), 1, "{told:?}");
+        assert!(told[0].starts_with("connectSocket:fail "), "{told:?}");
+        assert!(after_reopen.lock().unwrap().is_empty());
+        bounded("close", task.close(CloseOptions::default()))
+            .await
+            .expect("close");
+    });
+}
+
 #[test]
 fn close_during_backoff_ends_the_task_at_once_with_the_apps_code() {
     run(async {

@@ -18,7 +18,8 @@
 //! `--serve`), `--seed S`, `--open-rate R` (opens per second while ramping
 //! up, default 2000), `--payload B` (largest random padding of a message,
 //! default 200 bytes), `--no-connect-fail` (no `fail` callback on
-//! `ConnectOptions`).
+//! `ConnectOptions`), `--steady` (no connection is ended on purpose: no
+//! `!drop`, `!eof`, `!close` and no replaced task).
 //!
 //! Each task, every 1 to 5 s, sends a message `m <slot> <seq> <padding>`
 //! (text or binary; sometimes a burst of 2-5) with `success`, `fail` and
@@ -296,6 +297,8 @@ fn class_changes(then: &[usize; CLASSES]) -> String {
 struct Config {
     n: usize,
     connect_fail: bool,
+    /// No connection ends: no `!drop`, `!eof`, `!close` and no replaced task.
+    steady: bool,
     duration: Duration,
     /// Traffic before the memory at start is taken.
     warmup: Duration,
@@ -308,7 +311,7 @@ struct Config {
 fn usage() -> ! {
     eprintln!(
         "usage: soak [N=10000] [--minutes 10] [--warmup 1] [--url ws://HOST:PORT/] [--seed 1] \
-         [--open-rate 2000] [--payload 200] [--no-connect-fail]"
+         [--open-rate 2000] [--payload 200] [--no-connect-fail] [--steady]"
     );
     std::process::exit(2);
 }
@@ -323,6 +326,7 @@ fn parse_args() -> Config {
         open_rate: 2_000,
         payload: 200,
         connect_fail: true,
+        steady: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -372,6 +376,7 @@ fn parse_args() -> Config {
                 cfg.payload = v.parse().unwrap_or_else(|_| bad("--payload", &v));
             }
             "--no-connect-fail" => cfg.connect_fail = false,
+            "--steady" => cfg.steady = true,
             "-h" | "--help" => usage(),
             other => match other.parse() {
                 Ok(n) if n > 0 => cfg.n = n,
@@ -699,6 +704,7 @@ struct Ctx {
     seed: u64,
     payload: usize,
     connect_fail: bool,
+    steady: bool,
     stats: Stats,
 }
 
@@ -845,6 +851,9 @@ async fn slot_loop(slot: Arc<Slot>, ctx: Arc<Ctx>, mut phase: watch::Receiver<Ph
         }
         wait = Duration::from_millis(rng.random_range(TICK_MS.0..=TICK_MS.1));
         let roll: f64 = rng.random();
+        // Steady: every tick is a message tick (the roll is still drawn, so
+        // the messages are those of the same seed).
+        let roll = if ctx.steady { 1.0 } else { roll };
         let stats = &ctx.stats;
         if roll < P_REPLACE {
             // Messages just before the close (they go out before the close
@@ -1041,6 +1050,7 @@ async fn run(cfg: &Config, url: String) -> bool {
         seed: cfg.seed,
         payload: cfg.payload,
         connect_fail: cfg.connect_fail,
+        steady: cfg.steady,
         stats: Stats::default(),
     });
     let stats = &ctx.stats;
@@ -1268,6 +1278,9 @@ async fn run(cfg: &Config, url: String) -> bool {
         cfg.seed,
         if cfg.connect_fail { "set" } else { "not set" }
     );
+    if cfg.steady {
+        println!("                  --steady: no connection was ended on purpose");
+    }
     println!("allocator:        {}", allocator());
     println!(
         "memory:           start {:.1} MiB, end {:.1} MiB RSS, growth {growth:+.1} %, peak {:.1} MiB (VmHWM); \

@@ -915,27 +915,31 @@ where
     .await
 }
 
+/// A task whose first connection the server dropped, now CONNECTING in a
+/// backoff of `delay` (its later connections are served and stay open),
+/// with the server and the task's event log.
+async fn in_backoff(delay: Duration) -> (Server, SocketTask, Log) {
+    let server = drop_first_server(|_, stream| async move {
+        if let Some(peer) = Peer::accept(stream).await {
+            peer.forward(0, mpsc::unbounded_channel().0).await;
+        }
+    })
+    .await;
+    let task = connect_socket(
+        opts(&server.url()).reconnect(ReconnectPolicy::default().min_delay(delay).max_delay(delay)),
+    );
+    let log = watch(&task);
+    log.wait_for("on_reconnecting", is_reconnecting, 1).await;
+    assert_eq!(task.ready_state(), ReadyState::Connecting);
+    (server, task, log)
+}
+
 /// A listener registered during the backoff hears the error that ended the
 /// connection; one registered once the task has opened again does not.
 #[test]
 fn the_last_error_is_told_to_late_listeners_until_the_task_opens_again() {
     run(async {
-        let server = drop_first_server(|_, stream| async move {
-            if let Some(peer) = Peer::accept(stream).await {
-                peer.forward(0, mpsc::unbounded_channel().0).await;
-            }
-        })
-        .await;
-        let task = connect_socket(
-            opts(&server.url()).reconnect(
-                ReconnectPolicy::default()
-                    .min_delay(Duration::from_millis(500))
-                    .max_delay(Duration::from_millis(500)),
-            ),
-        );
-        let log = watch(&task);
-        log.wait_for("on_reconnecting", is_reconnecting, 1).await;
-        assert_eq!(task.ready_state(), ReadyState::Connecting);
+        let (_server, task, log) = in_backoff(ms(500)).await;
         let during_backoff: Arc<Mutex<Vec<String>>> = Arc::default();
         let d = during_backoff.clone();
         task.on_error(move |e| d.lock().unwrap().push(e.err_msg.clone()));
@@ -957,22 +961,7 @@ fn the_last_error_is_told_to_late_listeners_until_the_task_opens_again() {
 #[test]
 fn close_during_backoff_ends_the_task_at_once_with_the_apps_code() {
     run(async {
-        let server = drop_first_server(|_, stream| async move {
-            if let Some(peer) = Peer::accept(stream).await {
-                peer.forward(0, mpsc::unbounded_channel().0).await;
-            }
-        })
-        .await;
-        let task = connect_socket(
-            opts(&server.url()).reconnect(
-                ReconnectPolicy::default()
-                    .min_delay(Duration::from_secs(5))
-                    .max_delay(Duration::from_secs(5)),
-            ),
-        );
-        let log = watch(&task);
-        log.wait_for("on_reconnecting", is_reconnecting, 1).await;
-        assert_eq!(task.ready_state(), ReadyState::Connecting);
+        let (server, task, log) = in_backoff(Duration::from_secs(5)).await;
         // Well before the 5 s backoff ends.
         tokio::time::timeout(
             Duration::from_secs(2),

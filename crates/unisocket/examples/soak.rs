@@ -233,9 +233,9 @@ fn allocator() -> String {
     }
 }
 
-/// ", glibc: X MiB from the kernel, Y in use, Z free", or nothing.
-fn malloc_note() -> String {
-    malloc_info().map_or_else(String::new, |(total, used, free)| {
+/// " | glibc X MiB: Y in use, Z free" of `malloc_info()`, or nothing.
+fn malloc_note(info: Option<(u64, u64, u64)>) -> String {
+    info.map_or_else(String::new, |(total, used, free)| {
         format!(
             " | glibc {:.1} MiB: {:.1} in use, {:.1} free",
             mib(total),
@@ -975,7 +975,7 @@ fn progress(
         get(&stats.echoes),
         get(&stats.reopens),
         get(&stats.replacements),
-        malloc_note(),
+        malloc_note(malloc_info()),
     );
     println!(
         "        heap change by block size: {}",
@@ -1128,7 +1128,7 @@ async fn run(cfg: &Config, url: String) -> bool {
         mib(rss_start),
         trimmed_note(trimmed_start),
         mib(heap_start),
-        malloc_note()
+        malloc_note(malloc_start)
     );
     println!(
         "        heap change by block size: {}",
@@ -1172,7 +1172,7 @@ async fn run(cfg: &Config, url: String) -> bool {
         mib(rss_end),
         trimmed_note(trimmed_end),
         mib(heap_end),
-        malloc_note()
+        malloc_note(malloc_end)
     );
     println!(
         "        heap change by block size since start: {}",

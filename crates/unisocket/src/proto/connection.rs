@@ -810,6 +810,14 @@ impl Connection {
         }
     }
 
+    /// Returns `payload` to the pool if it is one of the pool's buffers
+    /// (`pooled`), once its bytes have been copied out.
+    fn give_back(&self, pooled: bool, payload: BytesMut) {
+        if let (true, Some(pool)) = (pooled, &self.pool) {
+            pool.put(payload);
+        }
+    }
+
     fn on_data(
         &mut self,
         h: FrameHeader,
@@ -848,18 +856,14 @@ impl Connection {
                         .map_err(|_| ProtocolError::InvalidUtf8)?;
                 }
             }
-            if let (true, Some(pool)) = (pooled, &self.pool) {
-                pool.put(payload);
-            }
+            self.give_back(pooled, payload);
         } else if partial.buf.is_empty() && pooled && h.fin {
             whole = Some(payload);
         } else if partial.buf.is_empty() {
             partial.buf = payload;
         } else {
             partial.buf.extend_from_slice(&payload);
-            if let (true, Some(pool)) = (pooled, &self.pool) {
-                pool.put(payload);
-            }
+            self.give_back(pooled, payload);
         }
         if !h.fin {
             self.partial = Some(partial);

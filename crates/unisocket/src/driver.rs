@@ -462,6 +462,8 @@ struct Driver<S> {
     /// A wake-up took more than `QUIET_QUEUE` commands or messages at once:
     /// the queues may have grown, and shrink once the connection is quiet.
     burst: bool,
+    /// The read buffer may hold more whole events than the last turn took.
+    more_events: bool,
 }
 
 /// The smallest read: what a quiet connection holds (its messages are cut
@@ -493,6 +495,17 @@ const COMMAND_BATCH: usize = 64;
 /// (stream-1k and stream-64k in `bench/`): 16 KiB beat 8, 32, 64 and
 /// 128 KiB and no limit, by 10-40 %.
 const WRITE_AHEAD: usize = 16 * 1024;
+/// How many messages, or bytes of messages, one turn hands to the
+/// application before the driver writes what it answered: the peer gets
+/// the first answers while the rest of a read is still being delivered, so
+/// both ends work at once instead of in turn. Measured on loopback
+/// (stream-32 and stream-1k in `bench/`, 64 in flight): 16 messages or
+/// 16 KiB gave 1.3-1.5x the messages per second of delivering a whole read
+/// at once; 8 messages cost more in writes than they gained, and 32 gained
+/// about half as much.
+const DELIVER_MESSAGES: usize = 16;
+/// See [`DELIVER_MESSAGES`].
+const DELIVER_BYTES: usize = 16 * 1024;
 
 impl Driver<transport::Stream> {
     /// The driver of a connection that just opened; reports the open.
@@ -530,6 +543,7 @@ impl Driver<transport::Stream> {
             read_hint: MIN_READ,
             quiet_reads: 0,
             burst: false,
+            more_events: false,
         }
     }
 }
@@ -620,6 +634,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<End> {
         loop {
             let mut progress = false;
+            let mut yield_to_app = false;
             // Commands from the handles.
             for taken in 0..COMMAND_BATCH {
                 if self.conn.write_buf().len() >= WRITE_AHEAD && !self.shared.close_queued(cx) {
@@ -705,6 +720,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 if flushed {
                     return Poll::Ready(End::Closed);
                 }
+            } else if self.more_events && !self.shared.held_full(cx) {
+                // The rest of an earlier read, before reading more.
+                yield_to_app = self.process_events();
+                progress = true;
             } else if !self.eof && self.pending_failure.is_none() && !self.shared.held_full(cx) {
                 // Reads.
                 let hint = self.read_hint;
@@ -730,7 +749,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     Poll::Ready(Ok(n)) => {
                         self.conn.handle_activity();
                         self.adapt_read_size(n, spare);
-                        self.process_events();
+                        yield_to_app = self.process_events();
                         progress = true;
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(End::Io(e)),
@@ -754,6 +773,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     self.conn.handle_timeout(Instant::now());
                     progress = true;
                 }
+            }
+            if yield_to_app {
+                // Let the application take the messages (and answer them)
+                // before the next turn writes and delivers the rest.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
             if !progress {
                 self.give_back_buffers();
@@ -840,20 +865,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         self.shared.shrink_queues(QUIET_QUEUE);
     }
 
-    fn process_events(&mut self) {
+    /// Decodes and hands over one turn's messages; says whether the driver
+    /// should yield so that the application can take them (they were held
+    /// for `recv` and the read buffer has more). Listeners have run by now,
+    /// and their sends are written before the next turn.
+    fn process_events(&mut self) -> bool {
         let mut batch = std::mem::take(&mut self.batch);
         self.decode_into(&mut batch);
         self.burst |= batch.len() > QUIET_QUEUE;
-        self.shared.messages(&mut batch);
+        let held = self.shared.messages(&mut batch);
         self.batch = batch;
+        held && self.more_events
     }
 
-    /// Decodes every whole event in the read buffer; messages are gathered
-    /// in `batch` and handed over together.
+    /// Decodes the whole events in the read buffer, up to one turn's worth
+    /// of messages ([`DELIVER_MESSAGES`], [`DELIVER_BYTES`]); they are
+    /// gathered in `batch` and handed over together.
     fn decode_into(&mut self, batch: &mut Vec<Data>) {
+        self.more_events = false;
+        let mut bytes = 0;
         loop {
+            if batch.len() >= DELIVER_MESSAGES || bytes >= DELIVER_BYTES {
+                self.more_events = true;
+                return;
+            }
             match self.conn.poll_event() {
-                Ok(Some(Event::Message(data))) => batch.push(data),
+                Ok(Some(Event::Message(data))) => {
+                    bytes += data.len();
+                    batch.push(data);
+                }
                 Ok(Some(Event::Ping(p))) => {
                     // Keep the order: messages before this ping go first.
                     self.shared.messages(batch);

@@ -469,9 +469,9 @@ impl Shared {
     }
 
     /// Delivers the messages of one read, in order, under one lock.
-    pub(crate) fn messages(&self, batch: &mut Vec<Data>) {
+    pub(crate) fn messages(&self, batch: &mut Vec<Data>) -> bool {
         if batch.is_empty() {
-            return;
+            return false;
         }
         let mut inner = self.lock();
         if inner.message_listeners > 0 {
@@ -480,12 +480,14 @@ impl Shared {
                 inner.jobs.push_back(Job::Message(ev));
             }
             self.run_jobs(inner);
+            false
         } else {
             for data in batch.drain(..) {
                 inner.held_bytes += data.len();
                 inner.held.push_back(data);
             }
             inner.recv_wakers.drain(..).for_each(Waker::wake);
+            true
         }
     }
 

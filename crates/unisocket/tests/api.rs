@@ -14,8 +14,10 @@ use support::{bounded, wait_until};
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
@@ -1267,6 +1269,111 @@ async fn a_listener_registered_by_a_callback_gets_the_next_message() {
             .expect("close");
         assert_eq!(*first.lock().unwrap(), (0..N).collect::<Vec<_>>());
         assert_eq!(*second.lock().unwrap(), (1..N).collect::<Vec<_>>());
+    })
+    .await;
+}
+
+/// A server that, once the client says "go", sends `n` small text messages
+/// ("0", "1", ...) in one write (so that they arrive in one read), then
+/// answers the close.
+async fn burst_server(n: usize) -> TestServer {
+    TestServer::start(ServerOptions::default(), move |mut conn| async move {
+        assert_eq!(conn.recv().await, Some(Message::Text("go".into())));
+        let mut frames = Vec::new();
+        for i in 0..n {
+            let text = i.to_string();
+            frames.push(0x81);
+            frames.push(text.len() as u8);
+            frames.extend_from_slice(text.as_bytes());
+        }
+        conn.send_raw(&frames).await;
+        let _ = answer_close(&mut conn).await;
+    })
+    .await
+}
+
+/// An answer to the first message of a burst is written before the burst
+/// has been delivered in full: the driver hands messages over 16 at a time
+/// and writes between turns, so the peer is not kept waiting for the whole
+/// read to be processed. Callbacks: the answer's `success` (run once its
+/// bytes are written) comes before the 17th message.
+#[tokio::test]
+async fn an_answer_to_a_burst_is_written_before_the_burst_is_all_delivered_callbacks() {
+    within(async {
+        const N: usize = 100;
+        let server = burst_server(N).await;
+        let task = connect_socket(opts(server.url()));
+        let t = task.clone();
+        task.on_open(move |_| drop(t.send("go")));
+        let written = Arc::new(AtomicBool::new(false));
+        // For each message: whether the answer to the first was written.
+        let seen: Arc<Mutex<Vec<bool>>> = Arc::default();
+        let (t, w, s) = (task.clone(), written.clone(), seen.clone());
+        task.on_message(move |ev| {
+            if ev.data.as_text() == Some("0") {
+                let w = w.clone();
+                drop(t.send(
+                    SendOptions::new("answer").success(move |_| w.store(true, Ordering::SeqCst)),
+                ));
+            }
+            s.lock().unwrap().push(w.load(Ordering::SeqCst));
+        });
+        wait_until("every message", || seen.lock().unwrap().len() == N).await;
+        bounded("close", task.close(CloseOptions::default()))
+            .await
+            .expect("close");
+        let first_after = seen.lock().unwrap().iter().position(|&w| w);
+        assert!(
+            first_after.is_some_and(|i| i <= 16),
+            "the answer was written only before message {first_after:?}"
+        );
+    })
+    .await;
+}
+
+/// The same through `recv`: the driver yields after each turn of 16 held
+/// messages, so the answer's `Completion` is settled by the 17th `recv`.
+/// The application is a spawned task, as in a server's handler: tokio's
+/// `block_on` runs spawned tasks (the driver among them) many times over
+/// before it polls its own future again, so a yield could not reach it.
+#[tokio::test]
+async fn an_answer_to_a_burst_is_written_before_the_burst_is_all_delivered_async() {
+    within(async {
+        const N: usize = 100;
+        let server = burst_server(N).await;
+        let task = bounded("open", connect_socket(opts(server.url())))
+            .await
+            .expect("open");
+        let app = tokio::spawn(async move {
+            drop(task.send("go"));
+            let first = bounded("message 0", task.recv()).await;
+            assert_eq!(first.as_ref().and_then(Data::as_text), Some("0"));
+            let mut answer = task.send("answer");
+            let mut settled_by = None;
+            for i in 1..N {
+                let got = bounded("a message", task.recv()).await;
+                assert_eq!(
+                    got.as_ref().and_then(Data::as_text),
+                    Some(i.to_string().as_str())
+                );
+                if settled_by.is_none() {
+                    let settled = std::future::poll_fn(|cx| {
+                        Poll::Ready(Pin::new(&mut answer).poll(cx).is_ready())
+                    })
+                    .await;
+                    settled_by = settled.then_some(i);
+                }
+            }
+            bounded("close", task.close(CloseOptions::default()))
+                .await
+                .expect("close");
+            settled_by
+        });
+        let settled_by = app.await.expect("the application task");
+        assert!(
+            settled_by.is_some_and(|i| i <= 16),
+            "the answer was written only by message {settled_by:?}"
+        );
     })
     .await;
 }

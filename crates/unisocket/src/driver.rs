@@ -506,6 +506,13 @@ const WRITE_AHEAD: usize = 16 * 1024;
 const DELIVER_MESSAGES: usize = 16;
 /// See [`DELIVER_MESSAGES`].
 const DELIVER_BYTES: usize = 16 * 1024;
+/// How many bytes the driver reads in a row, while each read fills its
+/// buffer, before it writes again: large messages are then read in runs
+/// and answered in runs, as the peers do, rather than one read and one
+/// write in turn. Measured on loopback (stream-64k in `bench/`, 16 in
+/// flight, medians of 6 alternating runs): 4 530 MB/s against 4 126 (binary),
+/// 3 796 against 2 713 (text); 256 KiB did as well on binary.
+const READ_BURST: usize = 1024 * 1024;
 
 impl Driver<transport::Stream> {
     /// The driver of a connection that just opened; reports the open.
@@ -726,35 +733,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 progress = true;
             } else if !self.eof && self.pending_failure.is_none() && !self.shared.held_full(cx) {
                 // Reads.
-                let hint = self.read_hint;
-                let large = self.conn.receiving_large_frame();
-                let buf = self.conn.read_buf();
-                take_spare(&SPARE_READS, buf);
-                if !large && buf.capacity() - buf.len() < hint / 2 {
-                    // Large frames reserve their whole length in the codec;
-                    // this only sizes reads of small traffic.
-                    buf.reserve(hint);
-                }
-                let spare = buf.capacity() - buf.len();
-                match tokio_util::io::poll_read_buf(
-                    Pin::new(&mut self.io),
-                    cx,
-                    self.conn.read_buf(),
-                ) {
-                    Poll::Ready(Ok(0)) => {
-                        self.eof = true;
-                        self.conn.handle_eof();
-                        progress = true;
-                    }
-                    Poll::Ready(Ok(n)) => {
-                        self.conn.handle_activity();
-                        self.adapt_read_size(n, spare);
-                        yield_to_app = self.process_events();
-                        progress = true;
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(End::Io(e)),
-                    Poll::Pending => {}
-                }
+                let (read, yield_now) = match self.read(cx) {
+                    Ok(r) => r,
+                    Err(e) => return Poll::Ready(End::Io(e)),
+                };
+                progress |= read;
+                yield_to_app = yield_now;
             }
             // The protocol's deadlines (close handshake, heartbeat) and the flush deadline.
             let deadline = match (self.conn.poll_timeout(), self.flush_deadline) {
@@ -783,6 +767,51 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             if !progress {
                 self.give_back_buffers();
                 return Poll::Pending;
+            }
+        }
+    }
+
+    /// Reads and hands over what the socket has. While reads fill their
+    /// buffer (more is waiting), it reads on, up to [`READ_BURST`] bytes,
+    /// before the driver takes commands and writes again. Says whether it
+    /// made progress, and whether the driver should yield to the
+    /// application (see [`Driver::process_events`]).
+    fn read(&mut self, cx: &mut Context<'_>) -> std::io::Result<(bool, bool)> {
+        let (mut progress, mut yield_to_app, mut burst) = (false, false, 0);
+        loop {
+            let hint = self.read_hint;
+            let large = self.conn.receiving_large_frame();
+            let buf = self.conn.read_buf();
+            take_spare(&SPARE_READS, buf);
+            if !large && buf.capacity() - buf.len() < hint / 2 {
+                // Large frames reserve their whole length in the codec;
+                // this only sizes reads of small traffic.
+                buf.reserve(hint);
+            }
+            let spare = buf.capacity() - buf.len();
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, self.conn.read_buf()) {
+                Poll::Ready(Ok(0)) => {
+                    self.eof = true;
+                    self.conn.handle_eof();
+                    return Ok((true, yield_to_app));
+                }
+                Poll::Ready(Ok(n)) => {
+                    self.conn.handle_activity();
+                    self.adapt_read_size(n, spare);
+                    yield_to_app |= self.process_events();
+                    progress = true;
+                    burst += n;
+                    if n < spare
+                        || burst >= READ_BURST
+                        || self.conn.state() != State::Open
+                        || self.pending_failure.is_some()
+                        || self.shared.held_full(cx)
+                    {
+                        return Ok((progress, yield_to_app));
+                    }
+                }
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => return Ok((progress, yield_to_app)),
             }
         }
     }

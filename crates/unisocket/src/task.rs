@@ -321,7 +321,6 @@ struct Inner {
     close: Option<CloseEvent>,
     protocol: String,
     held: VecDeque<Data>,
-    held_bytes: usize,
     recv_wakers: Vec<Waker>,
     open_wakers: Vec<Waker>,
     driver_waker: Option<Waker>,
@@ -353,6 +352,9 @@ pub(crate) struct Shared {
     buffered: AtomicUsize,
     /// The high-water mark of `buffered`.
     max_buffered: usize,
+    /// Bytes of the messages held for `recv`. Changed under the lock; read
+    /// without it by the driver's check before every read.
+    held_bytes: AtomicUsize,
     /// Whether `Inner::waiting` holds sends (read without the lock on the
     /// hot path of every settled send).
     has_waiting: AtomicBool,
@@ -372,6 +374,7 @@ impl Shared {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             buffered: AtomicUsize::new(0),
             max_buffered,
+            held_bytes: AtomicUsize::new(0),
             has_waiting: AtomicBool::new(false),
             close_queued: AtomicBool::new(false),
             state: AtomicU8::new(ReadyState::Connecting as u8),
@@ -383,7 +386,6 @@ impl Shared {
                 close: None,
                 protocol: String::new(),
                 held: VecDeque::new(),
-                held_bytes: 0,
                 recv_wakers: Vec::new(),
                 open_wakers: Vec::new(),
                 driver_waker: None,
@@ -483,7 +485,7 @@ impl Shared {
             false
         } else {
             for data in batch.drain(..) {
-                inner.held_bytes += data.len();
+                self.held_bytes.fetch_add(data.len(), Ordering::Relaxed);
                 inner.held.push_back(data);
             }
             inner.recv_wakers.drain(..).for_each(Waker::wake);
@@ -675,10 +677,17 @@ impl Shared {
     /// Whether the held messages reached their limit; if so the driver's
     /// waker is kept and woken once a consumer takes messages.
     pub(crate) fn held_full(&self, cx: &mut Context<'_>) -> bool {
-        let mut inner = self.lock();
         // Reading far ahead of a slow consumer only fills memory that is
         // freed in bursts later; a little read-ahead keeps the pipe full.
-        if inner.held_bytes >= self.max_held.min(READ_AHEAD) {
+        let limit = self.max_held.min(READ_AHEAD);
+        if self.held_bytes.load(Ordering::Relaxed) < limit {
+            // Consumers only lower it: no waker is needed.
+            return false;
+        }
+        let mut inner = self.lock();
+        // Again under the lock, which consumers take to lower it and wake
+        // the driver: a wake-up cannot fall between the check and the waker.
+        if self.held_bytes.load(Ordering::Relaxed) >= limit {
             set_waker(&mut inner.driver_waker, cx);
             true
         } else {
@@ -698,9 +707,9 @@ impl Shared {
         }
     }
 
-    fn take_held(inner: &mut Inner) -> Option<Data> {
+    fn take_held(&self, inner: &mut Inner) -> Option<Data> {
         let data = inner.held.pop_front()?;
-        inner.held_bytes -= data.len();
+        self.held_bytes.fetch_sub(data.len(), Ordering::Relaxed);
         if inner.held.is_empty() && inner.held.capacity() > SMALL_QUEUE {
             inner.held = VecDeque::new();
         }
@@ -712,7 +721,7 @@ impl Shared {
 
     fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Data>> {
         let mut inner = self.lock();
-        if let Some(data) = Self::take_held(&mut inner) {
+        if let Some(data) = self.take_held(&mut inner) {
             return Poll::Ready(Some(data));
         }
         if inner.close.is_some() {
@@ -1176,7 +1185,8 @@ impl SocketTask {
         let mut inner = self.shared.lock();
         if inner.close.is_some() {
             // Closed: hand this listener what is still held, then drop it.
-            let held: Vec<Data> = std::iter::from_fn(|| Shared::take_held(&mut inner)).collect();
+            let held: Vec<Data> =
+                std::iter::from_fn(|| self.shared.take_held(&mut inner)).collect();
             if !held.is_empty() {
                 inner.jobs.push_back(Job::other(move |_| {
                     for data in held {
@@ -1189,7 +1199,7 @@ impl SocketTask {
         }
         inner.listeners.message.push(Box::new(f));
         inner.message_listeners += 1;
-        while let Some(data) = Shared::take_held(&mut inner) {
+        while let Some(data) = self.shared.take_held(&mut inner) {
             let ev = MessageEvent { data };
             inner.jobs.push_back(Job::Message(ev));
         }

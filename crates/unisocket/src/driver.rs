@@ -791,6 +791,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             let spare = buf.capacity() - buf.len();
             match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, self.conn.read_buf()) {
                 Poll::Ready(Ok(0)) => {
+                    yield_to_app |= self.deliver_the_rest();
                     self.eof = true;
                     self.conn.handle_eof();
                     return Ok((true, yield_to_app));
@@ -810,10 +811,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                         return Ok((progress, yield_to_app));
                     }
                 }
-                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Ready(Err(e)) => {
+                    self.deliver_the_rest();
+                    return Err(e);
+                }
                 Poll::Pending => return Ok((progress, yield_to_app)),
             }
         }
+    }
+
+    /// Hands over every whole message still in the read buffer, when the
+    /// stream ended or failed: they came before the end (a burst reads on
+    /// while some wait for their turn), so they are delivered first.
+    fn deliver_the_rest(&mut self) -> bool {
+        let mut yield_to_app = false;
+        while self.more_events {
+            yield_to_app |= self.process_events();
+        }
+        yield_to_app
     }
 
     /// While the connection waits, it gives its empty buffers back to the

@@ -1273,6 +1273,44 @@ async fn a_listener_registered_by_a_callback_gets_the_next_message() {
     .await;
 }
 
+/// Messages that arrived before the server dropped the connection (no
+/// close frame) are all delivered, however many came in one read: the
+/// driver hands them over in turns, reads on while reads fill their buffer,
+/// and meeting the end of the stream must not drop the turns still to come.
+/// 512 one-byte messages (1 536 bytes) fill the first two reads (512 and
+/// 1 024 bytes) exactly, so the third read meets the end while 480
+/// messages wait; the sizes around it and a large burst are checked too.
+#[tokio::test]
+async fn every_message_before_an_abrupt_end_is_delivered() {
+    within(async {
+        for n in (500..=530).chain([5000]) {
+            let server = TestServer::start(ServerOptions::default(), move |mut conn| async move {
+                assert_eq!(conn.recv().await, Some(Message::Text("go".into())));
+                let mut frames = Vec::new();
+                for i in 0..n {
+                    frames.extend_from_slice(&[0x81, 1, b'0' + (i % 10) as u8]);
+                }
+                conn.send_raw(&frames).await;
+                // The TCP stream ends right after the messages: no close frame.
+                conn.shutdown().await;
+            })
+            .await;
+            let task = bounded("open", connect_socket(opts(server.url())))
+                .await
+                .expect("open");
+            drop(task.send("go"));
+            let mut got = 0;
+            while let Some(data) = bounded("a message or the end", task.recv()).await {
+                let expected = b'0' + (got % 10) as u8;
+                assert_eq!(data.as_bytes(), [expected], "message {got} of {n}");
+                got += 1;
+            }
+            assert_eq!(got, n, "messages lost before the end of {n}");
+        }
+    })
+    .await;
+}
+
 /// A server that, once the client says "go", sends `n` small text messages
 /// ("0", "1", ...) in one write (so that they arrive in one read), then
 /// answers the close.

@@ -639,6 +639,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<End> {
+        let end = std::task::ready!(self.poll_turns(cx));
+        if let End::Io(_) = end {
+            // The transport failed (a write, say, after the server left):
+            // what was read before still goes to the application.
+            self.deliver_the_rest();
+        }
+        Poll::Ready(end)
+    }
+
+    fn poll_turns(&mut self, cx: &mut Context<'_>) -> Poll<End> {
         loop {
             let mut progress = false;
             let mut yield_to_app = false;
@@ -804,6 +814,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     burst += n;
                     if n < spare
                         || burst >= READ_BURST
+                        // Messages wait for their turn: read on only while
+                        // they fit in about one read, so that the buffer
+                        // does not grow past what the held limit allows.
+                        || (self.more_events && self.conn.read_buf().len() >= MAX_READ)
                         || self.conn.state() != State::Open
                         || self.pending_failure.is_some()
                         || self.shared.held_full(cx)
@@ -811,10 +825,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                         return Ok((progress, yield_to_app));
                     }
                 }
-                Poll::Ready(Err(e)) => {
-                    self.deliver_the_rest();
-                    return Err(e);
-                }
+                Poll::Ready(Err(e)) => return Err(e),
                 Poll::Pending => return Ok((progress, yield_to_app)),
             }
         }
@@ -822,11 +833,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     /// Hands over every whole message still in the read buffer, when the
     /// stream ended or failed: they came before the end (a burst reads on
-    /// while some wait for their turn), so they are delivered first.
+    /// while some wait for their turn), so they are delivered first. A
+    /// protocol error found among them is what ends the connection.
     fn deliver_the_rest(&mut self) -> bool {
         let mut yield_to_app = false;
         while self.more_events {
             yield_to_app |= self.process_events();
+        }
+        if let Some(e) = self.pending_failure.take() {
+            self.shared.set_closing();
+            self.failure.get_or_insert(SocketError::protocol(e));
         }
         yield_to_app
     }

@@ -1280,6 +1280,8 @@ async fn a_listener_registered_by_a_callback_gets_the_next_message() {
 /// 512 one-byte messages (1 536 bytes) fill the first two reads (512 and
 /// 1 024 bytes) exactly, so the third read meets the end while 480
 /// messages wait; the sizes around it and a large burst are checked too.
+/// (The boundary follows the driver's read sizes: if those change, this test
+/// checks less, but it cannot fail wrongly.)
 #[tokio::test]
 async fn every_message_before_an_abrupt_end_is_delivered() {
     within(async {
@@ -1307,6 +1309,86 @@ async fn every_message_before_an_abrupt_end_is_delivered() {
             }
             assert_eq!(got, n, "messages lost before the end of {n}");
         }
+    })
+    .await;
+}
+
+/// The same when a write fails first: listeners answer each message of a
+/// burst, the server is gone, and an answer's write fails while most of the
+/// burst still waits for its turn. Every message that was read is delivered.
+#[tokio::test]
+async fn messages_read_before_a_failed_write_are_delivered() {
+    within(async {
+        const N: usize = 100;
+        let server = TestServer::start(ServerOptions::default(), |mut conn| async move {
+            assert_eq!(conn.recv().await, Some(Message::Text("go".into())));
+            let mut frames = Vec::new();
+            for i in 0..N {
+                frames.extend_from_slice(&[0x81, 1, b'0' + (i % 10) as u8]);
+            }
+            conn.send_raw(&frames).await;
+            // Gone at once: the answers meet a closed socket.
+            drop(conn);
+        })
+        .await;
+        let task = connect_socket(opts(server.url()));
+        let log = log_events(&task);
+        let t = task.clone();
+        task.on_open(move |_| drop(t.send("go")));
+        let got = Arc::new(AtomicUsize::new(0));
+        let (t, g) = (task.clone(), got.clone());
+        task.on_message(move |_| {
+            g.fetch_add(1, Ordering::SeqCst);
+            drop(t.send("answer"));
+        });
+        wait_until("the close", || {
+            log.lock().unwrap().iter().any(|e| e.starts_with("close:"))
+        })
+        .await;
+        assert_eq!(got.load(Ordering::SeqCst), N, "{:?}", log.lock().unwrap());
+    })
+    .await;
+}
+
+/// A protocol error among the messages still waiting for their turn when
+/// the stream ends is what the close reports (1002), after the messages
+/// before it: 511 messages and a frame with a reserved opcode make 1 536
+/// bytes, the size at which the read burst meets the end (see
+/// `every_message_before_an_abrupt_end_is_delivered`).
+#[tokio::test]
+async fn a_protocol_error_just_before_the_end_is_reported() {
+    within(async {
+        const N: usize = 511;
+        let server = TestServer::start(ServerOptions::default(), |mut conn| async move {
+            assert_eq!(conn.recv().await, Some(Message::Text("go".into())));
+            let mut frames = Vec::new();
+            for i in 0..N {
+                frames.extend_from_slice(&[0x81, 1, b'0' + (i % 10) as u8]);
+            }
+            frames.extend_from_slice(&[0x83, 1, b'x']);
+            conn.send_raw(&frames).await;
+            conn.shutdown().await;
+        })
+        .await;
+        let task = bounded("open", connect_socket(opts(server.url())))
+            .await
+            .expect("open");
+        let log = log_events(&task);
+        drop(task.send("go"));
+        let mut got = 0;
+        while bounded("a message or the end", task.recv()).await.is_some() {
+            got += 1;
+        }
+        assert_eq!(got, N);
+        wait_until("the close", || {
+            log.lock().unwrap().iter().any(|e| e.starts_with("close:"))
+        })
+        .await;
+        let log = log.lock().unwrap();
+        assert!(
+            log.iter().any(|e| e.starts_with("close:1002:")),
+            "expected a 1002 close: {log:?}"
+        );
     })
     .await;
 }

@@ -470,7 +470,8 @@ impl Shared {
         self.run_jobs(inner);
     }
 
-    /// Delivers the messages of one read, in order, under one lock.
+    /// Delivers one turn's messages, in order, under one lock; says whether
+    /// they were held for `recv` (no message listener took them).
     pub(crate) fn messages(&self, batch: &mut Vec<Data>) -> bool {
         if batch.is_empty() {
             return false;

@@ -1273,6 +1273,13 @@ async fn a_listener_registered_by_a_callback_gets_the_next_message() {
     .await;
 }
 
+/// `n` one-byte text frames, "0" to "9" over and over (3 bytes each).
+fn digit_frames(n: usize) -> Vec<u8> {
+    (0..n)
+        .flat_map(|i| [0x81, 1, b'0' + (i % 10) as u8])
+        .collect()
+}
+
 /// Messages that arrived before the server dropped the connection (no
 /// close frame) are all delivered, however many came in one read: the
 /// driver hands them over in turns, reads on while reads fill their buffer,
@@ -1288,11 +1295,7 @@ async fn every_message_before_an_abrupt_end_is_delivered() {
         for n in (500..=530).chain([5000]) {
             let server = TestServer::start(ServerOptions::default(), move |mut conn| async move {
                 assert_eq!(conn.recv().await, Some(Message::Text("go".into())));
-                let mut frames = Vec::new();
-                for i in 0..n {
-                    frames.extend_from_slice(&[0x81, 1, b'0' + (i % 10) as u8]);
-                }
-                conn.send_raw(&frames).await;
+                conn.send_raw(&digit_frames(n)).await;
                 // The TCP stream ends right after the messages: no close frame.
                 conn.shutdown().await;
             })
@@ -1322,11 +1325,7 @@ async fn messages_read_before_a_failed_write_are_delivered() {
         const N: usize = 100;
         let server = TestServer::start(ServerOptions::default(), |mut conn| async move {
             assert_eq!(conn.recv().await, Some(Message::Text("go".into())));
-            let mut frames = Vec::new();
-            for i in 0..N {
-                frames.extend_from_slice(&[0x81, 1, b'0' + (i % 10) as u8]);
-            }
-            conn.send_raw(&frames).await;
+            conn.send_raw(&digit_frames(N)).await;
             // Gone at once: the answers meet a closed socket.
             drop(conn);
         })
@@ -1361,10 +1360,7 @@ async fn a_protocol_error_just_before_the_end_is_reported() {
         const N: usize = 511;
         let server = TestServer::start(ServerOptions::default(), |mut conn| async move {
             assert_eq!(conn.recv().await, Some(Message::Text("go".into())));
-            let mut frames = Vec::new();
-            for i in 0..N {
-                frames.extend_from_slice(&[0x81, 1, b'0' + (i % 10) as u8]);
-            }
+            let mut frames = digit_frames(N);
             frames.extend_from_slice(&[0x83, 1, b'x']);
             conn.send_raw(&frames).await;
             conn.shutdown().await;

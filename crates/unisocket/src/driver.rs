@@ -464,6 +464,8 @@ struct Driver<S> {
     burst: bool,
     /// The read buffer may hold more whole events than the last turn took.
     more_events: bool,
+    /// The transport's receive low-water mark (see [`LOW_WATER_MAX`]).
+    low_water: usize,
 }
 
 /// The smallest read: what a quiet connection holds (its messages are cut
@@ -513,6 +515,19 @@ const DELIVER_BYTES: usize = 16 * 1024;
 /// flight, medians of 6 alternating runs): 4 530 MB/s against 4 126 (binary),
 /// 3 796 against 2 713 (text); 256 KiB did as well on binary.
 const READ_BURST: usize = 1024 * 1024;
+/// While a large frame misses at least [`LOW_WATER_MIN`] bytes, the driver
+/// asks the transport to wake it only once that many, up to this, can be
+/// read (`SO_RCVLOWAT`), not for every piece that arrives. Without it a
+/// driver that reads as soon as data comes (callbacks answer at once) fell
+/// into reading in small pieces, waking several times per message, and the
+/// peer sent in small pieces in turn. Measured on loopback (`bench/`,
+/// medians of 5 alternating runs, callbacks): 1 MiB binary 3 006 → 3 311
+/// msg/s, 1 MiB text 1 897 → 2 554, 64 KiB binary 51k → 73k; async
+/// unchanged within noise. The mark never exceeds what the frame still
+/// misses, so it cannot wait for bytes that are not coming.
+const LOW_WATER_MAX: usize = 256 * 1024;
+/// See [`LOW_WATER_MAX`].
+const LOW_WATER_MIN: usize = 16 * 1024;
 
 impl Driver<transport::Stream> {
     /// The driver of a connection that just opened; reports the open.
@@ -551,6 +566,7 @@ impl Driver<transport::Stream> {
             quiet_reads: 0,
             burst: false,
             more_events: false,
+            low_water: 1,
         }
     }
 }
@@ -597,7 +613,7 @@ fn take_spare(spares: &'static Spares, buf: &mut BytesMut) {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
     fn command(&mut self, cmd: Command) {
         take_spare(&SPARE_WRITES, self.conn.write_buf());
         match cmd {
@@ -809,7 +825,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 Poll::Ready(Ok(n)) => {
                     self.conn.handle_activity();
                     self.adapt_read_size(n, spare);
+
                     yield_to_app |= self.process_events();
+                    self.set_low_water();
                     progress = true;
                     burst += n;
                     if n < spare
@@ -828,6 +846,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 Poll::Ready(Err(e)) => return Err(e),
                 Poll::Pending => return Ok((progress, yield_to_app)),
             }
+        }
+    }
+
+    /// Sets the transport's low-water mark for what the current large frame
+    /// still misses, or back to 1 byte (one system call, when it changes).
+    fn set_low_water(&mut self) {
+        let missing = self.conn.large_frame_missing();
+        let mark = if missing >= LOW_WATER_MIN {
+            missing.min(LOW_WATER_MAX)
+        } else {
+            1
+        };
+        if mark != self.low_water {
+            self.io.set_recv_low_water(mark);
+            self.low_water = mark;
         }
     }
 

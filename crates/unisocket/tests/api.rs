@@ -1389,6 +1389,57 @@ async fn a_protocol_error_just_before_the_end_is_reported() {
     .await;
 }
 
+/// A large message that arrives in pieces, with pauses, is delivered, and so
+/// is a small one right after it, on a connection that then stays quiet:
+/// the driver waits for the rest of a large frame with a receive low-water
+/// mark, which must never ask for more than the frame still misses.
+#[tokio::test]
+async fn a_large_message_in_pieces_and_the_next_one_are_delivered() {
+    within(async {
+        const LEN: usize = 300 * 1024;
+        let server = TestServer::start(ServerOptions::default(), |mut conn| async move {
+            assert_eq!(conn.recv().await, Some(Message::Text("go".into())));
+            let mut frame = vec![0x82, 127];
+            frame.extend_from_slice(&(LEN as u64).to_be_bytes());
+            frame.extend((0..LEN).map(|i| (i % 251) as u8));
+            frame.extend_from_slice(&[0x81, 4]);
+            frame.extend_from_slice(b"next");
+            // The frame's head and 200 KiB, then 99 KiB, then the last KiB
+            // with the next message.
+            let cuts = [10 + 200 * 1024, 10 + 299 * 1024, frame.len()];
+            let mut from = 0;
+            for to in cuts {
+                conn.send_raw(&frame[from..to]).await;
+                from = to;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            // Quiet from now on: nothing more would wake a reader that
+            // waits for more bytes than came.
+            let _ = answer_close(&mut conn).await;
+        })
+        .await;
+        let task = bounded("open", connect_socket(opts(server.url())))
+            .await
+            .expect("open");
+        drop(task.send("go"));
+        let large = bounded("the large message", task.recv())
+            .await
+            .expect("a message");
+        assert_eq!(large.len(), LEN);
+        assert!(large
+            .as_bytes()
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == (i % 251) as u8));
+        let next = bounded("the message after it", task.recv()).await;
+        assert_eq!(next.as_ref().and_then(Data::as_text), Some("next"));
+        bounded("close", task.close(CloseOptions::default()))
+            .await
+            .expect("close");
+    })
+    .await;
+}
+
 /// A server that, once the client says "go", sends `n` small text messages
 /// ("0", "1", ...) in one write (so that they arrive in one read), then
 /// answers the close.

@@ -510,6 +510,29 @@ impl Connection {
         self.large.is_some()
     }
 
+    /// How many bytes of a large frame's payload have not arrived yet (0
+    /// when no large frame is being received): the transport is sure to
+    /// bring that many before the frame is whole.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::proto::{Config, Connection};
+    ///
+    /// let mut conn = Connection::new(Config::default());
+    /// // A 65535-byte binary frame, of which 100 bytes came.
+    /// conn.read_buf().extend_from_slice(&[0x82, 126, 0xFF, 0xFF]);
+    /// conn.read_buf().extend_from_slice(&[0; 100]);
+    /// assert_eq!(conn.poll_event(), Ok(None));
+    /// assert_eq!(conn.large_frame_missing(), 65435);
+    /// ```
+    pub fn large_frame_missing(&self) -> usize {
+        match (&self.frame, &self.large) {
+            (Some(f), Some(own)) => (f.header.payload_len as usize).saturating_sub(own.len()),
+            _ => 0,
+        }
+    }
+
     /// Bytes waiting to be written to the peer. The caller writes them and
     /// removes what was written (e.g. with `BytesMut::advance`).
     ///

@@ -189,6 +189,52 @@ fn authority(host: &str, port: u16) -> String {
     }
 }
 
+/// A transport that can wait for a number of bytes before it reports itself
+/// readable.
+pub(crate) trait RecvLowWater {
+    /// Asks to be woken for reading only once `bytes` bytes (at least 1) can
+    /// be read, or the stream ended or failed. Only a hint: it may do nothing.
+    fn set_recv_low_water(&self, bytes: usize);
+}
+
+impl RecvLowWater for Stream {
+    /// `SO_RCVLOWAT` on plain TCP on Linux. Not through TLS: the bytes on
+    /// the wire are not the bytes read, and rustls may already hold some of
+    /// them, so the mark could wait for bytes that never come.
+    fn set_recv_low_water(&self, bytes: usize) {
+        match self {
+            Stream::Plain(s) => set_rcvlowat(s, bytes),
+            #[cfg(feature = "tls")]
+            Stream::Tls(_) => {}
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn set_rcvlowat(socket: &TcpStream, bytes: usize) {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(bytes.max(1)).unwrap_or(libc::c_int::MAX);
+    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the descriptor belongs to `socket`, which is borrowed (so open)
+    // for the whole call. The option value points to a live `c_int` and
+    // `len` is its size, which is what SO_RCVLOWAT takes; the kernel copies
+    // the value during the call and keeps no pointer to it.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            std::ptr::from_ref(&value).cast(),
+            len,
+        )
+    };
+    // A refusal only costs the optimisation: reads work as before.
+    let _ = rc;
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_rcvlowat(_socket: &TcpStream, _bytes: usize) {}
+
 impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,

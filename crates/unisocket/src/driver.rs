@@ -781,6 +781,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
                 }
                 if sleep.as_mut().poll(cx).is_ready() {
                     self.conn.handle_timeout(Instant::now());
+                    // A ping may have gone out: lowering the mark wakes the
+                    // reader for what already came.
+                    self.set_low_water();
                     progress = true;
                 }
             }
@@ -851,9 +854,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
 
     /// Sets the transport's low-water mark for what the current large frame
     /// still misses, or back to 1 byte (one system call, when it changes).
+    /// While a heartbeat ping waits for an answer it is 1: bytes that trickle
+    /// in are the answer, and must not wait in the kernel for the mark.
     fn set_low_water(&mut self) {
         let missing = self.conn.large_frame_missing();
-        let mark = if missing >= LOW_WATER_MIN {
+        let mark = if missing >= LOW_WATER_MIN && !self.conn.heartbeat_waiting() {
             missing.min(LOW_WATER_MAX)
         } else {
             1

@@ -1389,23 +1389,37 @@ async fn a_protocol_error_just_before_the_end_is_reported() {
     .await;
 }
 
+/// The frame of a binary message of `len` bytes (`i % 251` each), with the
+/// 8-byte length form.
+fn large_frame(len: usize) -> Vec<u8> {
+    let mut frame = vec![0x82, 127];
+    frame.extend_from_slice(&(len as u64).to_be_bytes());
+    frame.extend((0..len).map(|i| (i % 251) as u8));
+    frame
+}
+
+fn check_large(data: &Data, len: usize) {
+    assert_eq!(data.len(), len);
+    assert!(data
+        .as_bytes()
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| b == (i % 251) as u8));
+}
+
 /// A large message that arrives in pieces, with pauses, is delivered, and so
-/// is a small one right after it, on a connection that then stays quiet:
-/// the driver waits for the rest of a large frame with a receive low-water
-/// mark, which must never ask for more than the frame still misses.
+/// is a small one sent after another pause, on a connection that then stays
+/// quiet: the driver waits for the rest of a large frame with a receive
+/// low-water mark, which must never ask for more than the frame still
+/// misses, nor outlive the frame.
 #[tokio::test]
 async fn a_large_message_in_pieces_and_the_next_one_are_delivered() {
     within(async {
         const LEN: usize = 300 * 1024;
         let server = TestServer::start(ServerOptions::default(), |mut conn| async move {
             assert_eq!(conn.recv().await, Some(Message::Text("go".into())));
-            let mut frame = vec![0x82, 127];
-            frame.extend_from_slice(&(LEN as u64).to_be_bytes());
-            frame.extend((0..LEN).map(|i| (i % 251) as u8));
-            frame.extend_from_slice(&[0x81, 4]);
-            frame.extend_from_slice(b"next");
-            // The frame's head and 200 KiB, then 99 KiB, then the last KiB
-            // with the next message.
+            let frame = large_frame(LEN);
+            // The frame's head and 200 KiB, then 99 KiB, then the last KiB.
             let cuts = [10 + 200 * 1024, 10 + 299 * 1024, frame.len()];
             let mut from = 0;
             for to in cuts {
@@ -1413,8 +1427,9 @@ async fn a_large_message_in_pieces_and_the_next_one_are_delivered() {
                 from = to;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            // Quiet from now on: nothing more would wake a reader that
-            // waits for more bytes than came.
+            // A small message on its own, then quiet until the client
+            // closes: nothing else would wake a reader that waits for more.
+            conn.send_text("next").await;
             let _ = answer_close(&mut conn).await;
         })
         .await;
@@ -1422,20 +1437,54 @@ async fn a_large_message_in_pieces_and_the_next_one_are_delivered() {
             .await
             .expect("open");
         drop(task.send("go"));
-        let large = bounded("the large message", task.recv())
-            .await
-            .expect("a message");
-        assert_eq!(large.len(), LEN);
-        assert!(large
-            .as_bytes()
-            .iter()
-            .enumerate()
-            .all(|(i, &b)| b == (i % 251) as u8));
+        let large = bounded("the large message", task.recv()).await;
+        check_large(&large.expect("a message"), LEN);
         let next = bounded("the message after it", task.recv()).await;
         assert_eq!(next.as_ref().and_then(Data::as_text), Some("next"));
         bounded("close", task.close(CloseOptions::default()))
             .await
             .expect("close");
+    })
+    .await;
+}
+
+/// A large message that trickles in slower than the heartbeat's timeout
+/// would allow for a whole low-water mark keeps the connection alive: while
+/// a ping waits for its answer, whatever arrives is read and counts.
+#[tokio::test]
+async fn a_slow_large_message_keeps_the_heartbeat_satisfied() {
+    within(async {
+        const LEN: usize = 512 * 1024;
+        let server = TestServer::start(ServerOptions::default(), |mut conn| async move {
+            assert_eq!(conn.recv().await, Some(Message::Text("go".into())));
+            // 8 KiB every 10 ms (about 800 KB/s): a 256 KiB mark would take
+            // about 320 ms to fill, twice the heartbeat's timeout. The
+            // server reads nothing meanwhile, so pings get no pong.
+            for piece in large_frame(LEN).chunks(8 * 1024) {
+                conn.send_raw(piece).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let _ = answer_close(&mut conn).await;
+        })
+        .await;
+        let options =
+            opts(server.url()).heartbeat(Duration::from_millis(100), Duration::from_millis(150));
+        let task = bounded("open", connect_socket(options))
+            .await
+            .expect("open");
+        let log = log_events(&task);
+        drop(task.send("go"));
+        let large = bounded("the large message", task.recv()).await;
+        assert!(large.is_some(), "{:?}", log.lock().unwrap());
+        check_large(&large.expect("a message"), LEN);
+        bounded("close", task.close(CloseOptions::default()))
+            .await
+            .expect("close");
+        assert!(
+            !log.lock().unwrap().iter().any(|e| e.starts_with("error:")),
+            "{:?}",
+            log.lock().unwrap()
+        );
     })
     .await;
 }

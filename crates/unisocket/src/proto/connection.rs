@@ -1216,6 +1216,13 @@ impl Connection {
         self.heartbeat.deadline = None;
     }
 
+    /// Whether a heartbeat ping waits for the peer's answer (any bytes):
+    /// the caller should then read whatever arrives, and tell
+    /// [`Connection::handle_activity`].
+    pub fn heartbeat_waiting(&self) -> bool {
+        self.heartbeat.deadline.is_some()
+    }
+
     /// When the heartbeat found the peer silent, the timeout that passed.
     /// The connection is then [`State::Closed`] without a close frame: report
     /// close code 1006.

@@ -213,6 +213,9 @@ impl RecvLowWater for Stream {
 #[cfg(target_os = "linux")]
 fn set_rcvlowat(socket: &TcpStream, bytes: usize) {
     use std::os::fd::AsRawFd;
+    if !rcvlowat_is_safe() {
+        return;
+    }
     let value = libc::c_int::try_from(bytes.max(1)).unwrap_or(libc::c_int::MAX);
     let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: the descriptor belongs to `socket`, which is borrowed (so open)
@@ -234,6 +237,30 @@ fn set_rcvlowat(socket: &TcpStream, bytes: usize) {
 
 #[cfg(not(target_os = "linux"))]
 fn set_rcvlowat(_socket: &TcpStream, _bytes: usize) {}
+
+/// Whether this kernel handles a TCP receive low-water mark well: Linux 5.7
+/// and later. Before 4.18 the receive buffer did not grow to fit the mark,
+/// and fixes for marks that could stall a connection came up to 5.7, so
+/// older kernels read as before.
+#[cfg(target_os = "linux")]
+fn rcvlowat_is_safe() -> bool {
+    static SAFE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SAFE.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .ok()
+            .and_then(|release| kernel_version(&release))
+            .is_some_and(|version| version >= (5, 7))
+    })
+}
+
+/// `(major, minor)` of a kernel release such as `6.18.44-fc-v657`.
+#[cfg(any(target_os = "linux", test))]
+fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.trim().split(['.', '-']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
 
 impl AsyncRead for Stream {
     fn poll_read(
@@ -298,5 +325,21 @@ impl AsyncWrite for Stream {
             #[cfg(feature = "tls")]
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kernel_version;
+
+    #[test]
+    fn kernel_versions_are_read_from_the_release() {
+        assert_eq!(kernel_version("6.18.44-fc-v657\n"), Some((6, 18)));
+        assert_eq!(kernel_version("5.7.0"), Some((5, 7)));
+        assert_eq!(kernel_version("4.18.0-553.el8_10.x86_64"), Some((4, 18)));
+        assert_eq!(kernel_version("5-rc1"), None);
+        assert_eq!(kernel_version(""), None);
+        assert!(kernel_version("4.19.2").unwrap() < (5, 7));
+        assert!(kernel_version("10.1").unwrap() >= (5, 7));
     }
 }

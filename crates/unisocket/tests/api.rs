@@ -1273,6 +1273,32 @@ async fn a_listener_registered_by_a_callback_gets_the_next_message() {
     .await;
 }
 
+/// A server whose handler runs `then` once the client says "go", so that
+/// what it sends does not come in the same read as the handshake response.
+async fn server_after_go<F, Fut>(then: F) -> TestServer
+where
+    F: Fn(ServerConn) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let then = Arc::new(then);
+    TestServer::start(ServerOptions::default(), move |mut conn| {
+        let then = then.clone();
+        async move {
+            assert_eq!(conn.recv().await, Some(Message::Text("go".into())));
+            then(conn).await;
+        }
+    })
+    .await
+}
+
+/// Waits until `log` (see [`log_events`]) has the close event.
+async fn wait_for_close(log: &Log) {
+    wait_until("the close", || {
+        log.lock().unwrap().iter().any(|e| e.starts_with("close:"))
+    })
+    .await;
+}
+
 /// `n` one-byte text frames, "0" to "9" over and over (3 bytes each).
 fn digit_frames(n: usize) -> Vec<u8> {
     (0..n)
@@ -1293,8 +1319,7 @@ fn digit_frames(n: usize) -> Vec<u8> {
 async fn every_message_before_an_abrupt_end_is_delivered() {
     within(async {
         for n in (500..=530).chain([5000]) {
-            let server = TestServer::start(ServerOptions::default(), move |mut conn| async move {
-                assert_eq!(conn.recv().await, Some(Message::Text("go".into())));
+            let server = server_after_go(move |mut conn| async move {
                 conn.send_raw(&digit_frames(n)).await;
                 // The TCP stream ends right after the messages: no close frame.
                 conn.shutdown().await;
@@ -1323,8 +1348,7 @@ async fn every_message_before_an_abrupt_end_is_delivered() {
 async fn messages_read_before_a_failed_write_are_delivered() {
     within(async {
         const N: usize = 100;
-        let server = TestServer::start(ServerOptions::default(), |mut conn| async move {
-            assert_eq!(conn.recv().await, Some(Message::Text("go".into())));
+        let server = server_after_go(|mut conn| async move {
             conn.send_raw(&digit_frames(N)).await;
             // Gone at once: the answers meet a closed socket.
             drop(conn);
@@ -1340,10 +1364,7 @@ async fn messages_read_before_a_failed_write_are_delivered() {
             g.fetch_add(1, Ordering::SeqCst);
             drop(t.send("answer"));
         });
-        wait_until("the close", || {
-            log.lock().unwrap().iter().any(|e| e.starts_with("close:"))
-        })
-        .await;
+        wait_for_close(&log).await;
         assert_eq!(got.load(Ordering::SeqCst), N, "{:?}", log.lock().unwrap());
     })
     .await;
@@ -1358,8 +1379,7 @@ async fn messages_read_before_a_failed_write_are_delivered() {
 async fn a_protocol_error_just_before_the_end_is_reported() {
     within(async {
         const N: usize = 511;
-        let server = TestServer::start(ServerOptions::default(), |mut conn| async move {
-            assert_eq!(conn.recv().await, Some(Message::Text("go".into())));
+        let server = server_after_go(|mut conn| async move {
             let mut frames = digit_frames(N);
             frames.extend_from_slice(&[0x83, 1, b'x']);
             conn.send_raw(&frames).await;
@@ -1376,10 +1396,7 @@ async fn a_protocol_error_just_before_the_end_is_reported() {
             got += 1;
         }
         assert_eq!(got, N);
-        wait_until("the close", || {
-            log.lock().unwrap().iter().any(|e| e.starts_with("close:"))
-        })
-        .await;
+        wait_for_close(&log).await;
         let log = log.lock().unwrap();
         assert!(
             log.iter().any(|e| e.starts_with("close:1002:")),
@@ -1416,8 +1433,7 @@ fn check_large(data: &Data, len: usize) {
 async fn a_large_message_in_pieces_and_the_next_one_are_delivered() {
     within(async {
         const LEN: usize = 300 * 1024;
-        let server = TestServer::start(ServerOptions::default(), |mut conn| async move {
-            assert_eq!(conn.recv().await, Some(Message::Text("go".into())));
+        let server = server_after_go(|mut conn| async move {
             let frame = large_frame(LEN);
             // The frame's head and 200 KiB, then 99 KiB, then the last KiB.
             let cuts = [10 + 200 * 1024, 10 + 299 * 1024, frame.len()];
@@ -1455,8 +1471,7 @@ async fn a_large_message_in_pieces_and_the_next_one_are_delivered() {
 async fn a_slow_large_message_keeps_the_heartbeat_satisfied() {
     within(async {
         const LEN: usize = 512 * 1024;
-        let server = TestServer::start(ServerOptions::default(), |mut conn| async move {
-            assert_eq!(conn.recv().await, Some(Message::Text("go".into())));
+        let server = server_after_go(|mut conn| async move {
             // 8 KiB every 10 ms (about 800 KB/s): a 256 KiB mark would take
             // about 320 ms to fill, twice the heartbeat's timeout. The
             // server reads nothing meanwhile, so pings get no pong.
@@ -1493,8 +1508,7 @@ async fn a_slow_large_message_keeps_the_heartbeat_satisfied() {
 /// ("0", "1", ...) in one write (so that they arrive in one read), then
 /// answers the close.
 async fn burst_server(n: usize) -> TestServer {
-    TestServer::start(ServerOptions::default(), move |mut conn| async move {
-        assert_eq!(conn.recv().await, Some(Message::Text("go".into())));
+    server_after_go(move |mut conn| async move {
         let mut frames = Vec::new();
         for i in 0..n {
             let text = i.to_string();

@@ -6,11 +6,11 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::deflate::{Deflate, DeflateParams};
 use super::error::ProtocolError;
-use super::frame::{apply_mask, FrameHeader, OpCode, MAX_HEADER_LEN};
+use super::frame::{extend_masked, FrameHeader, OpCode, MAX_HEADER_LEN};
 use super::utf8::Utf8Validator;
 use crate::data::{Data, Text};
 
@@ -19,6 +19,10 @@ const LARGE_FRAME: usize = 32 * 1024;
 /// How many buffers of large frames are kept for reuse, and the largest kept.
 const POOL_BUFFERS: usize = 8;
 const POOL_MAX_BUFFER: usize = 1 << 20;
+/// After a large frame of at most this size (header included), the next read
+/// goes into a pooled buffer with room for another such frame: if one comes,
+/// that buffer becomes its own buffer with no copy and no second read.
+const PREPARED_READ_MAX: usize = 128 * 1024;
 /// After this many frames in a row that were not large, the kept buffers
 /// are freed: a connection whose traffic turned small holds none.
 const POOL_IDLE_FRAMES: u32 = 64;
@@ -44,13 +48,15 @@ impl FramePool {
 
     /// An empty buffer with room for at least `n` bytes.
     fn take(&self, n: usize) -> BytesMut {
-        match self.free().pop() {
-            Some(mut buf) if buf.capacity() >= n => {
-                buf.clear();
-                buf
+        if let Some(mut buf) = self.free().pop() {
+            buf.clear();
+            // A buffer that was a read buffer lost the frame header at its
+            // front: reclaiming that room moves no bytes (it is empty).
+            if buf.capacity() >= n || buf.try_reclaim(n) {
+                return buf;
             }
-            _ => BytesMut::with_capacity(n),
         }
+        BytesMut::with_capacity(n)
     }
 
     fn put(&self, buf: BytesMut) {
@@ -399,6 +405,9 @@ pub struct Connection {
     pool: Option<std::sync::Arc<FramePool>>,
     /// Frames since the last large one (see `POOL_IDLE_FRAMES`).
     small_frames: u32,
+    /// The size the next read buffer is prepared for (header included), after
+    /// a large frame of at most [`PREPARED_READ_MAX`]; 0 otherwise.
+    prepared_read: usize,
     /// Boxed: most connections do not compress, and the codec state is
     /// some 300 bytes.
     deflate: Option<Box<Deflate>>,
@@ -452,6 +461,7 @@ impl Connection {
             large: None,
             pool: None,
             small_frames: 0,
+            prepared_read: 0,
             deflate,
             scratch: Vec::new(),
         }
@@ -478,7 +488,17 @@ impl Connection {
         // which becomes the message without a copy.
         match &mut self.large {
             Some(own) => own,
-            None => &mut self.read,
+            None => {
+                let want = self.prepared_read;
+                if want > 0 && self.read.is_empty() && self.read.capacity() < want {
+                    // Large frames come one after another: read the next one
+                    // into a buffer that can become its own (see `decode`).
+                    if let Some(pool) = &self.pool {
+                        self.read = pool.take(want);
+                    }
+                }
+                &mut self.read
+            }
         }
     }
 
@@ -701,24 +721,17 @@ impl Connection {
                 let _ = self.read.split_to(len);
                 // The header check bounds payload_len by max_frame_size (or 125).
                 let payload_len = header.payload_len as usize;
-                if payload_len >= LARGE_FRAME && self.read.len() < payload_len {
-                    // Give the frame a buffer of its own: the shared read
-                    // buffer stays small, and is not re-allocated while the
-                    // application still holds earlier messages cut from it.
-                    let mut own = self
-                        .pool
-                        .get_or_insert_with(Default::default)
-                        .take(payload_len);
-                    own.extend_from_slice(&self.read);
-                    self.read.clear();
-                    self.large = Some(own);
-                    self.small_frames = 0;
-                } else if self.small_frames < POOL_IDLE_FRAMES {
-                    self.small_frames += 1;
-                } else if self.small_frames == POOL_IDLE_FRAMES {
-                    self.small_frames += 1;
-                    if let Some(pool) = &self.pool {
-                        pool.free().clear();
+                if payload_len >= LARGE_FRAME {
+                    self.start_large_frame(len, payload_len);
+                } else {
+                    self.prepared_read = 0;
+                    if self.small_frames < POOL_IDLE_FRAMES {
+                        self.small_frames += 1;
+                    } else if self.small_frames == POOL_IDLE_FRAMES {
+                        self.small_frames += 1;
+                        if let Some(pool) = &self.pool {
+                            pool.free().clear();
+                        }
                     }
                 }
                 self.frame = Some(CurrentFrame { header, checked: 0 });
@@ -773,6 +786,41 @@ impl Connection {
             if self.state == State::Closed {
                 return Ok(None);
             }
+        }
+    }
+
+    /// The header (`header_len` bytes) of a frame of `payload_len >=
+    /// LARGE_FRAME` bytes was just taken from the read buffer: unless the
+    /// frame is whole there already, it gets a buffer of its own, which
+    /// becomes the message.
+    fn start_large_frame(&mut self, header_len: usize, payload_len: usize) {
+        self.small_frames = 0;
+        // A read of exactly this frame's size ends where the next frame of
+        // the same size ends.
+        let frame_len = header_len + payload_len;
+        self.prepared_read = if frame_len <= PREPARED_READ_MAX {
+            frame_len
+        } else {
+            0
+        };
+        let pool = self.pool.get_or_insert_with(Default::default);
+        let room = self.read.capacity();
+        if self.read.len() <= payload_len && room >= payload_len && room <= 2 * payload_len {
+            // The read buffer has room for the whole payload, and not much
+            // more: it becomes the frame's own, with no copy of what came
+            // with the header (reads after the frame's end would be copied).
+            self.large = Some(std::mem::take(&mut self.read));
+        } else if self.read.len() < payload_len {
+            // The shared read buffer stays small, and is not re-allocated
+            // while the application still holds earlier messages cut from it.
+            // Room for the header too, left empty at the front: once back
+            // in the pool, the buffer can be a prepared read buffer.
+            let mut own = pool.take(frame_len);
+            own.resize(header_len, 0);
+            own.advance(header_len);
+            own.extend_from_slice(&self.read);
+            self.read.clear();
+            self.large = Some(own);
         }
     }
 
@@ -1302,8 +1350,6 @@ impl Connection {
         let n = header.encode(&mut head);
         self.write.reserve(n + payload.len());
         self.write.extend_from_slice(&head[..n]);
-        let start = self.write.len();
-        self.write.extend_from_slice(payload);
-        apply_mask(&mut self.write[start..], mask, 0);
+        extend_masked(&mut self.write, payload, mask);
     }
 }

@@ -1681,6 +1681,41 @@ fn a_large_message_buffer_is_reused_once_the_message_is_dropped() {
 }
 
 #[test]
+fn after_a_large_frame_the_next_read_goes_into_a_buffer_that_becomes_the_next_message() {
+    let mut p = Pair::new();
+    drop(p.deliver(&frag(true, 2, &bytes_of_len(40_000))));
+    // The buffer offered for the next read has room for a frame of the same
+    // size, header included.
+    let second: Vec<u8> = bytes_of_len(40_000).iter().map(|b| !b).collect();
+    let wire = frag(true, 2, &second);
+    let buf = p.client.read_buf();
+    assert!(buf.is_empty());
+    assert!(buf.capacity() >= wire.len(), "room for {}", wire.len());
+    let at = buf.as_ptr();
+    // One read brings the whole frame: its payload is the message, where it
+    // was read (no copy); the header (4 bytes) was before it.
+    buf.extend_from_slice(&wire);
+    let event = p.client.poll_event().transpose().expect("an event");
+    let message = binary_bytes(&event);
+    assert_eq!(message, second);
+    assert_eq!(message.as_ptr(), at.wrapping_add(4));
+    // The same when the frame comes in pieces: the piece with the header
+    // stays where it was read, and the rest is read after it.
+    drop((message, event));
+    let buf = p.client.read_buf();
+    let at = buf.as_ptr();
+    let events = p.deliver(&wire[..1000]);
+    assert!(events.is_empty());
+    assert!(p.client.receiving_large_frame());
+    let events = p.deliver(&wire[1000..]);
+    let message = binary_bytes(&events[0]);
+    assert_eq!(message, second);
+    assert_eq!(message.as_ptr(), at.wrapping_add(4));
+    // A small frame next: the prepared buffer serves it like any read.
+    assert_eq!(p.deliver(&frag(true, 1, b"small")), vec![text("small")]);
+}
+
+#[test]
 fn held_large_messages_keep_their_bytes_while_more_arrive() {
     let mut p = Pair::new().chunked(4096);
     let payloads: Vec<Vec<u8>> = (0..12u8)
@@ -1733,9 +1768,16 @@ fn bytes_past_a_large_frame_in_a_reused_buffer_start_the_next_frame() {
 #[test]
 fn kept_buffers_are_freed_once_traffic_turns_small() {
     let mut p = Pair::new().chunked(1000);
-    drop(p.deliver(&frag(true, 2, &bytes_of_len(40_000))));
+    let stream = concat(&[
+        &frag(true, 2, &bytes_of_len(40_000)),
+        &frag(true, 2, &bytes_of_len(40_000)),
+    ]);
+    drop(p.deliver(&stream));
+    assert_eq!(p.client.pooled_buffers(), 2);
+    // The next read goes into one of them, ready for another large frame.
+    assert_eq!(p.deliver(&frag(true, 1, b"small")), vec![text("small")]);
     assert_eq!(p.client.pooled_buffers(), 1);
-    for _ in 0..64 {
+    for _ in 0..63 {
         assert_eq!(p.deliver(&frag(true, 1, b"small")), vec![text("small")]);
     }
     assert_eq!(

@@ -82,7 +82,7 @@ impl Text {
     /// assert!(text.as_str().starts_with('H'));
     /// ```
     pub fn as_str(&self) -> &str {
-        // The only unsafe code of the crate: re-validating on every access
+        // Unsafe because re-validating on every access
         // would cost a full pass over each received message.
         #[allow(unsafe_code)]
         // SAFETY: every constructor of `Text` either takes a `str`/`String`,

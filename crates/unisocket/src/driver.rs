@@ -896,6 +896,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
             self.burst = false;
             self.shrink_queues();
         }
+        if quiet {
+            self.conn.stop_preparing_reads();
+        }
         let buf = self.conn.read_buf();
         if quiet && buf.is_empty() && buf.capacity() > 0 {
             if buf.capacity() > MIN_READ {

@@ -502,6 +502,12 @@ impl Connection {
         }
     }
 
+    /// The traffic went quiet: the next read needs no buffer prepared for
+    /// another large frame (see `read_buf`).
+    pub(crate) fn stop_preparing_reads(&mut self) {
+        self.prepared_read = 0;
+    }
+
     /// How many buffers of large frames wait for reuse.
     #[cfg(test)]
     pub(crate) fn pooled_buffers(&self) -> usize {

@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::handshake;
 use super::test_server::*;
@@ -1713,6 +1713,21 @@ fn after_a_large_frame_the_next_read_goes_into_a_buffer_that_becomes_the_next_me
     assert_eq!(message.as_ptr(), at.wrapping_add(4));
     // A small frame next: the prepared buffer serves it like any read.
     assert_eq!(p.deliver(&frag(true, 1, b"small")), vec![text("small")]);
+}
+
+#[test]
+fn a_quiet_connection_stops_preparing_reads_for_large_frames() {
+    let mut p = Pair::new();
+    drop(p.deliver(&frag(true, 2, &bytes_of_len(40_000))));
+    assert!(p.client.read_buf().capacity() >= 40_004, "prepared");
+    // The driver frees the read buffer of a connection gone quiet: no other
+    // buffer of a large frame's size takes its place.
+    p.client.stop_preparing_reads();
+    *p.client.read_buf() = BytesMut::new();
+    assert_eq!(p.client.read_buf().capacity(), 0);
+    // Until the next large frame.
+    drop(p.deliver(&frag(true, 2, &bytes_of_len(40_000))));
+    assert!(p.client.read_buf().capacity() >= 40_004, "prepared again");
 }
 
 #[test]

@@ -838,7 +838,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
                         // Messages wait for their turn: read on only while
                         // they fit in about one read, so that the buffer
                         // does not grow past what the held limit allows.
-                        || (self.more_events && self.conn.read_buf().len() >= MAX_READ)
+                        || (self.more_events && self.conn.current_read_buf().len() >= MAX_READ)
                         || self.conn.state() != State::Open
                         || self.pending_failure.is_some()
                         || self.shared.held_full(cx)
@@ -899,7 +899,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
         if quiet {
             self.conn.stop_preparing_reads();
         }
-        let buf = self.conn.read_buf();
+        let buf = self.conn.current_read_buf();
         if quiet && buf.is_empty() && buf.capacity() > 0 {
             if buf.capacity() > MIN_READ {
                 // The buffer of a burst that is over: the messages cut from

@@ -59,6 +59,24 @@ impl FramePool {
         BytesMut::with_capacity(n)
     }
 
+    /// An empty buffer with room for at least `n` bytes and at most `max`:
+    /// one of the pool's if one fits, otherwise a new one of `n`.
+    fn take_sized(&self, n: usize, max: usize) -> BytesMut {
+        let mut free = self.free();
+        for i in (0..free.len()).rev() {
+            let buf = &mut free[i];
+            buf.clear();
+            // Reclaiming may give back room at the front: check `max` again.
+            let fits = buf.capacity() <= max
+                && (buf.capacity() >= n || buf.try_reclaim(n))
+                && buf.capacity() <= max;
+            if fits {
+                return free.swap_remove(i);
+            }
+        }
+        BytesMut::with_capacity(n)
+    }
+
     fn put(&self, buf: BytesMut) {
         if buf.capacity() <= POOL_MAX_BUFFER {
             let mut free = self.free();
@@ -493,12 +511,23 @@ impl Connection {
                 if want > 0 && self.read.is_empty() && self.read.capacity() < want {
                     // Large frames come one after another: read the next one
                     // into a buffer that can become its own (see `decode`).
+                    // Not a much larger one: small messages read next are
+                    // cut from it and keep it alive.
                     if let Some(pool) = &self.pool {
-                        self.read = pool.take(want);
+                        self.read = pool.take_sized(want, 2 * want);
                     }
                 }
                 &mut self.read
             }
+        }
+    }
+
+    /// [`Connection::read_buf`] as it is, with no buffer prepared for the
+    /// next read: for looking at it (or freeing it) rather than reading.
+    pub(crate) fn current_read_buf(&mut self) -> &mut BytesMut {
+        match &mut self.large {
+            Some(own) => own,
+            None => &mut self.read,
         }
     }
 

@@ -1683,15 +1683,19 @@ fn a_large_message_buffer_is_reused_once_the_message_is_dropped() {
 #[test]
 fn after_a_large_frame_the_next_read_goes_into_a_buffer_that_becomes_the_next_message() {
     let mut p = Pair::new();
-    drop(p.deliver(&frag(true, 2, &bytes_of_len(40_000))));
+    let events = p.deliver(&frag(true, 2, &bytes_of_len(40_000)));
+    let first = binary_bytes(&events[0]).as_ptr();
+    drop(events);
     // The buffer offered for the next read has room for a frame of the same
-    // size, header included.
+    // size, header included: the first message's, back from the pool, with
+    // the room of its header at the front reclaimed.
     let second: Vec<u8> = bytes_of_len(40_000).iter().map(|b| !b).collect();
     let wire = frag(true, 2, &second);
     let buf = p.client.read_buf();
     assert!(buf.is_empty());
     assert!(buf.capacity() >= wire.len(), "room for {}", wire.len());
     let at = buf.as_ptr();
+    assert_eq!(at, first.wrapping_sub(4), "the pooled buffer");
     // One read brings the whole frame: its payload is the message, where it
     // was read (no copy); the header (4 bytes) was before it.
     buf.extend_from_slice(&wire);
@@ -1713,6 +1717,23 @@ fn after_a_large_frame_the_next_read_goes_into_a_buffer_that_becomes_the_next_me
     assert_eq!(message.as_ptr(), at.wrapping_add(4));
     // A small frame next: the prepared buffer serves it like any read.
     assert_eq!(p.deliver(&frag(true, 1, b"small")), vec![text("small")]);
+}
+
+#[test]
+fn a_read_buffer_prepared_for_a_large_frame_is_not_much_larger() {
+    let mut p = Pair::new().chunked(1000);
+    // The pool keeps the buffer of a 600 KB message...
+    drop(p.deliver(&frag(true, 2, &bytes_of_len(600_000))));
+    // ...which is too large to be prepared for frames of 40 KB: a small
+    // message cut from it would keep it alive.
+    drop(p.deliver(&frag(true, 2, &bytes_of_len(40_000))));
+    let room = p.client.read_buf().capacity();
+    assert!(room >= 40_004, "room for a frame: {room}");
+    assert!(
+        room <= 2 * 40_004,
+        "read buffer of {room} bytes for 40 KB frames"
+    );
+    assert_eq!(p.deliver(&frag(true, 1, b"hi")), vec![text("hi")]);
 }
 
 #[test]

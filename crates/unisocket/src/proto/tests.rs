@@ -1737,6 +1737,31 @@ fn a_read_buffer_prepared_for_a_large_frame_is_not_much_larger() {
 }
 
 #[test]
+fn no_read_buffer_is_prepared_after_frames_above_128_kib() {
+    let mut p = Pair::new();
+    drop(p.deliver(&frag(true, 2, &bytes_of_len(200_000))));
+    let room = p.client.read_buf().capacity();
+    assert!(room < 200_000, "read buffer of {room} bytes");
+}
+
+#[test]
+fn a_large_frame_does_not_keep_a_much_larger_read_buffer() {
+    let mut p = Pair::new().chunked(1000);
+    let buf = p.client.read_buf();
+    buf.reserve(1 << 20);
+    let (start, room) = (buf.as_ptr() as usize, buf.capacity());
+    let events = p.deliver(&frag(true, 2, &bytes_of_len(40_000)));
+    let message = binary_bytes(&events[0]);
+    assert_eq!(message, bytes_of_len(40_000));
+    // The frame got a buffer of its own size rather than the 1 MiB one.
+    let at = message.as_ptr() as usize;
+    assert!(
+        !(start..start + room).contains(&at),
+        "a 40 KB message holds the 1 MiB read buffer"
+    );
+}
+
+#[test]
 fn a_quiet_connection_stops_preparing_reads_for_large_frames() {
     let mut p = Pair::new();
     drop(p.deliver(&frag(true, 2, &bytes_of_len(40_000))));

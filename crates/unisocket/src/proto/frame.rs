@@ -293,14 +293,11 @@ impl FrameHeader {
 /// ```
 pub fn apply_mask(data: &mut [u8], key: [u8; 4], offset: usize) {
     let key = rotate_key(key, offset);
-    let word = u64::from_ne_bytes([
-        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
-    ]);
+    let word = key_word(key);
     let mut chunks = data.chunks_exact_mut(8);
     for chunk in &mut chunks {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(chunk);
-        chunk.copy_from_slice(&(u64::from_ne_bytes(a) ^ word).to_ne_bytes());
+        let masked = mask_word(chunk, word);
+        chunk.copy_from_slice(&masked);
     }
     for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
         *b ^= key[i & 3];
@@ -363,14 +360,9 @@ unsafe fn mask_into_avx2(out: &mut [std::mem::MaybeUninit<u8>], src: &[u8], key:
 #[inline(always)]
 fn mask_into(out: &mut [std::mem::MaybeUninit<u8>], src: &[u8], key: [u8; 4]) {
     const BLOCK: usize = 64;
-    let word = u64::from_ne_bytes([
-        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
-    ]);
-    let mask_word = |o: &mut [std::mem::MaybeUninit<u8>], i: &[u8]| {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(i);
-        let m = (u64::from_ne_bytes(a) ^ word).to_ne_bytes();
-        for (o, m) in o.iter_mut().zip(m) {
+    let word = key_word(key);
+    let write_word = |o: &mut [std::mem::MaybeUninit<u8>], i: &[u8]| {
+        for (o, m) in o.iter_mut().zip(mask_word(i, word)) {
             o.write(m);
         }
     };
@@ -379,7 +371,7 @@ fn mask_into(out: &mut [std::mem::MaybeUninit<u8>], src: &[u8], key: [u8; 4]) {
     // Whole blocks of eight words: the compiler makes SIMD of them.
     for (o, i) in (&mut out_blocks).zip(&mut in_blocks) {
         for (o, i) in o.chunks_exact_mut(8).zip(i.chunks_exact(8)) {
-            mask_word(o, i);
+            write_word(o, i);
         }
     }
     // Then words, then bytes; BLOCK and 8 are multiples of 4, so each part
@@ -388,12 +380,28 @@ fn mask_into(out: &mut [std::mem::MaybeUninit<u8>], src: &[u8], key: [u8; 4]) {
     let mut out_words = out_blocks.into_remainder().chunks_exact_mut(8);
     let mut in_words = in_blocks.remainder().chunks_exact(8);
     for (o, i) in (&mut out_words).zip(&mut in_words) {
-        mask_word(o, i);
+        write_word(o, i);
     }
     let out_rest = out_words.into_remainder();
     for (n, (o, i)) in out_rest.iter_mut().zip(in_words.remainder()).enumerate() {
         o.write(i ^ key[n & 3]);
     }
+}
+
+/// The 4-byte key twice, as one machine word.
+#[inline(always)]
+fn key_word(key: [u8; 4]) -> u64 {
+    u64::from_ne_bytes([
+        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
+    ])
+}
+
+/// Eight bytes (`chunk`, of length 8) masked with [`key_word`]'s word.
+#[inline(always)]
+fn mask_word(chunk: &[u8], word: u64) -> [u8; 8] {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(chunk);
+    (u64::from_ne_bytes(a) ^ word).to_ne_bytes()
 }
 
 fn rotate_key(key: [u8; 4], offset: usize) -> [u8; 4] {

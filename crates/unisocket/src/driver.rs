@@ -466,6 +466,16 @@ struct Driver<S> {
     more_events: bool,
     /// The transport's receive low-water mark (see [`LOW_WATER_MAX`]).
     low_water: usize,
+    /// Reads and writes so far (see `release_at`).
+    activity: u64,
+    /// A write of more than [`SMALL_WRITE`] bytes went out since the buffers
+    /// were last given back (a written buffer's `capacity` no longer says
+    /// how large it is).
+    wrote_large: bool,
+    /// While the connection holds buffers grown by its traffic: when it
+    /// gives them back, unless `activity` moved on from the count kept here
+    /// (see [`IDLE_RELEASE`]).
+    release_at: Option<(Instant, u64)>,
 }
 
 /// The smallest read: what a quiet connection holds (its messages are cut
@@ -528,6 +538,14 @@ const READ_BURST: usize = 1024 * 1024;
 const LOW_WATER_MAX: usize = 256 * 1024;
 /// See [`LOW_WATER_MAX`].
 const LOW_WATER_MIN: usize = 16 * 1024;
+/// A connection that neither read nor wrote for this long (one to two
+/// times it) gives back the buffers its traffic grew: read buffers sized
+/// for large or many messages, its pool of large-message buffers, write
+/// buffers of large sends, long queues. Without this, an idle connection
+/// kept the memory of the largest traffic it had seen, hundreds of KiB
+/// (`tests/idle_memory.rs`). Traffic with shorter pauses keeps its buffers
+/// and allocates nothing when it resumes.
+const IDLE_RELEASE: Duration = Duration::from_secs(1);
 
 impl Driver<transport::Stream> {
     /// The driver of a connection that just opened; reports the open.
@@ -567,6 +585,9 @@ impl Driver<transport::Stream> {
             burst: false,
             more_events: false,
             low_water: 1,
+            activity: 0,
+            wrote_large: false,
+            release_at: None,
         }
     }
 }
@@ -705,6 +726,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
                     if self.out.len() > SMALL_WRITE {
                         // Bursts are being sent: keep the buffers.
                         self.quiet_reads = 0;
+                        self.wrote_large = true;
                     }
                     self.moved += self.out.len() as u64;
                 }
@@ -715,6 +737,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
                     Poll::Ready(Ok(n)) => {
                         self.out.advance(n);
                         self.written += n as u64;
+                        self.activity += 1;
                         self.settle_written();
                         progress = true;
                     }
@@ -766,11 +789,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
                 progress |= read;
                 yield_to_app = yield_now;
             }
-            // The protocol's deadlines (close handshake, heartbeat) and the flush deadline.
-            let deadline = match (self.conn.poll_timeout(), self.flush_deadline) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            if !progress && !yield_to_app && self.release_at.is_none() && self.holds_grown_buffers()
+            {
+                // About to wait: the clock starts for giving them back.
+                self.release_at = Some((Instant::now() + IDLE_RELEASE, self.activity));
+            }
+            // The protocol's deadlines (close handshake, heartbeat), the
+            // flush deadline and the release of grown buffers.
+            let deadline = [
+                self.conn.poll_timeout(),
+                self.flush_deadline,
+                self.release_at.map(|(at, _)| at),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             if let Some(deadline) = deadline {
                 let deadline = tokio::time::Instant::from_std(deadline);
                 let sleep = self
@@ -780,7 +813,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
                     sleep.as_mut().reset(deadline);
                 }
                 if sleep.as_mut().poll(cx).is_ready() {
-                    self.conn.handle_timeout(Instant::now());
+                    let now = Instant::now();
+                    self.conn.handle_timeout(now);
+                    if let Some((at, seen)) = self.release_at {
+                        if now >= at {
+                            // Idle all along: give them back. Otherwise the
+                            // clock starts again at the next wait.
+                            self.release_at = None;
+                            if self.activity == seen {
+                                self.release_grown_buffers();
+                            }
+                        }
+                    }
                     // A ping may have gone out: lowering the mark wakes the
                     // reader for what already came.
                     self.set_low_water();
@@ -826,6 +870,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
                     return Ok((true, yield_to_app));
                 }
                 Poll::Ready(Ok(n)) => {
+                    self.activity += 1;
                     self.conn.handle_activity();
                     self.adapt_read_size(n, spare);
 
@@ -930,6 +975,42 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
                 *smaller = BytesMut::new();
             }
             // Otherwise the connection keeps its small buffers.
+        }
+    }
+
+    /// Whether the connection holds buffers or queues that its traffic grew
+    /// beyond what a quiet connection keeps.
+    fn holds_grown_buffers(&mut self) -> bool {
+        self.read_hint > MIN_READ
+            || self.conn.keeps_large_buffers()
+            || self.wrote_large
+            || self.out.capacity() > SMALL_WRITE
+            || self.conn.write_buf().capacity() > SMALL_WRITE
+            || self.sends.capacity() > QUIET_QUEUE
+            || self.batch.capacity() > QUIET_QUEUE
+    }
+
+    /// The connection was idle for [`IDLE_RELEASE`]: it gives back what its
+    /// traffic grew (the next wait gives a small read buffer to the thread).
+    fn release_grown_buffers(&mut self) {
+        self.read_hint = MIN_READ;
+        self.conn.release_idle_buffers();
+        let write = self.conn.write_buf();
+        if self.out.is_empty() && write.is_empty() {
+            // (Bytes still to be written, to a peer that reads slowly, keep
+            // their buffers until the next release.)
+            for buf in [&mut self.out, write] {
+                if self.wrote_large || buf.capacity() > SMALL_WRITE {
+                    *buf = BytesMut::new();
+                }
+            }
+            self.wrote_large = false;
+        }
+        self.burst = false;
+        self.shrink_queues();
+        if self.conn.poll_timeout().is_none() && self.flush_deadline.is_none() {
+            // No deadline left: the timer is freed too.
+            self.sleep = None;
         }
     }
 

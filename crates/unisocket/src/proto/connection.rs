@@ -537,6 +537,24 @@ impl Connection {
         self.prepared_read = 0;
     }
 
+    /// Whether the connection keeps buffers for large frames: a pool of
+    /// them, or a read buffer prepared for the next one.
+    pub(crate) fn keeps_large_buffers(&self) -> bool {
+        self.pool.is_some() || self.prepared_read > 0
+    }
+
+    /// The connection went idle: it drops the buffers it kept for large
+    /// frames and an empty read buffer. Messages the application still holds
+    /// keep their own buffers, which are freed with them; the next large
+    /// frame starts a new pool. A large frame half received keeps its buffer.
+    pub(crate) fn release_idle_buffers(&mut self) {
+        self.pool = None;
+        self.prepared_read = 0;
+        if self.read.is_empty() {
+            self.read = BytesMut::new();
+        }
+    }
+
     /// How many buffers of large frames wait for reuse.
     #[cfg(test)]
     pub(crate) fn pooled_buffers(&self) -> usize {

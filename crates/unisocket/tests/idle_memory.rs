@@ -1,0 +1,252 @@
+//! A connection that goes idle gives back the buffers its traffic grew:
+//! read buffers after large messages or a burst of small ones, the pool of
+//! large-message buffers, and write buffers after large sends. Without this,
+//! each idle connection would keep the memory of the largest traffic it saw
+//! (hundreds of KiB), for as long as it stays open.
+//!
+//! The heap is counted by a wrapper around the system allocator, so this
+//! file holds one test, and not the shared test support (whose codec tests
+//! would run beside it): nothing else runs in its process while it
+//! measures. The server is a raw one whose connections allocate nothing
+//! once open.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::future::IntoFuture;
+use std::sync::atomic::{AtomicIsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use unisocket::{connect_socket, ConnectOptions, Data, SocketTask};
+
+/// The system allocator, counting the bytes in use.
+struct Counting;
+
+static HEAP: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every call is forwarded to `System` unchanged; the counter is
+// only updated after it succeeded.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            HEAP.fetch_add(layout.size() as isize, Relaxed);
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            HEAP.fetch_add(layout.size() as isize, Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) };
+        HEAP.fetch_sub(layout.size() as isize, Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            HEAP.fetch_add(new_size as isize - layout.size() as isize, Relaxed);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Tasks per kind of traffic.
+const TASKS: usize = 12;
+/// What each kind of traffic is.
+const LARGE_MESSAGES: usize = 8;
+const LARGE: usize = 64 * 1024;
+const SMALL_MESSAGES: usize = 3000;
+const SMALL: usize = 100;
+const LARGE_SENDS: usize = 4;
+const LARGE_SEND: usize = 256 * 1024;
+/// How much of its traffic's memory an idle task may keep, on average: a
+/// small read and a small write buffer, and the odd timer.
+const IDLE_KEEPS: isize = 4 * 1024;
+
+/// `n` unmasked binary frames of `size` bytes (`size` at least 126).
+fn binary_frames(n: usize, size: usize) -> Vec<u8> {
+    let mut frame = vec![0x82];
+    if size < 1 << 16 {
+        frame.push(126);
+        frame.extend_from_slice(&(size as u16).to_be_bytes());
+    } else {
+        frame.push(127);
+        frame.extend_from_slice(&(size as u64).to_be_bytes());
+    }
+    frame.resize(frame.len() + size, 7);
+    frame.repeat(n)
+}
+
+/// `n` unmasked binary frames of `size` bytes (`size` at most 125).
+fn small_binary_frames(n: usize, size: usize) -> Vec<u8> {
+    let mut frame = vec![0x82, size as u8];
+    frame.resize(2 + size, 7);
+    frame.repeat(n)
+}
+
+/// Reads an opening handshake and answers it with a 101.
+async fn handshake(stream: &mut TcpStream) -> Option<()> {
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let head = String::from_utf8(head).ok()?;
+    let key = head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("sec-websocket-key")
+            .then(|| value.trim().to_string())
+    })?;
+    let mut sha1 = sha1_smol::Sha1::new();
+    sha1.update(key.as_bytes());
+    sha1.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    let accept = STANDARD.encode(sha1.digest().bytes());
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    stream.write_all(response.as_bytes()).await.ok()
+}
+
+/// A server on 127.0.0.1 that answers the handshake, then on its `go`
+/// permit writes `burst`, then reads and drops whatever comes until the
+/// client leaves; once open, its connections allocate nothing.
+async fn server(burst: Vec<u8>, go: Arc<Semaphore>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("ws://{}/", listener.local_addr().expect("local_addr"));
+    let burst = Arc::new(burst);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (burst, go) = (burst.clone(), go.clone());
+            tokio::spawn(async move {
+                if handshake(&mut stream).await.is_none() {
+                    return;
+                }
+                let mut sink = [0u8; 2048];
+                let Ok(permit) = go.acquire().await else {
+                    return;
+                };
+                permit.forget();
+                if stream.write_all(&burst).await.is_err() {
+                    return;
+                }
+                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    url
+}
+
+/// Awaits `fut` for at most 10 s, panicking with `what` on timeout.
+async fn bounded<F: IntoFuture>(what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(Duration::from_secs(10), fut.into_future()).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out waiting for {what}"),
+    }
+}
+
+async fn open(url: &str, n: usize) -> Vec<SocketTask> {
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let task = connect_socket(ConnectOptions::new(url).no_proxy());
+        bounded("the open", task.opened())
+            .await
+            .expect("the task opens");
+        tasks.push(task);
+    }
+    tasks
+}
+
+/// Receives `n` messages of `size` bytes on each task, dropping each.
+async fn receive(tasks: &[SocketTask], n: usize, size: usize) {
+    for task in tasks {
+        for _ in 0..n {
+            let data = bounded("a message", task.recv()).await.expect("a message");
+            assert_eq!(data.len(), size);
+        }
+    }
+}
+
+/// The heap once the tasks' drivers had time to settle.
+async fn heap_after(pause: Duration) -> isize {
+    tokio::time::sleep(pause).await;
+    HEAP.load(Relaxed)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_idle_connection_gives_back_what_its_traffic_grew() {
+    let (go_large, go_small) = (Arc::new(Semaphore::new(0)), Arc::new(Semaphore::new(0)));
+    let url_large = server(binary_frames(LARGE_MESSAGES, LARGE), go_large.clone()).await;
+    let url_small = server(small_binary_frames(SMALL_MESSAGES, SMALL), go_small.clone()).await;
+    let url_sink = server(Vec::new(), Arc::new(Semaphore::new(TASKS))).await;
+    let readers_large = open(&url_large, TASKS).await;
+    let readers_small = open(&url_small, TASKS).await;
+    let senders = open(&url_sink, TASKS).await;
+    let payload = Data::Binary(vec![7u8; LARGE_SEND].into());
+
+    let start = heap_after(Duration::from_millis(100)).await;
+
+    go_large.add_permits(TASKS);
+    receive(&readers_large, LARGE_MESSAGES, LARGE).await;
+    let after_large = heap_after(Duration::from_millis(20)).await;
+
+    go_small.add_permits(TASKS);
+    receive(&readers_small, SMALL_MESSAGES, SMALL).await;
+    let after_small = heap_after(Duration::from_millis(20)).await;
+
+    for task in &senders {
+        for _ in 0..LARGE_SENDS {
+            bounded("a send", task.send(payload.clone()))
+                .await
+                .expect("the send succeeds");
+        }
+    }
+    let after_sends = heap_after(Duration::from_millis(20)).await;
+
+    // Busy, each kind of traffic holds buffers of its size: what is checked
+    // below is that they are given back, not that they never grew.
+    let per_task = |from: isize, to: isize| (to - from) / TASKS as isize;
+    let grown = [
+        ("large messages", per_task(start, after_large)),
+        ("small messages", per_task(after_large, after_small)),
+        ("large sends", per_task(after_small, after_sends)),
+    ];
+    for (traffic, bytes) in grown {
+        assert!(
+            bytes > 16 * 1024,
+            "after {traffic}, a task holds {bytes} more bytes: expected buffers of the traffic's size"
+        );
+    }
+
+    // Buffers are given back one to two times `IDLE_RELEASE` (1 s) after
+    // the connection's last read or write.
+    let idle = heap_after(Duration::from_millis(3000)).await;
+    let kept = (idle - start) / (3 * TASKS) as isize;
+    assert!(
+        kept < IDLE_KEEPS,
+        "an idle task keeps {kept} bytes of its traffic (grown: {grown:?})"
+    );
+    drop((readers_large, readers_small, senders, payload));
+}

@@ -543,7 +543,7 @@ const LOW_WATER_MIN: usize = 16 * 1024;
 /// for large or many messages, its pool of large-message buffers, write
 /// buffers of large sends, long queues. Without this, an idle connection
 /// kept the memory of the largest traffic it had seen, hundreds of KiB
-/// (`tests/idle_memory.rs`). Traffic with shorter pauses keeps its buffers
+/// (`tests/memory.rs`). Traffic with shorter pauses keeps its buffers
 /// and allocates nothing when it resumes.
 const IDLE_RELEASE: Duration = Duration::from_secs(1);
 
@@ -1104,9 +1104,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
                 break;
             }
             if let Some((_, reply)) = self.sends.pop_front() {
-                reply.settle(Ok(SendSuccess {
-                    err_msg: Api::SendSocketMessage.ok_msg(),
-                }));
+                if reply.success_observed() {
+                    reply.settle(Ok(SendSuccess {
+                        err_msg: Api::SendSocketMessage.ok_msg(),
+                    }));
+                } else {
+                    reply.succeed_unobserved();
+                }
             }
         }
     }

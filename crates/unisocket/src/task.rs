@@ -165,14 +165,40 @@ impl<T: Clone + Send + 'static> Reply<T> {
         self.settle_inner(result);
     }
 
-    fn settle_inner(&mut self, result: Result<T, SocketError>) {
-        let Some(tx) = self.tx.take() else { return };
+    /// Whether anyone would see this call succeed: its `Completion` is still
+    /// held, or a `success` or `complete` callback waits. A send that nobody
+    /// watches then succeeds with [`Reply::succeed_unobserved`], and no
+    /// result (with its `err_msg` string) is made for it.
+    pub(crate) fn success_observed(&self) -> bool {
+        self.tx.as_ref().is_some_and(|tx| !tx.is_closed())
+            || self.callbacks.as_ref().is_some_and(|call| {
+                call.callbacks.success.is_some() || call.callbacks.complete.is_some()
+            })
+    }
+
+    /// Settles a success that nobody watches (see
+    /// [`Reply::success_observed`]): a `fail` callback alone is dropped
+    /// without being called, as after any success.
+    pub(crate) fn succeed_unobserved(mut self) {
+        if self.tx.take().is_some() {
+            self.release_bytes();
+        }
+        self.callbacks = None;
+    }
+
+    /// The call's bytes no longer count in `buffered_amount`.
+    fn release_bytes(&self) {
         if self.bytes > 0 {
             self.shared.buffered.fetch_sub(self.bytes, Ordering::AcqRel);
             if self.shared.has_waiting.load(Ordering::Acquire) {
                 self.shared.release_waiting();
             }
         }
+    }
+
+    fn settle_inner(&mut self, result: Result<T, SocketError>) {
+        let Some(tx) = self.tx.take() else { return };
+        self.release_bytes();
         if let Some(mut call) = self.callbacks.take() {
             if tx.is_closed() {
                 // The `Completion` is gone (callers with callbacks usually

@@ -1,19 +1,22 @@
-//! A connection that goes idle gives back the buffers its traffic grew:
-//! read buffers after large messages or a burst of small ones, the pool of
-//! large-message buffers, and write buffers after large sends. Without this,
-//! each idle connection would keep the memory of the largest traffic it saw
-//! (hundreds of KiB), for as long as it stays open.
+//! What a connection allocates, counted by a wrapper around the system
+//! allocator:
+//! - once idle, it gives back the buffers its traffic grew: read buffers
+//!   after large messages or a burst of small ones, the pool of
+//!   large-message buffers, and write buffers after large sends. Without
+//!   this, each idle connection would keep the memory of the largest traffic
+//!   it saw (hundreds of KiB), for as long as it stays open;
+//! - small messages cost no allocation of their own when received, and one
+//!   (the `Completion`'s channel) when sent.
 //!
-//! The heap is counted by a wrapper around the system allocator, so this
-//! file holds one test, and not the shared test support (whose codec tests
-//! would run beside it): nothing else runs in its process while it
-//! measures. The server is a raw one whose connections allocate nothing
-//! once open.
+//! The tests take turns (`SERIAL`), each with a runtime of its own, and the
+//! file does not use the shared test support (whose codec tests would run
+//! beside them): nothing else runs in the process while one measures. The
+//! servers are raw ones whose connections allocate nothing once open.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::IntoFuture;
-use std::sync::atomic::{AtomicIsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
@@ -23,10 +26,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use unisocket::{connect_socket, ConnectOptions, Data, SocketTask};
 
-/// The system allocator, counting the bytes in use.
+/// The system allocator, counting the bytes in use and the allocations.
 struct Counting;
 
 static HEAP: AtomicIsize = AtomicIsize::new(0);
+/// Allocations, and reallocations (a buffer that grows).
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
 
 // SAFETY: every call is forwarded to `System` unchanged; the counter is
 // only updated after it succeeded.
@@ -37,6 +42,7 @@ unsafe impl GlobalAlloc for Counting {
         let p = unsafe { System.alloc(layout) };
         if !p.is_null() {
             HEAP.fetch_add(layout.size() as isize, Relaxed);
+            ALLOCATIONS.fetch_add(1, Relaxed);
         }
         p
     }
@@ -46,6 +52,7 @@ unsafe impl GlobalAlloc for Counting {
         let p = unsafe { System.alloc_zeroed(layout) };
         if !p.is_null() {
             HEAP.fetch_add(layout.size() as isize, Relaxed);
+            ALLOCATIONS.fetch_add(1, Relaxed);
         }
         p
     }
@@ -61,6 +68,7 @@ unsafe impl GlobalAlloc for Counting {
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
             HEAP.fetch_add(new_size as isize - layout.size() as isize, Relaxed);
+            ALLOCATIONS.fetch_add(1, Relaxed);
         }
         p
     }
@@ -68,6 +76,19 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
+
+/// Held by each test while it runs, so that they measure one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Runs `test` alone, on a current-thread runtime made (and dropped) for it.
+fn alone<F: std::future::Future>(test: F) -> F::Output {
+    let _turn = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(test)
+}
 
 /// Tasks per kind of traffic.
 const TASKS: usize = 12;
@@ -195,8 +216,12 @@ async fn heap_after(pause: Duration) -> isize {
     HEAP.load(Relaxed)
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn an_idle_connection_gives_back_what_its_traffic_grew() {
+#[test]
+fn an_idle_connection_gives_back_what_its_traffic_grew() {
+    alone(idle_connections_give_back())
+}
+
+async fn idle_connections_give_back() {
     let (go_large, go_small) = (Arc::new(Semaphore::new(0)), Arc::new(Semaphore::new(0)));
     let url_large = server(binary_frames(LARGE_MESSAGES, LARGE), go_large.clone()).await;
     let url_small = server(small_binary_frames(SMALL_MESSAGES, SMALL), go_small.clone()).await;
@@ -250,4 +275,70 @@ async fn an_idle_connection_gives_back_what_its_traffic_grew() {
         "an idle task keeps {kept} bytes of its traffic (grown: {grown:?})"
     );
     drop((readers_large, readers_small, senders, payload));
+}
+
+/// Allocations per message while `n` messages go through `step`.
+async fn allocations_per_message<F, Fut>(n: usize, mut step: F) -> f64
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let before = ALLOCATIONS.load(Relaxed);
+    for _ in 0..n {
+        step().await;
+    }
+    (ALLOCATIONS.load(Relaxed) - before) as f64 / n as f64
+}
+
+#[test]
+fn small_messages_cost_no_allocation_of_their_own() {
+    alone(small_messages())
+}
+
+async fn small_messages() {
+    const WARM_UP: usize = 2_000;
+    const MEASURED: usize = 20_000;
+    let go = Arc::new(Semaphore::new(1));
+    let url = server(small_binary_frames(WARM_UP + MEASURED, SMALL), go).await;
+    let task = open(&url, 1).await.remove(0);
+    let data = Data::Binary(vec![7u8; SMALL].into());
+
+    // Received: cut from the read buffer, with nothing allocated for them.
+    let recv = || async {
+        let got = bounded("a message", task.recv()).await.expect("a message");
+        assert_eq!(got.len(), SMALL);
+    };
+    allocations_per_message(WARM_UP, recv).await;
+    let received = allocations_per_message(MEASURED, recv).await;
+
+    // Sent: each `Completion` has its channel (one block). Only a send
+    // whose outcome is awaited also gets its `SendSuccess`, whose `err_msg`
+    // is a `String`: here one in 16, as a writer that awaits the last send
+    // of each batch (`drop` of the others does not cancel them).
+    let mut sent = 0;
+    let mut send = || {
+        sent += 1;
+        let completion = task.send(data.clone());
+        let last_of_batch = sent % 16 == 0;
+        async move {
+            if last_of_batch {
+                bounded("a send", completion)
+                    .await
+                    .expect("the send succeeds");
+            }
+        }
+    };
+    allocations_per_message(WARM_UP, &mut send).await;
+    let sent = allocations_per_message(MEASURED, &mut send).await;
+    eprintln!("allocations per message: received {received}, sent {sent}");
+    // What is left is amortized: queues and read buffers that grow (and
+    // shrink again once drained), about one block per 80 messages here.
+    assert!(
+        received < 0.1,
+        "receiving a small message allocates {received} blocks"
+    );
+    assert!(
+        sent < 1.0 + 1.0 / 16.0 + 0.05,
+        "sending a small message allocates {sent} blocks"
+    );
 }

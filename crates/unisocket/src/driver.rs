@@ -935,12 +935,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
     /// busy connection keeps them). Buffers grown by a burst are freed, so a
     /// quiet connection holds at most a small read and a small write buffer.
     fn give_back_buffers(&mut self) {
+        // (The queues of a burst give their room back once the connection
+        // is idle: see `release_grown_buffers`.)
         let quiet = self.read_hint == MIN_READ && !self.conn.receiving_large_frame();
-        if quiet && self.burst {
-            // The queues of the burst give their room back.
-            self.burst = false;
-            self.shrink_queues();
-        }
         if quiet {
             self.conn.stop_preparing_reads();
         }
@@ -979,15 +976,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
     }
 
     /// Whether the connection holds buffers or queues that its traffic grew
-    /// beyond what a quiet connection keeps.
+    /// beyond what a quiet connection keeps, and that it could give back.
+    /// (Buffers of bytes still to be written, to a peer that stopped
+    /// reading, are not: a connection waiting on them sleeps until the
+    /// socket takes them, rather than waking every `IDLE_RELEASE`.)
     fn holds_grown_buffers(&mut self) -> bool {
+        let write = self.conn.write_buf();
+        let (write_empty, write_room) = (write.is_empty(), write.capacity());
+        let writes_done = self.out.is_empty() && write_empty && self.sends.is_empty();
         self.read_hint > MIN_READ
             || self.conn.keeps_large_buffers()
-            || self.wrote_large
-            || self.out.capacity() > SMALL_WRITE
-            || self.conn.write_buf().capacity() > SMALL_WRITE
-            || self.sends.capacity() > QUIET_QUEUE
+            || self.burst
             || self.batch.capacity() > QUIET_QUEUE
+            || (writes_done
+                && (self.wrote_large
+                    || self.out.capacity() > SMALL_WRITE
+                    || write_room > SMALL_WRITE
+                    || self.sends.capacity() > QUIET_QUEUE))
     }
 
     /// The connection was idle for [`IDLE_RELEASE`]: it gives back what its

@@ -166,24 +166,20 @@ impl<T: Clone + Send + 'static> Reply<T> {
     }
 
     /// Whether anyone would see this call succeed: its `Completion` is still
-    /// held, or a `success` or `complete` callback waits. A send that nobody
-    /// watches then succeeds with [`Reply::succeed_unobserved`], and no
-    /// result (with its `err_msg` string) is made for it.
+    /// held, or it has callbacks. A send that nobody watches then succeeds
+    /// with [`Reply::succeed_unobserved`], and no result (with its `err_msg`
+    /// string) is made for it. (Callbacks, even a `fail` alone, go through
+    /// the dispatcher as ever: they are dropped there, in order and with a
+    /// panic caught.)
     pub(crate) fn success_observed(&self) -> bool {
-        self.tx.as_ref().is_some_and(|tx| !tx.is_closed())
-            || self.callbacks.as_ref().is_some_and(|call| {
-                call.callbacks.success.is_some() || call.callbacks.complete.is_some()
-            })
+        self.callbacks.is_some() || self.tx.as_ref().is_some_and(|tx| !tx.is_closed())
     }
 
-    /// Settles a success that nobody watches (see
-    /// [`Reply::success_observed`]): a `fail` callback alone is dropped
-    /// without being called, as after any success.
+    /// Settles a success that nobody watches (see [`Reply::success_observed`]).
     pub(crate) fn succeed_unobserved(mut self) {
         if self.tx.take().is_some() {
             self.release_bytes();
         }
-        self.callbacks = None;
     }
 
     /// The call's bytes no longer count in `buffered_amount`.

@@ -1299,6 +1299,57 @@ async fn wait_for_close(log: &Log) {
     .await;
 }
 
+/// A connection that reads nothing for a second or two gives back the
+/// buffers its traffic grew (`tests/memory.rs`), and that loses nothing: a
+/// large frame half received before it is whole after it, so is a frame
+/// whose header came before it and its payload after, and large messages
+/// after it (which start a new pool of buffers) are whole too.
+#[tokio::test]
+async fn messages_across_an_idle_release_arrive_whole() {
+    fn pattern(n: usize, seed: u8) -> Vec<u8> {
+        (0..n).map(|i| (i % 251) as u8 ^ seed).collect()
+    }
+    within(async {
+        let server = server_after_go(|mut conn| async move {
+            // A large message first, so that there are buffers to give back.
+            conn.send_binary(&pattern(70_000, 1)).await;
+            let large = codec::server_binary(&pattern(300_000, 2));
+            conn.send_raw(&large[..150_000]).await;
+            // The release comes 1 to 2 s after the last read.
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            conn.send_raw(&large[150_000..]).await;
+            let text = codec::server_text("after the pause");
+            conn.send_raw(&text[..2]).await;
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            conn.send_raw(&text[2..]).await;
+            for seed in 3..6 {
+                conn.send_binary(&pattern(70_000, seed)).await;
+            }
+            // Open until the client leaves.
+            let _ = conn.recv().await;
+        })
+        .await;
+        let task = bounded("open", connect_socket(opts(server.url())))
+            .await
+            .expect("open");
+        drop(task.send("go"));
+        let next = || async { bounded("a message", task.recv()).await.expect("a message") };
+        assert!(next().await.as_bytes() == pattern(70_000, 1));
+        assert!(
+            next().await.as_bytes() == pattern(300_000, 2),
+            "the frame cut by the pause"
+        );
+        assert_eq!(next().await, Data::from("after the pause"));
+        for seed in 3..6 {
+            assert!(
+                next().await.as_bytes() == pattern(70_000, seed),
+                "message {seed}"
+            );
+        }
+    })
+    .await;
+}
+
 /// `n` one-byte text frames, "0" to "9" over and over (3 bytes each).
 fn digit_frames(n: usize) -> Vec<u8> {
     (0..n)

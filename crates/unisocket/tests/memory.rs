@@ -262,12 +262,19 @@ async fn idle_connections_give_back() {
         }
         let per_task = |heap: isize| (heap - before) / TASKS as isize;
         let grown = per_task(heap_after(Duration::from_millis(20)).await);
-        let kept = per_task(heap_after(Duration::from_millis(3000)).await);
-        report.push((traffic, grown, kept));
         assert!(
             grown > 16 * 1024,
             "after {traffic}, a task holds {grown} more bytes: expected buffers of the traffic's size"
         );
+        // Within 2 s, and then some for a slow machine.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let kept = loop {
+            let kept = per_task(heap_after(Duration::from_millis(100)).await);
+            if kept < IDLE_KEEPS || tokio::time::Instant::now() > deadline {
+                break kept;
+            }
+        };
+        report.push((traffic, grown, kept));
         assert!(
             kept < IDLE_KEEPS,
             "after {traffic}, an idle task keeps {kept} of the {grown} bytes it grew"
@@ -311,7 +318,9 @@ async fn small_messages() {
     allocations_per_message(WARM_UP, recv).await;
     let received = allocations_per_message(MEASURED, recv).await;
 
-    // Sent: each `Completion` has its channel (one block). Only a send
+    // Sent, by a connection that has been idle (and gave back what the
+    // messages above grew), as most connections that send now and then are:
+    // each `Completion` has its channel (one block). Only a send
     // whose outcome is awaited also gets its `SendSuccess`, whose `err_msg`
     // is a `String`: here one in 16, as a writer that awaits the last send
     // of each batch (`drop` of the others does not cancel them).
@@ -328,6 +337,7 @@ async fn small_messages() {
             }
         }
     };
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     allocations_per_message(WARM_UP, &mut send).await;
     let sent = allocations_per_message(MEASURED, &mut send).await;
     eprintln!("allocations per message: received {received}, sent {sent}");

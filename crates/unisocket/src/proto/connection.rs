@@ -544,12 +544,14 @@ impl Connection {
     }
 
     /// The connection went idle: it drops the buffers it kept for large
-    /// frames and an empty read buffer. Messages the application still holds
-    /// keep their own buffers, which are freed with them; the next large
-    /// frame starts a new pool. A large frame half received keeps its buffer.
+    /// frames, an empty read buffer and the compressor's output buffer.
+    /// Messages the application still holds keep their own buffers, which
+    /// are freed with them; the next large frame starts a new pool. A large
+    /// frame half received keeps its buffer.
     pub(crate) fn release_idle_buffers(&mut self) {
         self.pool = None;
         self.prepared_read = 0;
+        self.scratch = Vec::new();
         if self.read.is_empty() {
             self.read = BytesMut::new();
         }

@@ -352,3 +352,43 @@ async fn small_messages() {
         "sending a small message allocates {sent} blocks"
     );
 }
+
+/// A connection whose peer stopped reading keeps the buffers of the bytes it
+/// waits to write, and sleeps until the socket takes them: it does not wake
+/// every second to find that it has nothing to give back (which made and
+/// freed its timer each time).
+#[test]
+fn a_connection_waiting_for_its_peer_to_read_sleeps() {
+    alone(waiting_for_the_peer())
+}
+
+async fn waiting_for_the_peer() {
+    // Never given its permit, the server never reads.
+    let url = server(Vec::new(), Arc::new(Semaphore::new(0))).await;
+    let task = open(&url, 1).await.remove(0);
+    // More than the kernel's socket buffers take on loopback.
+    let payload = Data::Binary(vec![7u8; 1 << 20].into());
+    for _ in 0..32 {
+        drop(task.send(payload.clone()));
+    }
+    // The writes stall; the release that the burst of sends armed comes and
+    // goes within 2 s of the last write.
+    let mut last = task.buffered_amount();
+    loop {
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let now = task.buffered_amount();
+        assert!(now > 0, "the peer took 32 MiB without reading");
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let before = ALLOCATIONS.load(Relaxed);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let allocations = ALLOCATIONS.load(Relaxed) - before;
+    assert_eq!(task.buffered_amount(), last, "the writes went on");
+    assert!(
+        allocations == 0,
+        "a connection waiting for its peer made {allocations} allocations in 3.5 s"
+    );
+}

@@ -504,22 +504,17 @@ impl Connection {
         // While a large frame arrives, its bytes go straight into a buffer of
         // its own (at least its size, reused from earlier large messages),
         // which becomes the message without a copy.
-        match &mut self.large {
-            Some(own) => own,
-            None => {
-                let want = self.prepared_read;
-                if want > 0 && self.read.is_empty() && self.read.capacity() < want {
-                    // Large frames come one after another: read the next one
-                    // into a buffer that can become its own (see `decode`).
-                    // Not a much larger one: small messages read next are
-                    // cut from it and keep it alive.
-                    if let Some(pool) = &self.pool {
-                        self.read = pool.take_sized(want, 2 * want);
-                    }
-                }
-                &mut self.read
+        let want = self.prepared_read;
+        if self.large.is_none() && want > 0 && self.read.is_empty() && self.read.capacity() < want {
+            // Large frames come one after another: read the next one into a
+            // buffer that can become its own (see `decode`). Not a much
+            // larger one: small messages read next are cut from it and keep
+            // it alive.
+            if let Some(pool) = &self.pool {
+                self.read = pool.take_sized(want, 2 * want);
             }
         }
+        self.current_read_buf()
     }
 
     /// [`Connection::read_buf`] as it is, with no buffer prepared for the
@@ -550,7 +545,7 @@ impl Connection {
     /// frame half received keeps its buffer.
     pub(crate) fn release_idle_buffers(&mut self) {
         self.pool = None;
-        self.prepared_read = 0;
+        self.stop_preparing_reads();
         self.scratch = Vec::new();
         if self.read.is_empty() {
             self.read = BytesMut::new();

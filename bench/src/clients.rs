@@ -1,7 +1,7 @@
 //! The measured clients (`wsbench client`): one process per run, pinned to
 //! one core, on a single-threaded tokio runtime. Every client does the same
 //! workload against the same echo server, checks every echo (kind and
-//! length; text is UTF-8-validated by each library, and by simdutf8 for the
+//! length; text is UTF-8-validated by each library, and by simdutf for the
 //! raw-TCP baseline), prints one JSON [`Sample`] line and exits.
 
 use std::future::Future;
@@ -855,7 +855,7 @@ mod raw {
         if let Err(e) = r.read_exact(buf).await {
             fail(e);
         }
-        if ctx.text && simdutf8::basic::from_utf8(buf).is_err() {
+        if ctx.text && !simdutf::validate_utf8(buf) {
             fail("echo is not UTF-8");
         }
         ctx.check(len, ctx.text);

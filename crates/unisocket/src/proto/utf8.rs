@@ -44,6 +44,38 @@ fn char_width(lead: u8) -> usize {
     }
 }
 
+/// How many bytes at the end of `input` begin a code point that the input
+/// cuts off (0 to 3). Bytes that cannot begin one count as complete, so that
+/// the validation of the rest reports them.
+fn cut_off_tail(input: &[u8]) -> usize {
+    let n = input.len();
+    for back in 1..=n.min(3) {
+        let byte = input[n - back];
+        if byte & 0xC0 != 0x80 {
+            return if char_width(byte) > back { back } else { 0 };
+        }
+    }
+    0
+}
+
+/// Whether `bytes`, the start of one code point, can still become valid.
+fn may_begin_valid(bytes: &[u8]) -> bool {
+    matches!(std::str::from_utf8(bytes), Err(e) if e.error_len().is_none())
+}
+
+/// Whether `bytes` is valid UTF-8: simdutf (AVX-512, AVX2 or SSE, chosen at
+/// run time) with the `simdutf` feature, simdutf8 without it or under Miri,
+/// which cannot run foreign code.
+#[cfg(all(feature = "simdutf", not(miri)))]
+fn validate(bytes: &[u8]) -> bool {
+    simdutf::validate_utf8(bytes)
+}
+
+#[cfg(not(all(feature = "simdutf", not(miri))))]
+fn validate(bytes: &[u8]) -> bool {
+    simdutf8::basic::from_utf8(bytes).is_ok()
+}
+
 impl Utf8Validator {
     /// A validator at the start of a text.
     ///
@@ -82,25 +114,30 @@ impl Utf8Validator {
             self.carry[have..have + take].copy_from_slice(&input[..take]);
             let now = have + take;
             input = &input[take..];
-            match simdutf8::compat::from_utf8(&self.carry[..now]) {
-                Ok(_) => self.carry_len = 0,
-                Err(e) if e.error_len().is_none() && now < width => {
-                    self.carry_len = now as u8;
-                    return Ok(());
+            if now < width {
+                if !may_begin_valid(&self.carry[..now]) {
+                    return Err(InvalidUtf8);
                 }
-                Err(_) => return Err(InvalidUtf8),
+                self.carry_len = now as u8;
+                return Ok(());
             }
-        }
-        match simdutf8::compat::from_utf8(input) {
-            Ok(_) => Ok(()),
-            Err(e) if e.error_len().is_none() => {
-                let rest = &input[e.valid_up_to()..];
-                self.carry[..rest.len()].copy_from_slice(rest);
-                self.carry_len = rest.len() as u8;
-                Ok(())
+            if std::str::from_utf8(&self.carry[..now]).is_err() {
+                return Err(InvalidUtf8);
             }
-            Err(_) => Err(InvalidUtf8),
+            self.carry_len = 0;
         }
+        let (body, tail) = input.split_at(input.len() - cut_off_tail(input));
+        if !validate(body) {
+            return Err(InvalidUtf8);
+        }
+        if !tail.is_empty() {
+            if !may_begin_valid(tail) {
+                return Err(InvalidUtf8);
+            }
+            self.carry[..tail.len()].copy_from_slice(tail);
+            self.carry_len = tail.len() as u8;
+        }
+        Ok(())
     }
 
     /// Checks that the text does not end inside a code point, and resets the
@@ -167,6 +204,41 @@ mod tests {
         for s in samples {
             check_all_splits(s);
         }
+    }
+
+    /// Texts longer than the SIMD blocks, cut into every pair of chunk
+    /// sizes, and each with one byte replaced, agree with std.
+    #[test]
+    fn long_texts_agree_with_std_in_any_chunks() {
+        let text = "héllo wörld ✓ 日本語のテキスト κόσμε 🚀🦀 ünïcødé – ".repeat(9);
+        let bytes = text.as_bytes();
+        let check = |bytes: &[u8]| {
+            let expected_ok = std::str::from_utf8(bytes).is_ok();
+            for chunk in [1, 2, 3, 5, 63, 64, 65, 200, bytes.len()] {
+                let mut v = Utf8Validator::new();
+                let ok = bytes.chunks(chunk).all(|c| v.feed(c).is_ok()) && v.finish().is_ok();
+                assert_eq!(ok, expected_ok, "chunks of {chunk}");
+            }
+        };
+        check(bytes);
+        let mut corrupt = bytes.to_vec();
+        for at in (0..bytes.len()).step_by(7) {
+            for bad in [0xFF, 0x80, 0xC0, 0xED, 0xF4, b'a'] {
+                let was = corrupt[at];
+                corrupt[at] = bad;
+                check(&corrupt);
+                corrupt[at] = was;
+            }
+        }
+    }
+
+    #[test]
+    fn an_invalid_byte_fails_in_the_chunk_that_brings_it() {
+        let mut v = Utf8Validator::new();
+        let mut text = "κόσμε".repeat(40).into_bytes();
+        assert!(v.feed(&text).is_ok());
+        text[150] = 0xFF;
+        assert_eq!(v.feed(&text), Err(InvalidUtf8));
     }
 
     #[test]

@@ -50,6 +50,7 @@ fn multibyte(size: usize) -> String {
 }
 
 /// JSON-ish text, the kind of payload permessage-deflate is used for.
+#[cfg(feature = "deflate")]
 fn json_like(size: usize) -> String {
     let mut s = String::with_capacity(size + 128);
     let mut i = 0u64;

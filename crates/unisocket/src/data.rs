@@ -58,6 +58,10 @@ impl Text {
     /// assert_eq!(err.valid_up_to(), 2);
     /// ```
     pub fn try_from_bytes(bytes: Bytes) -> Result<Self, (Bytes, std::str::Utf8Error)> {
+        // The fast validator says yes or no; std explains a no.
+        if crate::proto::utf8::is_valid(&bytes) {
+            return Ok(Text(bytes));
+        }
         match std::str::from_utf8(&bytes) {
             Ok(_) => Ok(Text(bytes)),
             Err(e) => Err((bytes, e)),
@@ -374,5 +378,18 @@ mod tests {
         assert_eq!(t.clone().as_bytes().as_ptr(), ptr);
         let s: String = t.into();
         assert_eq!(s, "hi");
+    }
+
+    #[test]
+    fn long_text_is_checked_whole_and_its_error_says_where() {
+        let mut bytes = "κόσμε ✓ ".repeat(30).into_bytes();
+        assert!(Text::try_from_bytes(Bytes::from(bytes.clone())).is_ok());
+        bytes[200] = 0xFF;
+        let (back, err) = Text::try_from_bytes(Bytes::from(bytes.clone())).unwrap_err();
+        assert_eq!(&back[..], &bytes[..]);
+        assert_eq!(
+            err.valid_up_to(),
+            std::str::from_utf8(&bytes[..200]).map_or_else(|e| e.valid_up_to(), |_| 200)
+        );
     }
 }

@@ -64,16 +64,21 @@ fn may_begin_valid(bytes: &[u8]) -> bool {
 }
 
 /// Whether `bytes` is valid UTF-8: simdutf (AVX-512, AVX2 or SSE, chosen at
-/// run time) with the `simdutf` feature, simdutf8 without it or under Miri,
-/// which cannot run foreign code.
+/// run time) with the `simdutf` feature, simdutf8 without it, and std under
+/// Miri, which runs neither foreign code nor every SIMD intrinsic.
 #[cfg(all(feature = "simdutf", not(miri)))]
-fn validate(bytes: &[u8]) -> bool {
+pub(crate) fn is_valid(bytes: &[u8]) -> bool {
     simdutf::validate_utf8(bytes)
 }
 
-#[cfg(not(all(feature = "simdutf", not(miri))))]
-fn validate(bytes: &[u8]) -> bool {
+#[cfg(all(not(feature = "simdutf"), not(miri)))]
+pub(crate) fn is_valid(bytes: &[u8]) -> bool {
     simdutf8::basic::from_utf8(bytes).is_ok()
+}
+
+#[cfg(miri)]
+pub(crate) fn is_valid(bytes: &[u8]) -> bool {
+    std::str::from_utf8(bytes).is_ok()
 }
 
 impl Utf8Validator {
@@ -127,7 +132,7 @@ impl Utf8Validator {
             self.carry_len = 0;
         }
         let (body, tail) = input.split_at(input.len() - cut_off_tail(input));
-        if !validate(body) {
+        if !is_valid(body) {
             return Err(InvalidUtf8);
         }
         if !tail.is_empty() {

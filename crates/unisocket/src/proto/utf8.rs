@@ -211,8 +211,9 @@ mod tests {
         }
     }
 
-    /// Texts longer than the SIMD blocks, cut into every pair of chunk
-    /// sizes, and each with one byte replaced, agree with std.
+    /// Texts longer than the SIMD blocks agree with std, fed in chunks of
+    /// each of several sizes, whole and with one byte replaced (every 7th
+    /// position, by six kinds of byte).
     #[test]
     fn long_texts_agree_with_std_in_any_chunks() {
         let text = "héllo wörld ✓ 日本語のテキスト κόσμε 🚀🦀 ünïcødé – ".repeat(9);

@@ -221,9 +221,11 @@ fn utf8_validator_agrees_with_std() {
     ];
     for i in 0..iterations() * 4 {
         let mut bytes = if rng.chance(50) {
+            // Up to about 1 KB: past the SIMD validators' 64-byte blocks.
+            let repeat = if rng.chance(50) { 3 } else { 60 };
             samples[rng.below(samples.len())]
                 .as_bytes()
-                .repeat(1 + rng.below(3))
+                .repeat(1 + rng.below(repeat))
         } else {
             rng.bytes(40)
         };

@@ -1109,13 +1109,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
                 break;
             }
             if let Some((_, reply)) = self.sends.pop_front() {
-                if reply.success_observed() {
-                    reply.settle(Ok(SendSuccess {
-                        err_msg: Api::SendSocketMessage.ok_msg(),
-                    }));
-                } else {
-                    reply.succeed_unobserved();
-                }
+                reply.succeed(|| SendSuccess {
+                    err_msg: Api::SendSocketMessage.ok_msg(),
+                });
             }
         }
     }

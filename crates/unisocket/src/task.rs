@@ -165,19 +165,18 @@ impl<T: Clone + Send + 'static> Reply<T> {
         self.settle_inner(result);
     }
 
-    /// Whether anyone would see this call succeed: its `Completion` is still
-    /// held, or it has callbacks. A send that nobody watches then succeeds
-    /// with [`Reply::succeed_unobserved`], and no result (with its `err_msg`
-    /// string) is made for it. (Callbacks, even a `fail` alone, go through
-    /// the dispatcher as ever: they are dropped there, in order and with a
-    /// panic caught.)
-    pub(crate) fn success_observed(&self) -> bool {
-        self.callbacks.is_some() || self.tx.as_ref().is_some_and(|tx| !tx.is_closed())
-    }
-
-    /// Settles a success that nobody watches (see [`Reply::success_observed`]).
-    pub(crate) fn succeed_unobserved(mut self) {
-        if self.tx.take().is_some() {
+    /// Resolves the call with the success that `success` makes, if anyone
+    /// would see it: its `Completion` is still held, or it has callbacks. A
+    /// success that nobody watches makes no result (with its `err_msg`
+    /// string); it only releases the call's bytes. (Callbacks, even a `fail`
+    /// alone, go through the dispatcher as ever: they are dropped there, in
+    /// order and with a panic caught.)
+    pub(crate) fn succeed(mut self, success: impl FnOnce() -> T) {
+        let observed =
+            self.callbacks.is_some() || self.tx.as_ref().is_some_and(|tx| !tx.is_closed());
+        if observed {
+            self.settle_inner(Ok(success()));
+        } else if self.tx.take().is_some() {
             self.release_bytes();
         }
     }

@@ -45,6 +45,7 @@ mod driver;
 mod error;
 mod events;
 mod global;
+mod ledger;
 mod manifest;
 mod options;
 pub mod proto;

@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 use crate::data::Data;
 use crate::error::{Api, ErrorKind, SocketError};
 use crate::events::{CloseEvent, ErrorEvent, MessageEvent, OpenEvent, PingPongEvent};
+use crate::ledger::{Ledger, Outcome};
 use crate::options::{Callbacks, CloseOptions, CloseSuccess, SendOptions, SendSuccess};
 use crate::proto::connection::is_valid_sent_code;
 use crate::reconnect::ReconnectEvent;
@@ -109,10 +110,18 @@ pub(crate) struct Reply<T: Clone + Send + 'static> {
     api: Api,
     /// Bytes this call counts in `buffered_amount` until it settles.
     bytes: usize,
-    tx: Option<oneshot::Sender<Result<T, SocketError>>>,
+    /// Where the outcome goes; `None` once settled.
+    sink: Option<Sink<T>>,
     /// Boxed, and only when there are any: keeps every queued command small.
     callbacks: Option<Box<Settled<T>>>,
     shared: Arc<Shared>,
+}
+
+/// Where a call's outcome goes: a `send`'s to the task's [`Ledger`] (no
+/// allocation per send), a `close`'s or a `ping`'s to a channel of its own.
+enum Sink<T> {
+    Channel(oneshot::Sender<Result<T, SocketError>>),
+    Ledger(u64),
 }
 
 /// A call's callbacks and, once it settled, its outcome: one box, made with
@@ -144,11 +153,22 @@ impl<T: Clone + Send + 'static> Reply<T> {
         shared: &Arc<Shared>,
     ) -> (Self, Completion<T>) {
         let (tx, rx) = oneshot::channel();
+        let reply = Reply::with_sink(api, bytes, callbacks, shared, Sink::Channel(tx));
+        (reply, Completion::of(api, Way::Channel(rx)))
+    }
+
+    fn with_sink(
+        api: Api,
+        bytes: usize,
+        callbacks: Callbacks<T>,
+        shared: &Arc<Shared>,
+        sink: Sink<T>,
+    ) -> Self {
         shared.buffered.fetch_add(bytes, Ordering::Relaxed);
-        let reply = Reply {
+        Reply {
             api,
             bytes,
-            tx: Some(tx),
+            sink: Some(sink),
             callbacks: (!callbacks.is_empty()).then(|| {
                 Box::new(Settled {
                     callbacks,
@@ -156,8 +176,7 @@ impl<T: Clone + Send + 'static> Reply<T> {
                 })
             }),
             shared: shared.clone(),
-        };
-        (reply, Completion { api, rx })
+        }
     }
 
     /// Resolves the call with `result`.
@@ -172,12 +191,21 @@ impl<T: Clone + Send + 'static> Reply<T> {
     /// alone, go through the dispatcher as ever: they are dropped there, in
     /// order and with a panic caught.)
     pub(crate) fn succeed(mut self, success: impl FnOnce() -> T) {
-        let observed =
-            self.callbacks.is_some() || self.tx.as_ref().is_some_and(|tx| !tx.is_closed());
-        if observed {
-            self.settle_inner(Ok(success()));
-        } else if self.tx.take().is_some() {
-            self.release_bytes();
+        match &self.sink {
+            _ if self.callbacks.is_some() => self.settle_inner(Ok(success())),
+            Some(Sink::Channel(tx)) if !tx.is_closed() => self.settle_inner(Ok(success())),
+            Some(Sink::Channel(_)) => {
+                self.sink = None;
+                self.release_bytes();
+            }
+            // The ledger keeps no `T`: its `Completion` makes the success.
+            Some(Sink::Ledger(seq)) => {
+                let seq = *seq;
+                self.sink = None;
+                self.release_bytes();
+                self.shared.settle_send(seq, Ok(()));
+            }
+            None => {}
         }
     }
 
@@ -192,26 +220,42 @@ impl<T: Clone + Send + 'static> Reply<T> {
     }
 
     fn settle_inner(&mut self, result: Result<T, SocketError>) {
-        let Some(tx) = self.tx.take() else { return };
+        let Some(sink) = self.sink.take() else { return };
         self.release_bytes();
-        if let Some(mut call) = self.callbacks.take() {
-            if tx.is_closed() {
-                // The `Completion` is gone (callers with callbacks usually
-                // drop it): the callbacks take the outcome itself.
-                call.result = Some(result);
-                self.shared.dispatch(Job::Settled(call));
-                return;
+        match sink {
+            Sink::Channel(tx) => {
+                if let Some(mut call) = self.callbacks.take() {
+                    if tx.is_closed() {
+                        // The `Completion` is gone (callers with callbacks
+                        // usually drop it): the callbacks take the outcome
+                        // itself.
+                        call.result = Some(result);
+                        self.shared.dispatch(Job::Settled(call));
+                        return;
+                    }
+                    call.result = Some(result.clone());
+                    self.shared.dispatch(Job::Settled(call));
+                }
+                let _ = tx.send(result);
             }
-            call.result = Some(result.clone());
-            self.shared.dispatch(Job::Settled(call));
+            Sink::Ledger(seq) => {
+                let outcome = match &result {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(Box::new(e.clone())),
+                };
+                if let Some(mut call) = self.callbacks.take() {
+                    call.result = Some(result);
+                    self.shared.dispatch(Job::Settled(call));
+                }
+                self.shared.settle_send(seq, outcome);
+            }
         }
-        let _ = tx.send(result);
     }
 }
 
 impl<T: Clone + Send + 'static> Drop for Reply<T> {
     fn drop(&mut self) {
-        if self.tx.is_some() {
+        if self.sink.is_some() {
             let e = SocketError::new(
                 self.api,
                 ErrorKind::Closed,
@@ -237,8 +281,26 @@ impl<T: Clone + Send + 'static> Drop for Reply<T> {
 #[must_use = "a Completion may be dropped, but then errors are only reported to the `fail` callback"]
 pub struct Completion<T> {
     api: Api,
-    rx: oneshot::Receiver<Result<T, SocketError>>,
+    way: Way<T>,
 }
+
+/// How a [`Completion`] learns its outcome.
+enum Way<T> {
+    /// A `close` or a `ping`: a channel of its own.
+    Channel(oneshot::Receiver<Result<T, SocketError>>),
+    /// A `send`: its entry in the task's [`Ledger`], and how to make the
+    /// success (which the ledger does not keep).
+    Ledger {
+        shared: Arc<Shared>,
+        seq: u64,
+        success: fn() -> T,
+    },
+    /// Already settled, or taken (`None`).
+    Ready(Option<Result<T, SocketError>>),
+}
+
+// No `Pin<&mut T>` is ever made: `T` is only moved out, whole.
+impl<T> Unpin for Completion<T> {}
 
 impl<T> fmt::Debug for Completion<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -252,13 +314,26 @@ impl<T: Clone + Send + 'static> Completion<T> {
     /// A completion that has already failed, its callbacks run at once (for
     /// calls that have no task to run on).
     pub(crate) fn failed(callbacks: Callbacks<T>, error: SocketError) -> Self {
-        let (tx, rx) = oneshot::channel();
         let api = error.api();
         let result = Err(error);
         callbacks.settle(&result);
-        let _ = tx.send(result);
-        Completion { api, rx }
+        Completion::of(api, Way::Ready(Some(result)))
     }
+}
+
+impl<T> Completion<T> {
+    fn of(api: Api, way: Way<T>) -> Self {
+        Completion { api, way }
+    }
+}
+
+/// The error of a [`Completion`] polled again after it returned its outcome.
+fn spent(api: Api) -> SocketError {
+    SocketError::new(
+        api,
+        ErrorKind::Closed,
+        "the call's outcome was already returned",
+    )
 }
 
 impl<T> Future for Completion<T> {
@@ -266,15 +341,45 @@ impl<T> Future for Completion<T> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let api = self.api;
-        Pin::new(&mut self.rx).poll(cx).map(|r| {
-            r.unwrap_or_else(|_| {
-                Err(SocketError::new(
-                    api,
-                    ErrorKind::Closed,
-                    "the connection task ended",
-                ))
-            })
-        })
+        match &mut self.way {
+            Way::Channel(rx) => Pin::new(rx).poll(cx).map(|r| {
+                r.unwrap_or_else(|_| {
+                    Err(SocketError::new(
+                        api,
+                        ErrorKind::Closed,
+                        "the connection task ended",
+                    ))
+                })
+            }),
+            Way::Ledger {
+                shared,
+                seq,
+                success,
+            } => {
+                let success = *success;
+                let outcome = std::task::ready!(shared.lock().sends.poll(*seq, cx));
+                let result = match outcome {
+                    Some(Ok(())) => Ok(success()),
+                    Some(Err(e)) => Err(*e),
+                    None => Err(spent(api)),
+                };
+                // Taken: dropping the Completion has nothing left to tell.
+                self.way = Way::Ready(None);
+                Poll::Ready(result)
+            }
+            Way::Ready(result) => Poll::Ready(match result.take() {
+                Some(r) => r,
+                None => Err(spent(api)),
+            }),
+        }
+    }
+}
+
+impl<T> Drop for Completion<T> {
+    fn drop(&mut self) {
+        if let Way::Ledger { shared, seq, .. } = &self.way {
+            shared.lock().sends.forget(*seq);
+        }
     }
 }
 
@@ -349,6 +454,8 @@ struct Inner {
     held: VecDeque<Data>,
     recv_wakers: Vec<Waker>,
     message_listeners: usize,
+    /// The outcomes of sends, for their `Completion`s.
+    sends: Ledger,
     /// Sends without callbacks that wait, in order, for `buffered` to drop
     /// below the high-water mark (they are counted in `buffered` already).
     waiting: VecDeque<(usize, Command)>,
@@ -417,6 +524,7 @@ impl Shared {
                 driver_waker: None,
                 listeners: Listeners::default(),
                 message_listeners: 0,
+                sends: Ledger::default(),
                 jobs: VecDeque::new(),
                 dispatching: false,
                 waiting: VecDeque::new(),
@@ -517,6 +625,15 @@ impl Shared {
             }
             inner.recv_wakers.drain(..).for_each(Waker::wake);
             true
+        }
+    }
+
+    /// Settles send `seq` in the ledger and wakes its `Completion` (with
+    /// the lock released).
+    fn settle_send(&self, seq: u64, outcome: Outcome) {
+        let waker = self.lock().sends.settle(seq, outcome);
+        if let Some(w) = waker {
+            w.wake();
         }
     }
 
@@ -863,15 +980,30 @@ impl SocketTask {
         let fail_fast = !callbacks.is_empty();
         let shared = &self.shared;
         let before = shared.buffered.load(Ordering::Acquire);
-        let (reply, completion) = Reply::new(Api::SendSocketMessage, len, callbacks, shared);
         let state = self.ready_state();
+        let mut inner = shared.lock();
+        // The outcome goes to an entry of the ledger, made under the lock
+        // that the command takes anyway: a send allocates nothing of its own.
+        let seq = inner.sends.open();
+        let api = Api::SendSocketMessage;
+        let reply = Reply::with_sink(api, len, callbacks, shared, Sink::Ledger(seq));
+        let completion = Completion::of(
+            api,
+            Way::Ledger {
+                shared: shared.clone(),
+                seq,
+                success: || SendSuccess {
+                    err_msg: Api::SendSocketMessage.ok_msg(),
+                },
+            },
+        );
         let queued = state == ReadyState::Connecting && shared.queue_until_open;
         if state != ReadyState::Open && !queued {
+            drop(inner);
             reply.settle(Err(SocketError::not_connected(Api::SendSocketMessage)));
             return completion;
         }
         let over = before > 0 && before + len > shared.max_buffered;
-        let mut inner = shared.lock();
         if over || !inner.waiting.is_empty() {
             if fail_fast {
                 drop(inner);

@@ -962,6 +962,58 @@ async fn callbacks_of_one_task_never_run_concurrently_and_every_send_settles_onc
     .await;
 }
 
+/// Sends settle in a ledger the task keeps, not a channel each: a
+/// `Completion` held through thousands of later sends, and ones awaited in
+/// reverse order, still get their own outcomes, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_held_long_or_awaited_out_of_order_get_their_outcomes() {
+    within(async {
+        const N: usize = 2_000;
+        let server = TestServer::echo().await;
+        let task = bounded("connect", connect_socket(opts(server.url())))
+            .await
+            .expect("connect");
+        let mut first = task.send("first");
+        for i in 0..N {
+            drop(task.send(format!("dropped {i}")));
+        }
+        let kept: Vec<_> = (0..N).map(|i| task.send(format!("kept {i}"))).collect();
+        for c in kept.into_iter().rev() {
+            let ok = bounded("a kept send", c).await.expect("sent");
+            assert_eq!(ok.err_msg, "sendSocketMessage:ok");
+        }
+        let ok = bounded("the first send", &mut first).await.expect("sent");
+        assert_eq!(ok.err_msg, "sendSocketMessage:ok");
+        // Polled again, it says so rather than hang or panic.
+        let again = bounded("the first send again", &mut first).await;
+        assert_eq!(
+            again.unwrap_err().err_msg(),
+            "sendSocketMessage:fail the call's outcome was already returned"
+        );
+        let mut echoes = Vec::new();
+        for _ in 0..2 * N + 1 {
+            let data = bounded("an echo", task.recv()).await.expect("an echo");
+            echoes.push(text_of(&data));
+        }
+        assert_eq!(echoes[0], "first");
+        assert_eq!(echoes[N], format!("dropped {}", N - 1));
+        assert_eq!(echoes[2 * N], format!("kept {}", N - 1));
+        assert_eq!(task.buffered_amount(), 0);
+
+        // A held send that fails keeps its error until it is awaited.
+        bounded("close", task.close(CloseOptions::default()))
+            .await
+            .expect("close");
+        let late = task.send("late");
+        for _ in 0..10 {
+            drop(task.send("later"));
+        }
+        let err = bounded("the late send", late).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotConnected);
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_send_settles_once_when_closed_with_sends_queued() {
     within(async {

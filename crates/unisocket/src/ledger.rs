@@ -3,11 +3,14 @@
 //!
 //! Each send takes the next number and an entry in a queue that the task
 //! keeps (under its lock, which `send` takes anyway). The driver settles the
-//! entry; the `Completion` takes the outcome from it, or, dropped, says that
-//! nobody will. An entry leaves the queue once both are done, so the queue
-//! keeps room for the sends in flight and nothing per send. (A channel per
-//! send, as `Completion`s of `close` and `ping` have, costs an allocation
-//! each.)
+//! entry; the `Completion` takes the outcome from it or, dropped, gives it
+//! up. An entry is done once either happens, and done entries leave from
+//! the front of the queue. So that one entry that stays (a send still in
+//! flight, or a `Completion` held and not polled) does not hold up the
+//! others behind it, an entry with more than [`PARK_AFTER`] behind it moves
+//! aside, to a map. The queue thus keeps room for the sends whose
+//! `Completion`s are held and little more. (A channel per send, as the
+//! `Completion`s of `close` and `ping` have, costs an allocation each.)
 //!
 //! [`Completion`]: crate::Completion
 
@@ -16,10 +19,8 @@ use std::task::{Context, Poll, Waker};
 
 use crate::error::SocketError;
 
-/// How many entries may wait behind a settled one whose `Completion` is held
-/// but not polled, before that outcome moves aside (to `parked`): a caller
-/// that keeps one `Completion` for a long time must not make the queue grow
-/// with every later send.
+/// How many entries may wait behind one that is not done before that one
+/// moves aside (to `parked`).
 const PARK_AFTER: usize = 64;
 
 /// The outcome of a send as the ledger keeps it: the success carries nothing
@@ -28,13 +29,34 @@ const PARK_AFTER: usize = 64;
 pub(crate) type Outcome = Result<(), Box<SocketError>>;
 
 enum Entry {
-    /// Not settled yet; `watched` while its `Completion` is held, with the
-    /// waker of the task that polled it last.
-    Pending { watched: bool, waker: Option<Waker> },
-    /// Settled, its `Completion` held and not polled since.
+    /// Not settled yet; its `Completion` is held, and polled last by the
+    /// task of this waker.
+    Pending(Option<Waker>),
+    /// Settled; its `Completion` is held and has not taken the outcome.
     Settled(Outcome),
-    /// Nothing is left to do: leaves once it reaches the front.
+    /// Nobody will look at it again: leaves once it reaches the front.
     Done,
+}
+
+/// What a ledger call leaves for after the task's lock is released: the
+/// waker of a `Completion` to wake, and what to drop (an entry, or a waker
+/// replaced). A waker, or the source of an error, may own anything, even
+/// another `Completion` of this task, whose drop takes the lock.
+#[derive(Default)]
+#[must_use = "wake and drop it once the lock is released"]
+pub(crate) struct Aside {
+    wake: Option<Waker>,
+    old: Option<Entry>,
+}
+
+impl Aside {
+    /// Wakes the `Completion` (if any) and drops the rest; call it with no
+    /// lock held.
+    pub(crate) fn finish(self) {
+        if let Some(w) = self.wake {
+            w.wake();
+        }
+    }
 }
 
 /// The outcomes of one task's sends, numbered in the order they were made.
@@ -43,127 +65,108 @@ pub(crate) struct Ledger {
     /// The number of `entries[0]`.
     base: u64,
     entries: VecDeque<Entry>,
-    /// Settled outcomes moved out of the queue (see [`PARK_AFTER`]), made
-    /// only when a caller holds `Completion`s that long. Boxed: every task
-    /// has a ledger, and few ever park an outcome (8 bytes instead of 48).
+    /// Entries moved out of the queue, never `Done`; made only when a
+    /// `Completion` is held, or a send stays in flight, while more than
+    /// [`PARK_AFTER`] others are made. Boxed: every task has a ledger, and
+    /// few ever park an entry (8 bytes instead of 48).
     #[allow(clippy::box_collection)]
-    parked: Option<Box<HashMap<u64, Outcome>>>,
+    parked: Option<Box<HashMap<u64, Entry>>>,
 }
 
 impl Ledger {
     /// An entry for a new send, watched by its `Completion`; returns its
     /// number.
     pub(crate) fn open(&mut self) -> u64 {
-        self.entries.push_back(Entry::Pending {
-            watched: true,
-            waker: None,
-        });
+        self.entries.push_back(Entry::Pending(None));
         let seq = self.base + self.entries.len() as u64 - 1;
-        if self.entries.len() > PARK_AFTER {
-            self.compact();
-        }
+        self.compact();
         seq
     }
 
+    /// The entry of send `seq`, in the queue or parked; `None` once it is
+    /// gone.
     fn entry(&mut self, seq: u64) -> Option<&mut Entry> {
-        let i = usize::try_from(seq.checked_sub(self.base)?).ok()?;
-        self.entries.get_mut(i)
+        match seq.checked_sub(self.base) {
+            Some(i) => self.entries.get_mut(usize::try_from(i).ok()?),
+            None => self.parked.as_mut()?.get_mut(&seq),
+        }
     }
 
-    /// Settles send `seq` with `outcome`; returns the waker to wake (after
-    /// the lock is released) if its `Completion` waits for it. Settling a
-    /// send twice keeps the first outcome.
-    pub(crate) fn settle(&mut self, seq: u64, outcome: Outcome) -> Option<Waker> {
+    /// Takes the entry of send `seq`, which is done from now on: a parked
+    /// one leaves at once, one in the queue once it reaches the front.
+    fn take(&mut self, seq: u64) -> Option<Entry> {
+        if seq < self.base {
+            let parked = self.parked.as_mut()?;
+            let old = parked.remove(&seq);
+            if parked.is_empty() {
+                self.parked = None;
+            }
+            return old;
+        }
         let entry = self.entry(seq)?;
-        let waker = match entry {
-            Entry::Pending {
-                watched: true,
-                waker,
-            } => {
-                let waker = waker.take();
-                *entry = Entry::Settled(outcome);
-                waker
-            }
-            Entry::Pending { watched: false, .. } => {
-                *entry = Entry::Done;
-                None
-            }
-            Entry::Settled(_) | Entry::Done => return None,
-        };
+        let old = std::mem::replace(entry, Entry::Done);
         self.compact();
-        waker
+        Some(old)
+    }
+
+    /// Settles send `seq` with `outcome`; the [`Aside`] wakes its
+    /// `Completion`. A send whose `Completion` is gone, or that was settled
+    /// already, keeps nothing.
+    pub(crate) fn settle(&mut self, seq: u64, outcome: Outcome) -> Aside {
+        let mut aside = Aside::default();
+        match self.entry(seq) {
+            Some(entry @ Entry::Pending(_)) => {
+                if let Entry::Pending(waker) = std::mem::replace(entry, Entry::Settled(outcome)) {
+                    aside.wake = waker;
+                }
+            }
+            _ => aside.old = Some(Entry::Settled(outcome)),
+        }
+        aside
     }
 
     /// The outcome of send `seq` if it is settled (once: `None` after it
     /// was taken); otherwise keeps the waker of `cx` for it.
-    pub(crate) fn poll(&mut self, seq: u64, cx: &Context<'_>) -> Poll<Option<Outcome>> {
-        if seq < self.base {
-            return Poll::Ready(self.take_parked(seq));
-        }
-        let Some(entry) = self.entry(seq) else {
-            return Poll::Ready(None);
-        };
-        match entry {
-            Entry::Pending {
-                watched: true,
-                waker,
-            } => {
+    pub(crate) fn poll(&mut self, seq: u64, cx: &Context<'_>) -> (Poll<Option<Outcome>>, Aside) {
+        let mut aside = Aside::default();
+        let poll = match self.entry(seq) {
+            Some(Entry::Pending(waker)) => {
                 if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    *waker = Some(cx.waker().clone());
+                    if let Some(old) = waker.replace(cx.waker().clone()) {
+                        aside.old = Some(Entry::Pending(Some(old)));
+                    }
                 }
                 Poll::Pending
             }
-            Entry::Settled(_) => {
-                let Entry::Settled(outcome) = std::mem::replace(entry, Entry::Done) else {
-                    unreachable!("matched above")
-                };
-                self.compact();
-                Poll::Ready(Some(outcome))
-            }
-            Entry::Pending { watched: false, .. } | Entry::Done => Poll::Ready(None),
+            Some(Entry::Settled(_)) => Poll::Ready(match self.take(seq) {
+                Some(Entry::Settled(outcome)) => Some(outcome),
+                _ => None,
+            }),
+            Some(Entry::Done) | None => Poll::Ready(None),
+        };
+        (poll, aside)
+    }
+
+    /// The `Completion` of send `seq` was dropped: nobody will take its
+    /// outcome.
+    pub(crate) fn forget(&mut self, seq: u64) -> Aside {
+        Aside {
+            wake: None,
+            old: self.take(seq),
         }
     }
 
-    /// The `Completion` of send `seq` was dropped: its outcome, if any, goes.
-    pub(crate) fn forget(&mut self, seq: u64) {
-        if seq < self.base {
-            self.take_parked(seq);
-            return;
-        }
-        let Some(entry) = self.entry(seq) else { return };
-        match entry {
-            Entry::Pending { watched, waker } => {
-                *watched = false;
-                *waker = None;
-            }
-            Entry::Settled(_) => {
-                *entry = Entry::Done;
-                self.compact();
-            }
-            Entry::Done => {}
-        }
-    }
-
-    fn take_parked(&mut self, seq: u64) -> Option<Outcome> {
-        let parked = self.parked.as_mut()?;
-        let outcome = parked.remove(&seq);
-        if parked.is_empty() {
-            self.parked = None;
-        }
-        outcome
-    }
-
-    /// Drops the entries at the front that are done; parks a settled one
-    /// that holds up more than [`PARK_AFTER`] others.
+    /// Drops the done entries at the front; moves aside one that is not
+    /// done but has more than [`PARK_AFTER`] entries behind it.
     fn compact(&mut self) {
         loop {
             match self.entries.front() {
                 Some(Entry::Done) => {}
-                Some(Entry::Settled(_)) if self.entries.len() > PARK_AFTER => {
-                    if let Some(Entry::Settled(outcome)) = self.entries.pop_front() {
+                Some(_) if self.entries.len() > PARK_AFTER => {
+                    if let Some(entry) = self.entries.pop_front() {
                         self.parked
                             .get_or_insert_with(Default::default)
-                            .insert(self.base, outcome);
+                            .insert(self.base, entry);
                     }
                     self.base += 1;
                     continue;
@@ -179,7 +182,7 @@ impl Ledger {
         }
     }
 
-    /// Entries in the queue and outcomes parked (for tests).
+    /// Entries in the queue and parked (for tests).
     #[cfg(test)]
     fn len(&self) -> (usize, usize) {
         (
@@ -218,8 +221,19 @@ mod tests {
         )))
     }
 
-    fn reason(outcome: Poll<Option<Outcome>>) -> String {
-        match outcome {
+    /// Polls as a `Completion` does, finishing the [`Aside`].
+    fn poll(l: &mut Ledger, seq: u64, cx: &Context<'_>) -> Poll<Option<Outcome>> {
+        let (poll, aside) = l.poll(seq, cx);
+        aside.finish();
+        poll
+    }
+
+    fn ok(p: Poll<Option<Outcome>>) -> bool {
+        matches!(p, Poll::Ready(Some(Ok(()))))
+    }
+
+    fn reason(p: Poll<Option<Outcome>>) -> String {
+        match p {
             Poll::Ready(Some(Err(e))) => e.err_msg().to_owned(),
             other => panic!("not an error: {:?}", other.map(|o| o.map(|r| r.is_ok()))),
         }
@@ -231,13 +245,15 @@ mod tests {
         let (count, w) = waker();
         let cx = Context::from_waker(&w);
         let seq = l.open();
-        assert!(l.poll(seq, &cx).is_pending());
-        assert!(l.poll(seq, &cx).is_pending(), "polled again");
-        let to_wake = l.settle(seq, Ok(()));
-        to_wake.expect("a waker").wake();
+        assert!(poll(&mut l, seq, &cx).is_pending());
+        assert!(poll(&mut l, seq, &cx).is_pending(), "polled again");
+        l.settle(seq, Ok(())).finish();
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
-        assert!(matches!(l.poll(seq, &cx), Poll::Ready(Some(Ok(())))));
-        assert!(matches!(l.poll(seq, &cx), Poll::Ready(None)), "taken once");
+        assert!(ok(poll(&mut l, seq, &cx)));
+        assert!(
+            matches!(poll(&mut l, seq, &cx), Poll::Ready(None)),
+            "taken once"
+        );
         assert_eq!(l.len(), (0, 0));
     }
 
@@ -248,17 +264,20 @@ mod tests {
         let cx = Context::from_waker(&w);
         let seqs: Vec<u64> = (0..4).map(|_| l.open()).collect();
         // The third fails at once; the others are written later.
-        assert!(l.settle(seqs[2], error("third")).is_none());
+        l.settle(seqs[2], error("third")).finish();
         for &s in &seqs[..2] {
-            l.settle(s, Ok(()));
+            l.settle(s, Ok(())).finish();
         }
-        l.settle(seqs[2], Ok(()));
-        assert_eq!(reason(l.poll(seqs[2], &cx)), "sendSocketMessage:fail third");
-        assert!(matches!(l.poll(seqs[0], &cx), Poll::Ready(Some(Ok(())))));
-        assert!(l.poll(seqs[3], &cx).is_pending());
-        assert!(matches!(l.poll(seqs[1], &cx), Poll::Ready(Some(Ok(())))));
-        l.settle(seqs[3], Ok(()));
-        assert!(matches!(l.poll(seqs[3], &cx), Poll::Ready(Some(Ok(())))));
+        l.settle(seqs[2], Ok(())).finish();
+        assert_eq!(
+            reason(poll(&mut l, seqs[2], &cx)),
+            "sendSocketMessage:fail third"
+        );
+        assert!(ok(poll(&mut l, seqs[0], &cx)));
+        assert!(poll(&mut l, seqs[3], &cx).is_pending());
+        assert!(ok(poll(&mut l, seqs[1], &cx)));
+        l.settle(seqs[3], Ok(())).finish();
+        assert!(ok(poll(&mut l, seqs[3], &cx)));
         assert_eq!(l.len(), (0, 0));
     }
 
@@ -268,48 +287,83 @@ mod tests {
         // Dropped before the send settles, and after.
         let a = l.open();
         let b = l.open();
-        l.forget(a);
-        l.settle(b, error("b"));
-        l.forget(b);
-        assert_eq!(l.len(), (2, 0), "`a` is not settled yet");
-        assert!(l.settle(a, Ok(())).is_none(), "nobody to wake");
+        l.settle(b, error("b")).finish();
+        l.forget(b).finish();
+        assert_eq!(l.len(), (2, 0), "`a` is still watched");
+        l.forget(a).finish();
         assert_eq!(l.len(), (0, 0));
-        // Many fire-and-forget sends keep no room once drained.
+        assert!(l.settle(a, Ok(())).wake.is_none(), "nobody to wake");
+        // Fire-and-forget sends leave at once, settled or not.
         for _ in 0..10_000 {
             let s = l.open();
-            l.forget(s);
+            l.forget(s).finish();
+            assert_eq!(l.len(), (0, 0));
         }
         for s in 2..10_002 {
-            l.settle(s, Ok(()));
+            l.settle(s, Ok(())).finish();
+        }
+        // A burst of held ones keeps no room once they are dropped.
+        let held: Vec<u64> = (0..1_000).map(|_| l.open()).collect();
+        assert_eq!(l.len(), (PARK_AFTER, 1_000 - PARK_AFTER));
+        for s in held {
+            l.forget(s).finish();
         }
         assert_eq!(l.len(), (0, 0));
+        assert!(l.parked.is_none());
         assert_eq!(l.entries.capacity(), 0);
     }
 
+    /// One entry that stays (a held `Completion`, settled or not) does not
+    /// hold up the entries behind it: the queue stays short whatever comes
+    /// after, and the entry keeps its outcome.
     #[test]
-    fn a_completion_held_for_long_does_not_make_the_queue_grow() {
-        let mut l = Ledger::default();
-        let (_, w) = waker();
-        let cx = Context::from_waker(&w);
-        let held = l.open();
-        l.settle(held, error("kept"));
-        for _ in 0..10_000 {
-            let s = l.open();
-            l.settle(s, Ok(()));
-            l.forget(s);
+    fn an_entry_that_stays_does_not_make_the_queue_grow() {
+        for settled_first in [true, false] {
+            let mut l = Ledger::default();
+            let (count, w) = waker();
+            let cx = Context::from_waker(&w);
+            let held = l.open();
+            assert!(poll(&mut l, held, &cx).is_pending());
+            if settled_first {
+                l.settle(held, error("kept")).finish();
+            }
+            for i in 0..10_000 {
+                let s = l.open();
+                // Later sends fail at once (a full buffer), or are written.
+                if i % 2 == 0 {
+                    l.settle(s, error("full")).finish();
+                    l.forget(s).finish();
+                } else {
+                    l.forget(s).finish();
+                    l.settle(s, Ok(())).finish();
+                }
+                assert!(l.len().0 <= PARK_AFTER + 1, "{:?} after {i}", l.len());
+            }
+            assert_eq!(l.len(), (0, 1), "the held entry is parked");
+            if !settled_first {
+                assert!(poll(&mut l, held, &cx).is_pending());
+                l.settle(held, error("kept")).finish();
+                assert_eq!(
+                    count.0.load(Ordering::SeqCst),
+                    1,
+                    "woken where it is parked"
+                );
+            }
+            assert_eq!(
+                reason(poll(&mut l, held, &cx)),
+                "sendSocketMessage:fail kept"
+            );
+            assert_eq!(l.len(), (0, 0));
+            assert!(l.parked.is_none());
         }
-        assert_eq!(l.len(), (0, 1), "the held outcome is parked");
-        assert_eq!(reason(l.poll(held, &cx)), "sendSocketMessage:fail kept");
-        assert_eq!(l.len(), (0, 0));
-        assert!(l.parked.is_none());
-        // Held and then dropped unpolled: the parked outcome goes too.
+        // Held and then dropped: the parked entry goes too.
+        let mut l = Ledger::default();
         let held = l.open();
-        l.settle(held, Ok(()));
-        for _ in 0..PARK_AFTER + 1 {
+        for _ in 0..PARK_AFTER {
             l.open();
         }
-        assert_eq!(l.len(), (PARK_AFTER + 1, 1));
-        l.forget(held);
+        assert_eq!(l.len(), (PARK_AFTER, 1));
+        l.forget(held).finish();
         assert!(l.parked.is_none());
     }
 
@@ -319,10 +373,34 @@ mod tests {
         let (_, w) = waker();
         let cx = Context::from_waker(&w);
         let s = l.open();
-        l.settle(s, Ok(()));
-        l.settle(s, error("late"));
-        assert!(matches!(l.poll(s, &cx), Poll::Ready(Some(Ok(())))));
-        assert!(l.settle(s, error("later")).is_none());
+        l.settle(s, Ok(())).finish();
+        let late = l.settle(s, error("late"));
+        assert!(late.wake.is_none());
+        assert!(
+            matches!(late.old, Some(Entry::Settled(Err(_)))),
+            "dropped by the caller"
+        );
+        assert!(ok(poll(&mut l, s, &cx)));
+        assert!(l.settle(s, error("later")).wake.is_none());
         assert_eq!(l.len(), (0, 0));
+    }
+
+    /// A waker replaced by a poll from another task is handed out, to be
+    /// dropped after the lock; the new one is woken.
+    #[test]
+    fn a_replaced_waker_is_dropped_outside_and_the_new_one_woken() {
+        let mut l = Ledger::default();
+        let (first, w1) = waker();
+        let (second, w2) = waker();
+        let s = l.open();
+        let (p, aside) = l.poll(s, &Context::from_waker(&w1));
+        assert!(p.is_pending() && aside.old.is_none());
+        let (p, aside) = l.poll(s, &Context::from_waker(&w2));
+        assert!(p.is_pending());
+        assert!(matches!(aside.old, Some(Entry::Pending(Some(_)))));
+        drop(aside);
+        l.settle(s, Ok(())).finish();
+        assert_eq!(first.0.load(Ordering::SeqCst), 0);
+        assert_eq!(second.0.load(Ordering::SeqCst), 1);
     }
 }

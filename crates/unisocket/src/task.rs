@@ -8,7 +8,7 @@ use std::mem;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use crate::data::Data;
 use crate::error::{Api, ErrorKind, SocketError};
 use crate::events::{CloseEvent, ErrorEvent, MessageEvent, OpenEvent, PingPongEvent};
-use crate::ledger::{Ledger, Outcome};
+use crate::ledger::{Aside, Ledger, Outcome};
 use crate::options::{Callbacks, CloseOptions, CloseSuccess, SendOptions, SendSuccess};
 use crate::proto::connection::is_valid_sent_code;
 use crate::reconnect::ReconnectEvent;
@@ -187,9 +187,10 @@ impl<T: Clone + Send + 'static> Reply<T> {
     /// Resolves the call with the success that `success` makes, if anyone
     /// would see it: its `Completion` is still held, or it has callbacks. A
     /// success that nobody watches makes no result (with its `err_msg`
-    /// string); it only releases the call's bytes. (Callbacks, even a `fail`
-    /// alone, go through the dispatcher as ever: they are dropped there, in
-    /// order and with a panic caught.)
+    /// string): it releases the call's bytes and, for a send, settles its
+    /// ledger entry, whose `Completion` makes the success only if it is
+    /// awaited. (Callbacks, even a `fail` alone, go through the dispatcher
+    /// as ever: they are dropped there, in order and with a panic caught.)
     pub(crate) fn succeed(mut self, success: impl FnOnce() -> T) {
         match &self.sink {
             _ if self.callbacks.is_some() => self.settle_inner(Ok(success())),
@@ -267,7 +268,8 @@ impl<T: Clone + Send + 'static> Drop for Reply<T> {
 }
 
 /// The outcome of `send` or `close`: a future that may be awaited or dropped
-/// (dropping it cancels nothing; the callbacks still run).
+/// (dropping it cancels nothing; the callbacks still run). Polled again after
+/// it returned its outcome, it fails with [`ErrorKind::InvalidArgument`].
 ///
 /// ```no_run
 /// # async fn demo(task: unisocket::SocketTask) -> Result<(), unisocket::SocketError> {
@@ -331,8 +333,8 @@ impl<T> Completion<T> {
 fn spent(api: Api) -> SocketError {
     SocketError::new(
         api,
-        ErrorKind::Closed,
-        "the call's outcome was already returned",
+        ErrorKind::InvalidArgument,
+        "the Completion was polled again after it returned its outcome",
     )
 }
 
@@ -341,15 +343,13 @@ impl<T> Future for Completion<T> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let api = self.api;
-        match &mut self.way {
-            Way::Channel(rx) => Pin::new(rx).poll(cx).map(|r| {
-                r.unwrap_or_else(|_| {
-                    Err(SocketError::new(
-                        api,
-                        ErrorKind::Closed,
-                        "the connection task ended",
-                    ))
-                })
+        let result = match &mut self.way {
+            Way::Channel(rx) => std::task::ready!(Pin::new(rx).poll(cx)).unwrap_or_else(|_| {
+                Err(SocketError::new(
+                    api,
+                    ErrorKind::Closed,
+                    "the connection task ended",
+                ))
             }),
             Way::Ledger {
                 shared,
@@ -357,28 +357,27 @@ impl<T> Future for Completion<T> {
                 success,
             } => {
                 let success = *success;
-                let outcome = std::task::ready!(shared.lock().sends.poll(*seq, cx));
-                let result = match outcome {
+                let (poll, aside) = shared.lock().sends.poll(*seq, cx);
+                aside.finish();
+                match std::task::ready!(poll) {
                     Some(Ok(())) => Ok(success()),
                     Some(Err(e)) => Err(*e),
                     None => Err(spent(api)),
-                };
-                // Taken: dropping the Completion has nothing left to tell.
-                self.way = Way::Ready(None);
-                Poll::Ready(result)
+                }
             }
-            Way::Ready(result) => Poll::Ready(match result.take() {
-                Some(r) => r,
-                None => Err(spent(api)),
-            }),
-        }
+            Way::Ready(result) => result.take().unwrap_or_else(|| Err(spent(api))),
+        };
+        // Returned: a later poll gets `spent`, and dropping the Completion
+        // has nothing left to tell the ledger.
+        self.way = Way::Ready(None);
+        Poll::Ready(result)
     }
 }
 
 impl<T> Drop for Completion<T> {
     fn drop(&mut self) {
         if let Way::Ledger { shared, seq, .. } = &self.way {
-            shared.lock().sends.forget(*seq);
+            shared.forget_send(*seq);
         }
     }
 }
@@ -494,10 +493,14 @@ pub(crate) struct Shared {
     /// A `close` was handed to the driver: it takes every command at once
     /// (the close deadline starts only once the close frame is queued).
     close_queued: AtomicBool,
+    /// Whether `forgotten` holds numbers (read without its lock).
+    has_forgotten: AtomicBool,
     state: AtomicU8,
     max_held: usize,
     queue_until_open: bool,
     inner: Mutex<Inner>,
+    /// Sends whose `Completion` was dropped while `inner` was locked.
+    forgotten: Mutex<Vec<u64>>,
 }
 
 impl Shared {
@@ -510,6 +513,7 @@ impl Shared {
             held_bytes: AtomicUsize::new(0),
             has_waiting: AtomicBool::new(false),
             close_queued: AtomicBool::new(false),
+            has_forgotten: AtomicBool::new(false),
             state: AtomicU8::new(ReadyState::Connecting as u8),
             max_held,
             queue_until_open,
@@ -534,6 +538,7 @@ impl Shared {
                 close_waker: None,
                 driver_gone: false,
             }),
+            forgotten: Mutex::new(Vec::new()),
         })
     }
 
@@ -631,10 +636,53 @@ impl Shared {
     /// Settles send `seq` in the ledger and wakes its `Completion` (with
     /// the lock released).
     fn settle_send(&self, seq: u64, outcome: Outcome) {
-        let waker = self.lock().sends.settle(seq, outcome);
-        if let Some(w) = waker {
-            w.wake();
+        let mut inner = self.lock();
+        let forgotten = self.take_forgotten(&mut inner);
+        let aside = inner.sends.settle(seq, outcome);
+        drop(inner);
+        aside.finish();
+        drop(forgotten);
+    }
+
+    /// A send's `Completion` was dropped. It never waits for the lock: a
+    /// `Completion` may be dropped while this thread holds it (by a waker or
+    /// a value that owned it and that the lock's holder dropped), or while
+    /// another thread does. Then the number waits in `forgotten` for the
+    /// next send or settle.
+    fn forget_send(&self, seq: u64) {
+        let mut inner = match self.inner.try_lock() {
+            Ok(inner) => inner,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                self.forgotten
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(seq);
+                self.has_forgotten.store(true, Ordering::Release);
+                return;
+            }
+        };
+        let aside = inner.sends.forget(seq);
+        drop(inner);
+        aside.finish();
+    }
+
+    /// Forgets the sends of `Completion`s dropped while the lock was taken;
+    /// returns what to drop once it is released.
+    fn take_forgotten(&self, inner: &mut Inner) -> Vec<Aside> {
+        if !self.has_forgotten.load(Ordering::Acquire) {
+            return Vec::new();
         }
+        self.has_forgotten.store(false, Ordering::Release);
+        let seqs = mem::take(
+            &mut *self
+                .forgotten
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        seqs.into_iter()
+            .map(|seq| inner.sends.forget(seq))
+            .collect()
     }
 
     /// Queues a command for the driver and wakes it (after the lock is
@@ -982,6 +1030,8 @@ impl SocketTask {
         let before = shared.buffered.load(Ordering::Acquire);
         let state = self.ready_state();
         let mut inner = shared.lock();
+        // Dropped at the end, when every path below has released the lock.
+        let _forgotten = shared.take_forgotten(&mut inner);
         // The outcome goes to an entry of the ledger, made under the lock
         // that the command takes anyway: a send allocates nothing of its own.
         let seq = inner.sends.open();

@@ -985,11 +985,19 @@ async fn completions_held_long_or_awaited_out_of_order_get_their_outcomes() {
         let ok = bounded("the first send", &mut first).await.expect("sent");
         assert_eq!(ok.err_msg, "sendSocketMessage:ok");
         // Polled again, it says so rather than hang or panic.
-        let again = bounded("the first send again", &mut first).await;
+        let again = bounded("the first send again", &mut first)
+            .await
+            .unwrap_err();
         assert_eq!(
-            again.unwrap_err().err_msg(),
-            "sendSocketMessage:fail the call's outcome was already returned"
+            again.err_msg(),
+            "sendSocketMessage:fail the Completion was polled again after it returned its outcome"
         );
+        assert_eq!(again.kind(), ErrorKind::InvalidArgument);
+        // A ping's (a channel of its own) says so too.
+        let mut ping = task.ping("p");
+        bounded("a ping", &mut ping).await.expect("pinged");
+        let again = bounded("the ping again", &mut ping).await.unwrap_err();
+        assert_eq!(again.kind(), ErrorKind::InvalidArgument);
         let mut echoes = Vec::new();
         for _ in 0..2 * N + 1 {
             let data = bounded("an echo", task.recv()).await.expect("an echo");
@@ -1010,6 +1018,43 @@ async fn completions_held_long_or_awaited_out_of_order_get_their_outcomes() {
         }
         let err = bounded("the late send", late).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NotConnected);
+    })
+    .await;
+}
+
+/// A `Completion` dropped while its task's lock is held does not deadlock:
+/// here a waker owns it, and the driver drops the waker as it wakes it,
+/// under the lock, when a message comes. The send is forgotten later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_dropped_under_the_tasks_lock_does_not_deadlock() {
+    struct Owner(Mutex<Option<unisocket::Completion<unisocket::SendSuccess>>>);
+    impl std::task::Wake for Owner {
+        fn wake(self: Arc<Self>) {}
+    }
+    within(async {
+        let server = TestServer::echo().await;
+        let task = bounded("connect", connect_socket(opts(server.url())))
+            .await
+            .expect("connect");
+        let owner = Arc::new(Owner(Mutex::new(None)));
+        let waker = std::task::Waker::from(owner.clone());
+        // The task keeps a clone of the waker, for the next message.
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(task.poll_recv(&mut cx).is_pending());
+        *owner.0.lock().unwrap() = Some(task.send("owned"));
+        // From now on the task's clone is the only one: when the echo comes,
+        // the driver wakes it and drops it, and the `Completion` with it.
+        drop((owner, waker));
+        let echo = bounded("the echo", task.recv()).await.expect("an echo");
+        assert_eq!(text_of(&echo), "owned");
+        for i in 0..3 {
+            bounded("a later send", task.send(format!("later {i}")))
+                .await
+                .expect("sent");
+            let echo = bounded("its echo", task.recv()).await.expect("an echo");
+            assert_eq!(text_of(&echo), format!("later {i}"));
+        }
+        assert_eq!(task.buffered_amount(), 0);
     })
     .await;
 }

@@ -244,11 +244,14 @@ impl<T: Clone + Send + 'static> Reply<T> {
                     Ok(_) => Ok(()),
                     Err(e) => Err(Box::new(e.clone())),
                 };
-                if let Some(mut call) = self.callbacks.take() {
-                    call.result = Some(result);
-                    self.shared.dispatch(Job::Settled(call));
+                match self.callbacks.take() {
+                    Some(mut call) => {
+                        call.result = Some(result);
+                        self.shared
+                            .dispatch_settled(Job::Settled(call), seq, outcome);
+                    }
+                    None => self.shared.settle_send(seq, outcome),
                 }
-                self.shared.settle_send(seq, outcome);
             }
         }
     }
@@ -568,9 +571,15 @@ impl Shared {
         self.run_jobs(inner);
     }
 
-    fn run_jobs<'a>(&'a self, mut inner: MutexGuard<'a, Inner>) {
+    fn run_jobs(&self, inner: MutexGuard<'_, Inner>) {
+        drop(self.run_jobs_locked(inner));
+    }
+
+    /// Runs the jobs as [`Shared::run_jobs`] does; returns with the lock
+    /// held again.
+    fn run_jobs_locked<'a>(&'a self, mut inner: MutexGuard<'a, Inner>) -> MutexGuard<'a, Inner> {
         if inner.dispatching {
-            return;
+            return inner;
         }
         inner.dispatching = true;
         // Out of the lock while the jobs run; listeners registered meanwhile
@@ -590,6 +599,7 @@ impl Shared {
         if inner.jobs.capacity() > SMALL_QUEUE {
             inner.jobs = VecDeque::new();
         }
+        inner
     }
 
     pub(crate) fn opened(&self, ev: OpenEvent) {
@@ -636,7 +646,19 @@ impl Shared {
     /// Settles send `seq` in the ledger and wakes its `Completion` (with
     /// the lock released).
     fn settle_send(&self, seq: u64, outcome: Outcome) {
+        self.settle_send_locked(self.lock(), seq, outcome);
+    }
+
+    /// Runs the callbacks of send `seq` (`job`), then settles it in the
+    /// ledger, under one lock (but for the callbacks themselves).
+    fn dispatch_settled(&self, job: Job, seq: u64, outcome: Outcome) {
         let mut inner = self.lock();
+        inner.jobs.push_back(job);
+        let inner = self.run_jobs_locked(inner);
+        self.settle_send_locked(inner, seq, outcome);
+    }
+
+    fn settle_send_locked(&self, mut inner: MutexGuard<'_, Inner>, seq: u64, outcome: Outcome) {
         let forgotten = self.take_forgotten(&mut inner);
         let aside = inner.sends.settle(seq, outcome);
         drop(inner);

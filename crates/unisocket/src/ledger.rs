@@ -23,6 +23,9 @@ use crate::error::SocketError;
 /// moves aside (to `parked`).
 const PARK_AFTER: usize = 64;
 
+/// How many entries' room a drained queue keeps.
+const KEEP: usize = 16;
+
 /// The outcome of a send as the ledger keeps it: the success carries nothing
 /// (its `SendSuccess` is made when a `Completion` takes it), and the rare
 /// error is boxed, so that entries stay small.
@@ -59,12 +62,62 @@ impl Aside {
     }
 }
 
+/// The ledger's queue: the first entry in place, the others on the heap. A
+/// task that awaits each send before the next (most do) has one entry at a
+/// time, and then touches no memory beyond the task's own state: with many
+/// connections, each other cache line is a miss.
+#[derive(Default)]
+struct Entries {
+    first: Option<Entry>,
+    rest: VecDeque<Entry>,
+}
+
+impl Entries {
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    /// Room on the heap.
+    fn capacity(&self) -> usize {
+        self.rest.capacity()
+    }
+
+    fn push_back(&mut self, entry: Entry) {
+        if self.first.is_none() {
+            self.first = Some(entry);
+        } else {
+            self.rest.push_back(entry);
+        }
+    }
+
+    fn front(&self) -> Option<&Entry> {
+        self.first.as_ref()
+    }
+
+    fn pop_front(&mut self) -> Option<Entry> {
+        let first = self.first.take();
+        self.first = self.rest.pop_front();
+        first
+    }
+
+    fn get_mut(&mut self, i: usize) -> Option<&mut Entry> {
+        match i.checked_sub(1) {
+            None => self.first.as_mut(),
+            Some(i) => self.rest.get_mut(i),
+        }
+    }
+}
+
 /// The outcomes of one task's sends, numbered in the order they were made.
 #[derive(Default)]
 pub(crate) struct Ledger {
     /// The number of `entries[0]`.
     base: u64,
-    entries: VecDeque<Entry>,
+    entries: Entries,
     /// Entries moved out of the queue, never `Done`; made only when a
     /// `Completion` is held, or a send stays in flight, while more than
     /// [`PARK_AFTER`] others are made. Boxed: every task has a ledger, and
@@ -177,8 +230,8 @@ impl Ledger {
             self.base += 1;
         }
         // A burst made the queue long: give the room back once it drained.
-        if self.entries.is_empty() && self.entries.capacity() > PARK_AFTER {
-            self.entries = VecDeque::new();
+        if self.entries.is_empty() && self.entries.capacity() > KEEP {
+            self.entries.rest = VecDeque::new();
         }
     }
 

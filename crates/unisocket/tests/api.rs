@@ -1025,38 +1025,57 @@ async fn completions_held_long_or_awaited_out_of_order_get_their_outcomes() {
 /// A `Completion` dropped while its task's lock is held does not deadlock:
 /// here a waker owns it, and the driver drops the waker as it wakes it,
 /// under the lock, when a message comes. The send is forgotten later.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_completion_dropped_under_the_tasks_lock_does_not_deadlock() {
+///
+/// The scenario runs on a runtime of its own, in a thread of its own: a
+/// deadlocked driver can stop that runtime's timers, and the test then
+/// fails after its limit instead of hanging.
+#[test]
+fn a_completion_dropped_under_the_tasks_lock_does_not_deadlock() {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(completion_dropped_under_the_lock());
+        let _ = done_tx.send(());
+    });
+    // An `Err` here is a deadlock, or a panic in the scenario (printed
+    // above).
+    done_rx
+        .recv_timeout(TEST_TIMEOUT)
+        .expect("the scenario did not finish (a deadlock?), or it failed");
+}
+
+async fn completion_dropped_under_the_lock() {
     struct Owner(Mutex<Option<unisocket::Completion<unisocket::SendSuccess>>>);
     impl std::task::Wake for Owner {
         fn wake(self: Arc<Self>) {}
     }
-    within(async {
-        let server = TestServer::echo().await;
-        let task = bounded("connect", connect_socket(opts(server.url())))
+    let server = TestServer::echo().await;
+    let task = bounded("connect", connect_socket(opts(server.url())))
+        .await
+        .expect("connect");
+    let owner = Arc::new(Owner(Mutex::new(None)));
+    let waker = std::task::Waker::from(owner.clone());
+    // The task keeps a clone of the waker, for the next message.
+    let mut cx = std::task::Context::from_waker(&waker);
+    assert!(task.poll_recv(&mut cx).is_pending());
+    *owner.0.lock().unwrap() = Some(task.send("owned"));
+    // From now on the task's clone is the only one: when the echo comes,
+    // the driver wakes it and drops it, and the `Completion` with it.
+    drop((owner, waker));
+    let echo = bounded("the echo", task.recv()).await.expect("an echo");
+    assert_eq!(text_of(&echo), "owned");
+    for i in 0..3 {
+        bounded("a later send", task.send(format!("later {i}")))
             .await
-            .expect("connect");
-        let owner = Arc::new(Owner(Mutex::new(None)));
-        let waker = std::task::Waker::from(owner.clone());
-        // The task keeps a clone of the waker, for the next message.
-        let mut cx = std::task::Context::from_waker(&waker);
-        assert!(task.poll_recv(&mut cx).is_pending());
-        *owner.0.lock().unwrap() = Some(task.send("owned"));
-        // From now on the task's clone is the only one: when the echo comes,
-        // the driver wakes it and drops it, and the `Completion` with it.
-        drop((owner, waker));
-        let echo = bounded("the echo", task.recv()).await.expect("an echo");
-        assert_eq!(text_of(&echo), "owned");
-        for i in 0..3 {
-            bounded("a later send", task.send(format!("later {i}")))
-                .await
-                .expect("sent");
-            let echo = bounded("its echo", task.recv()).await.expect("an echo");
-            assert_eq!(text_of(&echo), format!("later {i}"));
-        }
-        assert_eq!(task.buffered_amount(), 0);
-    })
-    .await;
+            .expect("sent");
+        let echo = bounded("its echo", task.recv()).await.expect("an echo");
+        assert_eq!(text_of(&echo), format!("later {i}"));
+    }
+    assert_eq!(task.buffered_amount(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -168,10 +168,104 @@ fn best_peer(results: &Results, w: &str, clients: &[Client], m: Metric) -> Optio
         })
 }
 
+/// How a ratio table sets a client against its reference.
+#[derive(Clone, Copy, PartialEq)]
+enum Pairing {
+    /// The ratio of the two clients' medians over rounds.
+    Medians,
+    /// The median over rounds of the ratio within each round.
+    Rounds,
+}
+
+/// `a` against `b` on metric `m` of workload `w`, oriented as [`ratio`].
+fn compare(results: &Results, w: &str, a: Client, b: Client, m: Metric, p: Pairing) -> Option<f64> {
+    let (sa, sb) = (
+        results.get(&(w.to_owned(), a))?,
+        results.get(&(w.to_owned(), b))?,
+    );
+    match p {
+        Pairing::Medians => ratio(m, stat(Some(sa), m)?.median, stat(Some(sb), m)?.median),
+        // Samples are in round order, failed ones included.
+        Pairing::Rounds => median(
+            sa.iter()
+                .zip(sb)
+                .filter(|(x, y)| x.error.is_none() && y.error.is_none())
+                .filter_map(|(x, y)| ratio(m, m.of(x)?, m.of(y)?))
+                .collect(),
+        ),
+    }
+}
+
+/// The rows of the unisocket clients against the best peer and raw TCP.
+fn ratio_table(
+    out: &mut String,
+    results: &Results,
+    workloads: &[Workload],
+    clients: &[Client],
+    unis: &[Client],
+    pairing: Pairing,
+) {
+    let raw = clients.contains(&Client::RawTcp);
+    let _ = write!(out, "| workload | metric | best peer |");
+    for u in unis {
+        let _ = write!(out, " {} ÷ best peer |", u.name());
+    }
+    if raw {
+        for u in unis {
+            let _ = write!(out, " {} ÷ raw TCP |", u.name());
+        }
+        let _ = write!(out, " best peer ÷ raw TCP |");
+    }
+    let cols = 3 + unis.len() * if raw { 2 } else { 1 } + usize::from(raw);
+    let _ = write!(out, "\n|---|---|---|");
+    for _ in 3..cols {
+        let _ = write!(out, "---:|");
+    }
+    out.push('\n');
+    for w in workloads {
+        let name = w.name();
+        for m in metrics(w) {
+            if m == Metric::P99Us || m == Metric::WallSecs {
+                continue;
+            }
+            if m == Metric::MbPerSec && !w.bandwidth_bound() {
+                continue;
+            }
+            if m == Metric::MsgsPerSec && w.bandwidth_bound() {
+                continue;
+            }
+            let best = best_peer(results, &name, clients, m);
+            let _ = write!(
+                out,
+                "| {name} | {} | {} |",
+                m.unit(),
+                best.map_or_else(
+                    || "–".to_owned(),
+                    |(c, v)| format!("{} ({})", c.name(), fmt_num(v))
+                )
+            );
+            let against = |a: Client, b: Option<Client>| {
+                fmt_ratio(b.and_then(|b| compare(results, &name, a, b, m, pairing)))
+            };
+            for u in unis {
+                let _ = write!(out, " {} |", against(*u, best.map(|(c, _)| c)));
+            }
+            if raw {
+                for u in unis {
+                    let _ = write!(out, " {} |", against(*u, Some(Client::RawTcp)));
+                }
+                let cell =
+                    best.map_or_else(|| "–".to_owned(), |(c, _)| against(c, Some(Client::RawTcp)));
+                let _ = write!(out, " {cell} |");
+            }
+            out.push('\n');
+        }
+    }
+}
+
 /// The whole report.
 pub fn render(results: &Results, workloads: &[Workload], clients: &[Client]) -> String {
     let mut out = String::new();
-    let raw = clients.contains(&Client::RawTcp);
 
     // Summary: every client's median, one row per workload metric.
     let _ = writeln!(
@@ -211,73 +305,26 @@ pub fn render(results: &Results, workloads: &[Workload], clients: &[Client]) -> 
             out,
             "\n## unisocket vs the best peer and vs raw TCP\n\nRatios of medians, oriented so that 1.00 = as good, < 1.00 = worse (for latency, wall time and RSS the inverse is taken: 0.50 = twice the latency/memory).\n"
         );
-        let _ = write!(out, "| workload | metric | best peer |");
-        for u in &unis {
-            let _ = write!(out, " {} ÷ best peer |", u.name());
-        }
-        if raw {
-            for u in &unis {
-                let _ = write!(out, " {} ÷ raw TCP |", u.name());
-            }
-            let _ = write!(out, " best peer ÷ raw TCP |");
-        }
-        let cols = 3 + unis.len() * if raw { 2 } else { 1 } + usize::from(raw);
-        let _ = write!(out, "\n|---|---|---|");
-        for _ in 3..cols {
-            let _ = write!(out, "---:|");
-        }
-        out.push('\n');
-        for w in workloads {
-            let name = w.name();
-            for m in metrics(w) {
-                if m == Metric::P99Us || m == Metric::WallSecs {
-                    continue;
-                }
-                if m == Metric::MbPerSec && !w.bandwidth_bound() {
-                    continue;
-                }
-                if m == Metric::MsgsPerSec && w.bandwidth_bound() {
-                    continue;
-                }
-                let best = best_peer(results, &name, clients, m);
-                let raw_v = stat(results.get(&(name.clone(), Client::RawTcp)), m).map(|s| s.median);
-                let _ = write!(
-                    out,
-                    "| {name} | {} | {} |",
-                    m.unit(),
-                    best.map_or_else(
-                        || "–".to_owned(),
-                        |(c, v)| format!("{} ({})", c.name(), fmt_num(v))
-                    )
-                );
-                let uni_vals: Vec<Option<f64>> = unis
-                    .iter()
-                    .map(|u| stat(results.get(&(name.clone(), *u)), m).map(|s| s.median))
-                    .collect();
-                for v in &uni_vals {
-                    let r = match (v, best) {
-                        (Some(v), Some((_, b))) => ratio(m, *v, b),
-                        _ => None,
-                    };
-                    let _ = write!(out, " {} |", fmt_ratio(r));
-                }
-                if raw {
-                    for v in &uni_vals {
-                        let r = match (v, raw_v) {
-                            (Some(v), Some(rv)) => ratio(m, *v, rv),
-                            _ => None,
-                        };
-                        let _ = write!(out, " {} |", fmt_ratio(r));
-                    }
-                    let r = match (best, raw_v) {
-                        (Some((_, b)), Some(rv)) => ratio(m, b, rv),
-                        _ => None,
-                    };
-                    let _ = write!(out, " {} |", fmt_ratio(r));
-                }
-                out.push('\n');
-            }
-        }
+        ratio_table(
+            &mut out,
+            results,
+            workloads,
+            clients,
+            &unis,
+            Pairing::Medians,
+        );
+        let _ = writeln!(
+            out,
+            "\n## The same ratios, within rounds\n\nThe median over rounds of each round's ratio, against the same best peer. The clients of one round run one after the other, within seconds; the machine drifts between a fast and a slow mode within a run, and a ratio of medians can set one client's fast rounds against another's slow ones.\n"
+        );
+        ratio_table(
+            &mut out,
+            results,
+            workloads,
+            clients,
+            &unis,
+            Pairing::Rounds,
+        );
     }
 
     // Detail: spread per client.

@@ -169,7 +169,7 @@ fn best_peer(results: &Results, w: &str, clients: &[Client], m: Metric) -> Optio
 }
 
 /// How a ratio table sets a client against its reference.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Pairing {
     /// The ratio of the two clients' medians over rounds.
     Medians,
@@ -301,30 +301,20 @@ pub fn render(results: &Results, workloads: &[Workload], clients: &[Client]) -> 
         .filter(|c| matches!(c, Client::Uni | Client::UniCb))
         .collect();
     if !unis.is_empty() {
-        let _ = writeln!(
-            out,
-            "\n## unisocket vs the best peer and vs raw TCP\n\nRatios of medians, oriented so that 1.00 = as good, < 1.00 = worse (for latency, wall time and RSS the inverse is taken: 0.50 = twice the latency/memory).\n"
-        );
-        ratio_table(
-            &mut out,
-            results,
-            workloads,
-            clients,
-            &unis,
-            Pairing::Medians,
-        );
-        let _ = writeln!(
-            out,
-            "\n## The same ratios, within rounds\n\nThe median over rounds of each round's ratio, against the same best peer. The clients of one round run one after the other, within seconds; the machine drifts between a fast and a slow mode within a run, and a ratio of medians can set one client's fast rounds against another's slow ones.\n"
-        );
-        ratio_table(
-            &mut out,
-            results,
-            workloads,
-            clients,
-            &unis,
-            Pairing::Rounds,
-        );
+        let tables = [
+            (
+                "unisocket vs the best peer and vs raw TCP\n\nRatios of medians, oriented so that 1.00 = as good, < 1.00 = worse (for latency, wall time and RSS the inverse is taken: 0.50 = twice the latency/memory).",
+                Pairing::Medians,
+            ),
+            (
+                "The same ratios, within rounds\n\nThe median over rounds of each round's ratio, against the same best peer. The clients of one round run one after the other, within seconds; the machine drifts between a fast and a slow mode within a run, and a ratio of medians can set one client's fast rounds against another's slow ones.",
+                Pairing::Rounds,
+            ),
+        ];
+        for (heading, pairing) in tables {
+            let _ = writeln!(out, "\n## {heading}\n");
+            ratio_table(&mut out, results, workloads, clients, &unis, pairing);
+        }
     }
 
     // Detail: spread per client.

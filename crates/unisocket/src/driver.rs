@@ -1109,9 +1109,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
                 break;
             }
             if let Some((_, reply)) = self.sends.pop_front() {
-                reply.succeed(|| SendSuccess {
-                    err_msg: Api::SendSocketMessage.ok_msg(),
-                });
+                reply.succeed(SendSuccess::ok);
             }
         }
     }

@@ -18,6 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::task::{Context, Poll, Waker};
 
 use crate::error::SocketError;
+use crate::task::set_waker;
 
 /// How many entries may wait behind one that is not done before that one
 /// moves aside (to `parked`).
@@ -184,10 +185,8 @@ impl Ledger {
         let mut aside = Aside::default();
         let poll = match self.entry(seq) {
             Some(Entry::Pending(waker)) => {
-                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    if let Some(old) = waker.replace(cx.waker().clone()) {
-                        aside.old = Some(Entry::Pending(Some(old)));
-                    }
+                if let Some(old) = set_waker(waker, cx) {
+                    aside.old = Some(Entry::Pending(Some(old)));
                 }
                 Poll::Pending
             }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::data::Data;
-use crate::error::SocketError;
+use crate::error::{Api, SocketError};
 use crate::proto::deflate::DeflateConfig;
 use crate::proto::{Heartbeat, Limits};
 use crate::reconnect::ReconnectPolicy;
@@ -153,6 +153,15 @@ pub struct ConnectSuccess {
 pub struct SendSuccess {
     /// `"sendSocketMessage:ok"`.
     pub err_msg: String,
+}
+
+impl SendSuccess {
+    /// The success of a send, `"sendSocketMessage:ok"`.
+    pub(crate) fn ok() -> Self {
+        SendSuccess {
+            err_msg: Api::SendSocketMessage.ok_msg(),
+        }
+    }
 }
 
 /// The result of a successful close: the closing handshake ended.

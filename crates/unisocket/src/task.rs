@@ -87,11 +87,14 @@ fn register(wakers: &mut Vec<Waker>, cx: &Context<'_>) {
     }
 }
 
-/// Keeps the task's waker in `slot`, cloning it only if it changed.
-fn set_waker(slot: &mut Option<Waker>, cx: &Context<'_>) {
-    if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-        *slot = Some(cx.waker().clone());
+/// Keeps the task's waker in `slot`, cloning it only if it changed;
+/// returns the waker it replaced, for a caller that must drop it after its
+/// lock.
+pub(crate) fn set_waker(slot: &mut Option<Waker>, cx: &Context<'_>) -> Option<Waker> {
+    if slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        return None;
     }
+    slot.replace(cx.waker().clone())
 }
 
 /// Fails a command with `err` (reported for the command's own API).
@@ -1064,9 +1067,7 @@ impl SocketTask {
             Way::Ledger {
                 shared: shared.clone(),
                 seq,
-                success: || SendSuccess {
-                    err_msg: Api::SendSocketMessage.ok_msg(),
-                },
+                success: SendSuccess::ok,
             },
         );
         let queued = state == ReadyState::Connecting && shared.queue_until_open;

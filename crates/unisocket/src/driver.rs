@@ -504,14 +504,14 @@ const COMMAND_BATCH: usize = 64;
 /// How many bytes of frames are encoded ahead of the socket: enough to
 /// batch small messages into one write, small enough that the buffer stays
 /// in the CPU's cache and the peer gets data early. Measured on loopback
-/// (stream-1k and stream-64k in `bench/`): 16 KiB beat 8, 32, 64 and
+/// (stream-1k and stream-64k in `benches/`): 16 KiB beat 8, 32, 64 and
 /// 128 KiB and no limit, by 10-40 %.
 const WRITE_AHEAD: usize = 16 * 1024;
 /// How many messages, or bytes of messages, one turn hands to the
 /// application before the driver writes what it answered: the peer gets
 /// the first answers while the rest of a read is still being delivered, so
 /// both ends work at once instead of in turn. Measured on loopback
-/// (stream-32 and stream-1k in `bench/`, 64 in flight): 16 messages or
+/// (stream-32 and stream-1k in `benches/`, 64 in flight): 16 messages or
 /// 16 KiB gave 1.3-1.5x the messages per second of delivering a whole read
 /// at once; 8 messages cost more in writes than they gained, and 32 gained
 /// about half as much.
@@ -521,7 +521,7 @@ const DELIVER_BYTES: usize = 16 * 1024;
 /// How many bytes the driver reads in a row, while each read fills its
 /// buffer, before it writes again: large messages are then read in runs
 /// and answered in runs, as the peers do, rather than one read and one
-/// write in turn. Measured on loopback (stream-64k in `bench/`, 16 in
+/// write in turn. Measured on loopback (stream-64k in `benches/`, 16 in
 /// flight, medians of 6 alternating runs): 4 530 MB/s against 4 126 (binary),
 /// 3 796 against 2 713 (text); 256 KiB did as well on binary.
 const READ_BURST: usize = 1024 * 1024;
@@ -530,7 +530,7 @@ const READ_BURST: usize = 1024 * 1024;
 /// read (`SO_RCVLOWAT`), not for every piece that arrives. Without it a
 /// driver that reads as soon as data comes (callbacks answer at once) fell
 /// into reading in small pieces, waking several times per message, and the
-/// peer sent in small pieces in turn. Measured on loopback (`bench/`,
+/// peer sent in small pieces in turn. Measured on loopback (`benches/`,
 /// medians of 5 alternating runs, callbacks): 1 MiB binary 3 006 → 3 311
 /// msg/s, 1 MiB text 1 897 → 2 554, 64 KiB binary 51k → 73k; async
 /// unchanged within noise. The mark never exceeds what the frame still

@@ -1,6 +1,6 @@
 //! `wsbench`: unisocket against tokio-tungstenite, tokio-websockets,
 //! fastwebsockets and a raw-TCP baseline, on the same workloads and the same
-//! echo server. See bench/README.md.
+//! echo server. See benches/README.md.
 //!
 //! One binary, three roles:
 //! - `wsbench [OPTIONS]`: the orchestrator. Starts the echo servers (one
@@ -30,7 +30,7 @@ const USAGE: &str = "\
 wsbench: WebSocket client benchmark (unisocket vs peers vs raw TCP)
 
 USAGE:
-    cargo run --release --manifest-path bench/Cargo.toml -- [OPTIONS]
+    cargo run --release --manifest-path benches/Cargo.toml -- [OPTIONS]
 
 OPTIONS:
     --quick               short smoke run: 1 round, 0.3 s windows, conns-100x20
@@ -52,6 +52,10 @@ OPTIONS:
     --no-pin              do not pin anything
     --out FILE            also write the markdown report to FILE
     --json FILE           also write every sample as JSON to FILE
+
+    wsbench report SAMPLES.json
+                          the tables again from a run's --json samples (for
+                          a report made before a table was added)
 ";
 
 struct Config {
@@ -73,6 +77,13 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("server") => server::main(&args[1..]),
         Some("client") => clients::main(&args[1..]),
+        Some("report") => match rerender(&args[1..]) {
+            Ok(doc) => print!("{doc}"),
+            Err(e) => {
+                eprintln!("wsbench report: {e}");
+                std::process::exit(2);
+            }
+        },
         Some("-h" | "--help" | "help") => print!("{USAGE}"),
         _ => match config(&args) {
             Ok(cfg) => orchestrate(&cfg),
@@ -82,6 +93,44 @@ fn main() {
             }
         },
     }
+}
+
+/// The report's tables from the samples of an earlier run (`--json`), in
+/// the order its workloads and clients first appear there.
+fn rerender(args: &[String]) -> Result<String, String> {
+    let [path] = args else {
+        return Err("usage: wsbench report SAMPLES.json".to_owned());
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        workload: String,
+        client: String,
+        sample: Sample,
+    }
+    let entries: Vec<Entry> =
+        serde_json::from_str(&text).map_err(|e| format!("{path} is not a samples file: {e}"))?;
+    let (mut results, mut workloads, mut clients) =
+        (report::Results::default(), Vec::new(), Vec::new());
+    for e in entries {
+        let w = Workload::parse(&e.workload)
+            .ok_or_else(|| format!("unknown workload {:?} in {path}", e.workload))?;
+        let c = Client::parse(&e.client)
+            .ok_or_else(|| format!("unknown client {:?} in {path}", e.client))?;
+        if !workloads.contains(&w) {
+            workloads.push(w);
+        }
+        if !clients.contains(&c) {
+            clients.push(c);
+        }
+        results.entry((w.name(), c)).or_default().push(e.sample);
+    }
+    // The run's client order is the one of its first round.
+    clients.sort_by_key(|c| c.letter());
+    Ok(format!(
+        "# wsbench results, from the samples in {path}\n\n{}",
+        report::render(&results, &workloads, &clients)
+    ))
 }
 
 fn config(args: &[String]) -> Result<Config, String> {

@@ -411,6 +411,8 @@ fn orchestrate(cfg: &Config) {
     let exe = std::env::current_exe().expect("current exe");
     let server = start_server(&exe, cfg);
     let load_before = load_average();
+    // Read before the run: sources edited while it runs are not measured.
+    let revision = source_revision();
     let started = Instant::now();
     eprintln!(
         "wsbench: {} server at ws={} tcp={} (core {}), clients on core {}, {} round(s), {} s windows after {} s warm-up",
@@ -482,7 +484,7 @@ fn orchestrate(cfg: &Config) {
         },
         read_trimmed("/proc/sys/kernel/osrelease")
     ));
-    doc.push_str(&format!("- unisocket sources: {}\n", source_revision()));
+    doc.push_str(&format!("- unisocket sources: {}\n", revision));
     doc.push_str(&format!(
         "- echo server: {} (WebSocket) + length-prefixed raw TCP, one process, current-thread tokio runtime, core {}\n",
         cfg.server.name(),

@@ -95,8 +95,9 @@ fn main() {
     }
 }
 
-/// The report's tables from the samples of an earlier run (`--json`), in
-/// the order its workloads and clients first appear there.
+/// The report's tables from the samples of an earlier run (`--json`): its
+/// workloads in the order they first appear there, its clients in the
+/// report's order.
 fn rerender(args: &[String]) -> Result<String, String> {
     let [path] = args else {
         return Err("usage: wsbench report SAMPLES.json".to_owned());
@@ -125,7 +126,6 @@ fn rerender(args: &[String]) -> Result<String, String> {
         }
         results.entry((w.name(), c)).or_default().push(e.sample);
     }
-    // The run's client order is the one of its first round.
     clients.sort_by_key(|c| c.letter());
     Ok(format!(
         "# wsbench results, from the samples in {path}\n\n{}",

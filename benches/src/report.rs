@@ -273,6 +273,8 @@ fn target_cell(r: Option<f64>, min: f64) -> String {
     match r {
         None => "–".to_owned(),
         Some(r) if r >= min => format!("{r:.2} (met)"),
+        // Short by less than the rounding shows: not "short by 0.00".
+        Some(r) if min - r < 0.005 => format!("{r:.3} (short by {:.3})", min - r),
         Some(r) => format!("{r:.2} (short by {:.2})", min - r),
     }
 }
@@ -597,13 +599,21 @@ mod tests {
             ],
         );
         let report = render(&r, &[w], &clients);
-        assert!(row(&report, "conns-10x10", "1.05x the best peer (fastwebsockets)")
-            .contains("| 0.83 (short by 0.22) | 0.75 (short by 0.30) | – |"));
+        assert!(row(
+            &report,
+            "conns-10x10",
+            "1.05x the best peer (fastwebsockets)"
+        )
+        .contains("| 0.83 (short by 0.22) | 0.75 (short by 0.30) | – |"));
         // Memory against the peer with the least (tokio-websockets).
         assert_eq!(
             row(&report, "conns-10x10", "peak RSS"),
             "| conns-10x10 | peak RSS ≤ 0.80x the best peer's (tokio-websockets) | 0.80 (met) | 0.90 (over by 0.10) | |"
         );
         assert!(row(&report, "conns-10x10", "callbacks").contains("| 0.90 (short by 0.05) |"));
+        // Just short: the cell says so in digits that show it.
+        assert_eq!(target_cell(Some(1.048), 1.05), "1.048 (short by 0.002)");
+        assert_eq!(target_cell(Some(1.05), 1.05), "1.05 (met)");
+        assert_eq!(target_cell(None, 1.05), "–");
     }
 }

@@ -270,12 +270,24 @@ fn headline(w: &Workload) -> Metric {
 
 /// One cell of the targets table: the ratio, and whether it reaches `min`.
 fn target_cell(r: Option<f64>, min: f64) -> String {
-    match r {
-        None => "–".to_owned(),
-        Some(r) if r >= min => format!("{r:.2} (met)"),
-        // Short by less than the rounding shows: not "short by 0.00".
-        Some(r) if min - r < 0.005 => format!("{r:.3} (short by {:.3})", min - r),
-        Some(r) => format!("{r:.2} (short by {:.2})", min - r),
+    bound_cell(r, min, true)
+}
+
+/// A target cell for a value that must be at least (`at_least`) or at most
+/// `bound`: "met", or by how much it is short of (or over) the bound.
+fn bound_cell(v: Option<f64>, bound: f64, at_least: bool) -> String {
+    let Some(v) = v else {
+        return "–".to_owned();
+    };
+    let miss = if at_least { bound - v } else { v - bound };
+    let how = if at_least { "short" } else { "over" };
+    if miss <= 0.0 {
+        format!("{v:.2} (met)")
+    } else if miss < 0.005 {
+        // Missed by less than the rounding shows: not "short by 0.00".
+        format!("{v:.3} ({how} by {miss:.3})")
+    } else {
+        format!("{v:.2} ({how} by {miss:.2})")
     }
 }
 
@@ -348,11 +360,7 @@ fn targets_table(out: &mut String, results: &Results, workloads: &[Workload], cl
             let best_rss = best_peer(results, &name, clients, rss).map(|(c, _)| c);
             let share = |c: Client| {
                 let r = best_rss.and_then(|b| compare(results, &name, c, b, rss, rounds));
-                match r.map(|r| 1.0 / r) {
-                    None => "–".to_owned(),
-                    Some(s) if s <= 0.8 => format!("{s:.2} (met)"),
-                    Some(s) => format!("{s:.2} (over by {:.2})", s - 0.8),
-                }
+                bound_cell(r.map(|r| 1.0 / r), 0.8, false)
             };
             let _ = writeln!(
                 out,
@@ -615,5 +623,7 @@ mod tests {
         assert_eq!(target_cell(Some(1.048), 1.05), "1.048 (short by 0.002)");
         assert_eq!(target_cell(Some(1.05), 1.05), "1.05 (met)");
         assert_eq!(target_cell(None, 1.05), "–");
+        assert_eq!(bound_cell(Some(0.803), 0.8, false), "0.803 (over by 0.003)");
+        assert_eq!(bound_cell(Some(0.76), 0.8, false), "0.76 (met)");
     }
 }

@@ -40,7 +40,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         match connect(url).await {
             Ok(task) => {
                 while let Some(msg) = task.recv().await {
-                    drop(task.send(msg));
+                    task.send(msg);
                 }
             }
             Err(e) => eprintln!("case {case}: {e}"),

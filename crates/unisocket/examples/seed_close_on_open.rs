@@ -56,7 +56,7 @@ fn main() -> ExitCode {
     on_socket_open(|_res| {
         // Code 1000, no reason: the defaults of `uni.closeSocket()`. The
         // returned Completion may be dropped: the close goes on.
-        drop(close_socket(CloseOptions::default()));
+        close_socket(CloseOptions::default());
     });
     on_socket_close(move |res| {
         println!(

@@ -58,7 +58,7 @@ fn main() -> ExitCode {
     let t = task.clone();
     task.on_open(move |res| {
         println!("onOpen: protocol={:?}", res.protocol);
-        drop(t.close(CloseOptions::default()));
+        t.close(CloseOptions::default());
     });
     // An error is always followed by the close event (code 1006), which ends the flow.
     task.on_error(|res| println!("onError: {}", res.err_msg));

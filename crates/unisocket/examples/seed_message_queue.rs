@@ -116,7 +116,7 @@ fn send_now(msg: String, events: &Sender<Event>) {
         }
     });
     // The returned Completion may be dropped: the callbacks still run.
-    drop(send_socket_message(options));
+    send_socket_message(options);
 }
 
 fn main() -> ExitCode {
@@ -209,13 +209,13 @@ fn main() -> ExitCode {
     }
 
     let (done_tx, done_rx) = mpsc::channel();
-    drop(close_socket(CloseOptions::default().complete(move |res| {
+    close_socket(CloseOptions::default().complete(move |res| {
         match res {
             Ok(ok) => println!("close: {}", ok.err_msg),
             Err(e) => println!("close: {}", e.err_msg()),
         }
         let _ = done_tx.send(res.is_ok());
-    })));
+    }));
     match done_rx.recv_timeout(FLOW_TIMEOUT) {
         Ok(true) => ExitCode::SUCCESS,
         _ => ExitCode::FAILURE,

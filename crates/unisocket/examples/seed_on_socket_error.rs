@@ -49,7 +49,11 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| "ws://127.0.0.1:9001".to_owned());
     let (tx, rx) = mpsc::channel::<Outcome>();
 
-    let _task = connect_socket(ConnectOptions::new(url));
+    // The listeners come first, unlike the sample: JavaScript runs no event
+    // before the script's next line, but here the connection runs on other
+    // threads and a refused one can close before the next line. Global
+    // listeners are app-wide and hear every later task; one registered
+    // when no task is alive hears nothing of a task that already closed.
     let tx_open = tx.clone();
     on_socket_open(move |_res| {
         println!("WebSocket connection is open!");
@@ -62,15 +66,16 @@ fn main() -> ExitCode {
         );
         let _ = tx.send(Outcome::Error);
     });
+    connect_socket(ConnectOptions::new(url));
 
     match rx.recv_timeout(FLOW_TIMEOUT) {
         Ok(Outcome::Error) => ExitCode::SUCCESS,
         Ok(Outcome::Open) => {
             // Not in the sample: close the socket before the program exits.
             let (done_tx, done_rx) = mpsc::channel();
-            drop(close_socket(CloseOptions::default().complete(move |res| {
+            close_socket(CloseOptions::default().complete(move |res| {
                 let _ = done_tx.send(res.is_ok());
-            })));
+            }));
             match done_rx.recv_timeout(FLOW_TIMEOUT) {
                 Ok(true) => ExitCode::SUCCESS,
                 _ => {

@@ -38,13 +38,18 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| "ws://127.0.0.1:9001".to_owned());
     let (tx, rx) = mpsc::channel::<bool>();
 
-    // Not in the sample: `fail`, so that the program ends at once when it
-    // cannot connect instead of waiting for an open that never comes.
+    // Not in the sample: the task's `on_error`, so that the program ends at
+    // once when it cannot connect instead of waiting for an open that never
+    // comes. (`fail` is for invalid input only: once `connect_socket` has
+    // succeeded, a failure on the network reaches `on_error` and `on_close`.
+    // A task listener also hears of a failure that came before it was
+    // registered; a global one registered with no live task would not.)
     let tx_fail = tx.clone();
-    let _task = connect_socket(ConnectOptions::new(url).fail(move |e| {
-        println!("connectSocket fail: {}", e.err_msg());
+    let task = connect_socket(ConnectOptions::new(url));
+    task.on_error(move |e| {
+        println!("connectSocket fail: {}", e.err_msg);
         let _ = tx_fail.send(false);
-    }));
+    });
     on_socket_open(move |_res| {
         println!("WebSocket connection is open!");
         let _ = tx.send(true);
@@ -61,9 +66,9 @@ fn main() -> ExitCode {
 
     // The sample stops here; the program closes the socket before it exits.
     let (done_tx, done_rx) = mpsc::channel();
-    drop(close_socket(CloseOptions::default().complete(move |res| {
+    close_socket(CloseOptions::default().complete(move |res| {
         let _ = done_tx.send(res.is_ok());
-    })));
+    }));
     match done_rx.recv_timeout(FLOW_TIMEOUT) {
         Ok(true) => ExitCode::SUCCESS,
         _ => {

@@ -67,7 +67,7 @@ fn main() -> ExitCode {
             Err(e) => println!("send fail: {}", e.err_msg()),
         });
         // The returned Completion may be dropped: the callbacks still run.
-        drop(task.send(options));
+        task.send(options);
     });
     let task = socket_task.clone();
     let tx_close = tx.clone();
@@ -84,7 +84,7 @@ fn main() -> ExitCode {
             }
             let _ = tx_close.send(res.is_ok());
         });
-        drop(task.close(options));
+        task.close(options);
     });
     socket_task.on_error(|res| println!("onError: {}", res.err_msg));
     socket_task.on_close(move |res| {

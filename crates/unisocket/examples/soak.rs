@@ -674,7 +674,7 @@ impl Slot {
                 s2.outcome(seq, false, &c2.stats);
             })
             .complete(move |r| s3.complete(seq, r.is_ok(), &c3.stats));
-        drop(task.send(options));
+        task.send(options);
     }
 
     /// The sends still without an outcome, and those without `complete`.

@@ -49,8 +49,10 @@ pub fn network_timeout() -> Duration {
 /// leaves the task CLOSED, with awaiting it giving the same error; nothing
 /// touches the network. Otherwise `success` fires at once (the request is
 /// under way, as in uni-app), and `on_open` fires when the handshake completes.
-/// If the attempt then fails before OPEN (timeout, DNS, refused, handshake),
-/// `fail` fires too, as well as `on_error` and `on_close`.
+/// If the attempt then fails (timeout, DNS, refused, TLS, an HTTP status, a
+/// proxy's refusal), `on_error` fires with the `connectSocket:fail ...`
+/// errMsg, then `on_close` with 1006, and awaiting the task gives the error;
+/// `fail` is not called, since `success` was.
 ///
 /// Outside a tokio runtime the connection runs on a background runtime
 /// started on first use, so this works from a plain `fn main`.
@@ -138,35 +140,18 @@ pub fn connect_socket(options: ConnectOptions) -> SocketTask {
         max_queued_bytes,
         started,
     };
-    // Connect callbacks: success now; a later failure before OPEN calls `fail`.
-    let fail = callbacks.fail;
-    let now = crate::options::Callbacks {
-        success: callbacks.success,
-        fail: None,
-        complete: callbacks.complete,
-    };
-    now.settle(&Ok(ConnectSuccess {
+    // Registered first: inside `success` the task is the current socket
+    // (when no older one is alive), and the global functions act on it.
+    crate::global::register(&task);
+    // The request is under way: `success` now, as in uni-app. What goes
+    // wrong on the network from here on reaches `on_error` and `on_close`
+    // (and the awaited task's `Err`), never `fail`: a call ends in one of
+    // the two.
+    callbacks.settle(&Ok(ConnectSuccess {
         err_msg: Api::ConnectSocket.ok_msg(),
     }));
-    if let Some(fail) = fail {
-        watch_open_failure(&task, fail);
-    }
-    crate::global::register(&task);
     runtime::spawn(driver::run(shared, Box::new(params)));
     task
-}
-
-/// Calls `fail` if the task closes without having opened.
-fn watch_open_failure(task: &SocketTask, fail: crate::options::FailFn) {
-    let t = task.clone();
-    let mut fail = Some(fail);
-    task.on_close(move |_| {
-        if let Some(f) = fail.take() {
-            if let Some(err) = t.shared.open_failure() {
-                f(&err);
-            }
-        }
-    });
 }
 
 /// The proxy and the TLS configuration for `target`. PEM files and the

@@ -82,7 +82,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut params: Box<Params>) {
         // Boxed: the opening state lives only while connecting, not in every
         // connection's task for its whole life.
         let opening = Box::pin(tokio::time::timeout(timeout, open(p)));
-        let outcome = tokio::select! {
+        let mut outcome = tokio::select! {
             r = opening => r.unwrap_or_else(|_| Err(SocketError::new(
                 Api::ConnectSocket,
                 ErrorKind::Timeout,
@@ -90,25 +90,42 @@ pub(crate) async fn run(shared: Arc<Shared>, mut params: Box<Params>) {
             ))).map_err(Abort::Failed),
             abort = wait_for_abort(&shared, &mut early) => Err(abort),
         };
+        // A `close` came while the handshake completed: the connection is
+        // abandoned, as a browser abandons it, without an open.
+        // (In place: a second binding would take room in every task's
+        // future.)
+        if outcome.is_ok() && !shared.begin_open() {
+            outcome = Err(take_abort(&shared, &mut early));
+        }
         let (close, user_closed, close_replies, cause) = match outcome {
+            // A `close` while CONNECTING ends a first attempt as a browser
+            // would (an error, then 1006), a reconnect as the application
+            // asked.
+            Err(Abort::ByUser { reply, .. }) if !shared.has_opened() => {
+                let (close, err) = aborted("closed before the connection was established");
+                shared.failed(err.clone());
+                (close, true, vec![reply], Some(err))
+            }
+            // A reconnect attempt: the connection the application knew was
+            // lost (and reported) already; the task ends with the code and
+            // reason the application gave.
             Err(Abort::ByUser {
                 code,
                 reason,
                 reply,
-            }) => (
-                CloseEvent {
+            }) => {
+                let close = CloseEvent {
                     code,
                     reason,
                     was_clean: false,
-                },
-                true,
-                vec![reply],
-                Some(SocketError::new(
+                };
+                let err = SocketError::new(
                     Api::ConnectSocket,
                     ErrorKind::Aborted,
-                    "closed before the connection was established",
-                )),
-            ),
+                    "closed while reconnecting",
+                );
+                (close, true, vec![reply], Some(err))
+            }
             Err(Abort::Failed(err)) => {
                 shared.failed(err.clone());
                 let close = CloseEvent {
@@ -154,17 +171,24 @@ pub(crate) async fn run(shared: Arc<Shared>, mut params: Box<Params>) {
                     else {
                         continue;
                     };
-                    let close = CloseEvent {
-                        code,
-                        reason,
-                        was_clean: false,
+                    // As a close during an attempt, above.
+                    let why = "closed while waiting to reconnect";
+                    let (close, err) = if shared.has_opened() {
+                        let close = CloseEvent {
+                            code,
+                            reason,
+                            was_clean: false,
+                        };
+                        (
+                            close,
+                            SocketError::new(Api::ConnectSocket, ErrorKind::Aborted, why),
+                        )
+                    } else {
+                        let (close, err) = aborted(why);
+                        shared.failed(err.clone());
+                        (close, err)
                     };
-                    let aborted = SocketError::new(
-                        Api::ConnectSocket,
-                        ErrorKind::Aborted,
-                        "closed while waiting to reconnect",
-                    );
-                    end_task(&shared, &mut early, close, vec![reply], Some(aborted));
+                    end_task(&shared, &mut early, close, vec![reply], Some(err));
                     return;
                 }
             }
@@ -172,6 +196,19 @@ pub(crate) async fn run(shared: Arc<Shared>, mut params: Box<Params>) {
         end_task(&shared, &mut early, close, close_replies, cause);
         return;
     }
+}
+
+/// What a `close` while CONNECTING reports, as a browser does: an error,
+/// then a close with 1006 (the code and reason given to `close` are not
+/// sent: no connection is open to send them on).
+fn aborted(why: &str) -> (CloseEvent, SocketError) {
+    let err = SocketError::new(Api::ConnectSocket, ErrorKind::Aborted, why);
+    let close = CloseEvent {
+        code: 1006,
+        reason: err.reason().to_owned(),
+        was_clean: false,
+    };
+    (close, err)
 }
 
 /// Closes the task if the driver stops without having closed it: its
@@ -294,6 +331,7 @@ impl Early {
 /// Why the connection never opened.
 enum Abort {
     Failed(SocketError),
+    /// A `close`, with the code and reason it was given.
     ByUser {
         code: u16,
         reason: String,
@@ -320,6 +358,34 @@ async fn wait_for_abort(shared: &Shared, early: &mut Early) -> Abort {
             cmd => early.push(cmd),
         }
     }
+}
+
+/// The `close` that made the task CLOSING before it could open. It is
+/// queued already: `close` queues it under the lock that this takes.
+fn take_abort(shared: &Shared, early: &mut Early) -> Abort {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    while let Poll::Ready(cmd) = shared.poll_command(&mut cx) {
+        match cmd {
+            Command::Close {
+                code,
+                reason,
+                reply,
+            } => {
+                return Abort::ByUser {
+                    code,
+                    reason,
+                    reply,
+                }
+            }
+            cmd => early.push(cmd),
+        }
+    }
+    // Not reached: CLOSING before OPEN comes from a queued `close` alone.
+    Abort::Failed(SocketError::new(
+        Api::ConnectSocket,
+        ErrorKind::Aborted,
+        "closed before the connection was established",
+    ))
 }
 
 /// Waits `delay` before a reconnect; a `close` meanwhile ends the wait.
@@ -643,11 +709,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
                     let end = self.moved + self.conn.write_buf().len() as u64;
                     self.sends.push_back((end, reply));
                 }
-                Err(_) => reply.settle(Err(SocketError::new(
-                    Api::SendSocketMessage,
-                    ErrorKind::NotConnected,
-                    "WebSocket is not connected: it is closing",
-                ))),
+                Err(_) => reply.settle(Err(SocketError::closing(Api::SendSocketMessage))),
             },
             Command::Ping { payload, reply } => match self.conn.ping(&payload) {
                 Ok(()) => reply.settle(Ok(())),

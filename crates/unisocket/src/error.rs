@@ -196,6 +196,15 @@ impl SocketError {
         SocketError::new(api, ErrorKind::NotConnected, "WebSocket is not connected")
     }
 
+    /// A call made once `close` was called (the task is CLOSING).
+    pub(crate) fn closing(api: Api) -> Self {
+        SocketError::new(
+            api,
+            ErrorKind::NotConnected,
+            "WebSocket is not connected: it is closing",
+        )
+    }
+
     /// The uni-app `errMsg`: `"<api>:fail <reason>"`.
     ///
     /// # Examples
@@ -264,7 +273,7 @@ impl SocketError {
     ///
     /// let task = connect_socket(ConnectOptions::new("not a url"));
     /// let (tx, rx) = mpsc::channel();
-    /// drop(task.close(CloseOptions::default().fail(move |e| tx.send(e.api()).unwrap())));
+    /// task.close(CloseOptions::default().fail(move |e| tx.send(e.api()).unwrap()));
     /// // The task never opened: the failed `close` is reported for closeSocket.
     /// assert_eq!(rx.recv().unwrap(), Api::CloseSocket);
     /// ```

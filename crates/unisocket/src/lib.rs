@@ -11,7 +11,7 @@
 //! let task = connect_socket(ConnectOptions::new("ws://127.0.0.1:9001"));
 //! let t = task.clone();
 //! task.on_open(move |_| {
-//!     let _ = t.send(SendOptions::new("hello").success(|ok| println!("{}", ok.err_msg)));
+//!     t.send(SendOptions::new("hello").success(|ok| println!("{}", ok.err_msg)));
 //! });
 //! task.on_message(|ev| println!("got {:?}", ev.data));
 //! task.on_close(|ev| println!("closed: {} {}", ev.code, ev.reason));

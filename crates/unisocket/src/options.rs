@@ -91,7 +91,7 @@ macro_rules! callback_setters {
         ///
         /// let task = connect_socket(ConnectOptions::new("ws://")); // no host: closed at once
         /// let (tx, rx) = mpsc::channel();
-        /// drop(task.send(SendOptions::new("hi").fail(move |e| tx.send(e.kind()).unwrap())));
+        /// task.send(SendOptions::new("hi").fail(move |e| tx.send(e.kind()).unwrap()));
         /// assert_eq!(rx.recv().unwrap(), ErrorKind::NotConnected);
         /// ```
         #[must_use]
@@ -111,7 +111,7 @@ macro_rules! callback_setters {
         /// let task = connect_socket(ConnectOptions::new("ws://example.com").header("Referer", "x"));
         /// let (tx, rx) = mpsc::channel();
         /// // Runs after `success` or `fail`, with the result either way.
-        /// drop(task.close(CloseOptions::default().complete(move |result| tx.send(result.is_ok()).unwrap())));
+        /// task.close(CloseOptions::default().complete(move |result| tx.send(result.is_ok()).unwrap()));
         /// assert!(!rx.recv().unwrap()); // the task never opened: nothing to close
         /// ```
         #[must_use]
@@ -524,11 +524,11 @@ impl ConnectOptions {
     /// let url = format!("ws://{}/", silent.local_addr().unwrap());
     /// let (tx, rx) = mpsc::channel();
     /// let plain = connect_socket(ConnectOptions::new(url.clone()));
-    /// drop(plain.send(SendOptions::new("early").fail(move |e| tx.send(e.kind()).unwrap())));
+    /// plain.send(SendOptions::new("early").fail(move |e| tx.send(e.kind()).unwrap()));
     /// assert_eq!(rx.recv().unwrap(), ErrorKind::NotConnected);
     ///
     /// let queued = connect_socket(ConnectOptions::new(url).queue_until_open(true));
-    /// drop(queued.send("early")); // waits for the open
+    /// queued.send("early"); // waits for the open
     /// assert_eq!(queued.buffered_amount(), 5);
     /// ```
     #[must_use]
@@ -554,9 +554,9 @@ impl ConnectOptions {
     /// let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     /// let url = format!("ws://{}/", silent.local_addr().unwrap());
     /// let task = connect_socket(ConnectOptions::new(url).queue_until_open(true).max_queued_bytes(8));
-    /// drop(task.send("12345678")); // fits
+    /// task.send("12345678"); // fits
     /// let (tx, rx) = mpsc::channel();
-    /// drop(task.send(SendOptions::new("9").fail(move |e| tx.send(e.kind()).unwrap())));
+    /// task.send(SendOptions::new("9").fail(move |e| tx.send(e.kind()).unwrap()));
     /// assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), ErrorKind::BufferFull);
     /// ```
     #[must_use]
@@ -582,9 +582,9 @@ impl ConnectOptions {
     /// let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     /// let url = format!("ws://{}/", silent.local_addr().unwrap());
     /// let task = connect_socket(ConnectOptions::new(url).queue_until_open(true).max_buffered_bytes(8));
-    /// drop(task.send("12345"));
+    /// task.send("12345");
     /// let (tx, rx) = mpsc::channel();
-    /// drop(task.send(SendOptions::new("67890").fail(move |e| tx.send(e.kind()).unwrap())));
+    /// task.send(SendOptions::new("67890").fail(move |e| tx.send(e.kind()).unwrap()));
     /// assert_eq!(rx.recv().unwrap(), ErrorKind::BufferFull); // 5 + 5 > 8
     /// ```
     #[must_use]
@@ -1029,7 +1029,7 @@ impl CloseOptions {
     /// let task = connect_socket(ConnectOptions::new("ws://example.com").header("Referer", "x"));
     /// let (tx, rx) = mpsc::channel();
     /// let long = CloseOptions::default().reason("é".repeat(62));
-    /// drop(task.close(long.fail(move |e| tx.send(e.reason().to_owned()).unwrap())));
+    /// task.close(long.fail(move |e| tx.send(e.reason().to_owned()).unwrap()));
     /// assert_eq!(rx.recv().unwrap(), "close reason is 124 bytes of UTF-8; the limit is 123");
     /// ```
     #[must_use]

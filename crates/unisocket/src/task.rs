@@ -277,16 +277,23 @@ impl<T: Clone + Send + 'static> Drop for Reply<T> {
 /// (dropping it cancels nothing; the callbacks still run). Polled again after
 /// it returned its outcome, it fails with [`ErrorKind::InvalidArgument`].
 ///
+/// Since dropping it cancels nothing, it is not `#[must_use]`: callback-style
+/// code reads as in uni-app, with no `let _ =` or `drop(...)`.
+///
 /// ```no_run
+/// #![deny(unused_must_use)]
 /// # async fn demo(task: unisocket::SocketTask) -> Result<(), unisocket::SocketError> {
+/// use unisocket::{close_socket, CloseOptions, SendOptions};
+///
 /// // Await it: resolves once the frame reached the transport.
 /// let ok = task.send("hello").await?;
 /// assert_eq!(ok.err_msg, "sendSocketMessage:ok");
-/// // Or drop it: the message is still sent.
-/// drop(task.send("fire and forget"));
+/// // Or leave it: the message is still sent, and the callbacks run.
+/// task.send("fire and forget");
+/// task.send(SendOptions::new("x").fail(|e| eprintln!("{}", e.err_msg())));
+/// close_socket(CloseOptions::default());
 /// # Ok(()) }
 /// ```
-#[must_use = "a Completion may be dropped, but then errors are only reported to the `fail` callback"]
 pub struct Completion<T> {
     api: Api,
     way: Way<T>,
@@ -422,8 +429,9 @@ impl Listeners {
 /// jobs of every message and every settled call are not boxed closures:
 /// they cost no allocation of their own.
 enum Job {
-    /// A message for the `on_message` listeners.
-    Message(MessageEvent),
+    /// A message for the `on_message` listeners, and for the global ones
+    /// if the task was the oldest live one when it arrived.
+    Message { ev: MessageEvent, global: bool },
     /// The callbacks of a settled call, with its outcome.
     Settled(Box<dyn SettledCall>),
     /// Any other event.
@@ -437,7 +445,12 @@ impl Job {
 
     fn run(self, listeners: &mut Listeners) {
         match self {
-            Job::Message(ev) => listeners.message.iter_mut().for_each(|f| f(&ev)),
+            Job::Message { ev, global } => {
+                listeners.message.iter_mut().for_each(|f| f(&ev));
+                if global {
+                    crate::global::fire_message(&ev);
+                }
+            }
             Job::Settled(call) => call.run(),
             Job::Other(f) => f(listeners),
         }
@@ -556,13 +569,29 @@ impl Shared {
         ReadyState::from_u8(self.state.load(Ordering::Acquire))
     }
 
+    /// Moves the state from `from` to `to`; says whether it was `from`.
+    fn transition(&self, from: ReadyState, to: ReadyState) -> bool {
+        self.state
+            .compare_exchange(from as u8, to as u8, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
     pub(crate) fn set_closing(&self) {
-        let _ = self.state.compare_exchange(
-            ReadyState::Open as u8,
-            ReadyState::Closing as u8,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
+        self.transition(ReadyState::Open, ReadyState::Closing);
+    }
+
+    /// A `close` was called: CLOSING from now on, whether the task was open
+    /// or still connecting (as `WebSocket.close()` in a browser).
+    fn begin_close(&self) {
+        if !self.transition(ReadyState::Connecting, ReadyState::Closing) {
+            self.set_closing();
+        }
+    }
+
+    /// The handshake completed: OPEN, unless a `close` came first (then the
+    /// connection is abandoned, as a browser abandons it).
+    pub(crate) fn begin_open(&self) -> bool {
+        self.transition(ReadyState::Connecting, ReadyState::Open)
     }
 
     /// Queues a job and runs the queue unless another thread is running it.
@@ -614,12 +643,82 @@ impl Shared {
         // it is not told to listeners registered from now on (and a task
         // that reconnects for hours does not keep one per task for ever).
         inner.error = None;
-        self.state.store(ReadyState::Open as u8, Ordering::Release);
         inner.open_wakers.drain(..).for_each(Waker::wake);
-        inner
-            .jobs
-            .push_back(Job::other(move |l| l.open.iter_mut().for_each(|f| f(&ev))));
+        let global = self.global_list(|l| &l.open);
+        inner.jobs.push_back(Job::other(move |l| {
+            l.open.iter_mut().for_each(|f| f(&ev));
+            if let Some(list) = global {
+                crate::global::fire(&list, &*ev);
+            }
+        }));
         self.run_jobs(inner);
+    }
+
+    /// The global listeners that an event of this task goes to now: those of
+    /// `kind` if the task is the oldest live one, else none. (Taken when the
+    /// event happens, under the task's lock: a listener registered later
+    /// gets the event replayed instead, never twice.)
+    fn global_list<E>(
+        &self,
+        kind: impl FnOnce(&crate::global::Lists) -> &crate::global::List<E>,
+    ) -> Option<crate::global::List<E>> {
+        crate::global::is_current(self.id).then(|| kind(&crate::global::lists()).clone())
+    }
+
+    /// Adds a global listener while this task is the oldest live one, and
+    /// tells it at once what a late task listener would be told: the open or
+    /// the error that already happened, the messages held for a consumer.
+    /// Gives the listener back if the task has closed (it is no longer the
+    /// oldest live one).
+    pub(crate) fn add_global(
+        &self,
+        listener: crate::global::NewListener,
+    ) -> Result<(), crate::global::NewListener> {
+        use crate::global::{fire, NewListener};
+        let mut inner = self.lock();
+        if inner.close.is_some() {
+            return Err(listener);
+        }
+        listener.add_to_lists();
+        match listener {
+            NewListener::Open(slot) => {
+                if let Some(ev) = inner.open.clone() {
+                    let list = Arc::new(vec![slot]);
+                    inner.jobs.push_back(Job::other(move |_| fire(&list, &*ev)));
+                }
+            }
+            NewListener::Error(slot) => {
+                if let Some(ev) = inner.error.clone() {
+                    let list = Arc::new(vec![slot]);
+                    inner.jobs.push_back(Job::other(move |_| fire(&list, &*ev)));
+                }
+            }
+            NewListener::Message(_) => self.held_to_jobs(&mut inner, true),
+            NewListener::Close(_) => {}
+        }
+        self.run_jobs(inner);
+        Ok(())
+    }
+
+    /// Moves the held messages to the dispatcher, in order.
+    fn held_to_jobs(&self, inner: &mut Inner, global: bool) {
+        while let Some(data) = self.take_held(inner) {
+            let ev = MessageEvent { data };
+            inner.jobs.push_back(Job::Message { ev, global });
+        }
+    }
+
+    /// This task became the oldest live one: the messages it held go to the
+    /// global `on_socket_message` listeners, if there are any.
+    fn became_current(&self) {
+        if !crate::global::takes_messages(self.id) {
+            return;
+        }
+        let mut inner = self.lock();
+        if inner.close.is_none() && !inner.held.is_empty() {
+            self.held_to_jobs(&mut inner, true);
+            self.run_jobs(inner);
+        }
     }
 
     /// Delivers one turn's messages, in order, under one lock; says whether
@@ -629,10 +728,14 @@ impl Shared {
             return false;
         }
         let mut inner = self.lock();
-        if inner.message_listeners > 0 {
+        let global = crate::global::takes_messages(self.id);
+        if inner.message_listeners > 0 || global {
+            // Messages held before a listener came (the task became the
+            // oldest live one, say) go first.
+            self.held_to_jobs(&mut inner, global);
             for data in batch.drain(..) {
                 let ev = MessageEvent { data };
-                inner.jobs.push_back(Job::Message(ev));
+                inner.jobs.push_back(Job::Message { ev, global });
             }
             self.run_jobs(inner);
             false
@@ -717,6 +820,7 @@ impl Shared {
             return Err(cmd);
         }
         let close_waker = if matches!(cmd, Command::Close { .. }) {
+            self.begin_close();
             self.close_queued.store(true, Ordering::Release);
             inner.close_waker.take()
         } else {
@@ -842,8 +946,11 @@ impl Shared {
     /// The connection was lost and another attempt is scheduled.
     pub(crate) fn reconnecting(&self, ev: ReconnectEvent) {
         let mut inner = self.lock();
-        self.state
-            .store(ReadyState::Connecting as u8, Ordering::Release);
+        // Unless the application called `close`: that one ends the task.
+        if !self.close_queued.load(Ordering::Acquire) {
+            self.state
+                .store(ReadyState::Connecting as u8, Ordering::Release);
+        }
         inner.jobs.push_back(Job::other(move |l| {
             l.reconnecting.iter_mut().for_each(|f| f(&ev))
         }));
@@ -865,9 +972,13 @@ impl Shared {
         let mut inner = self.lock();
         let ev = Arc::new(ErrorEvent::from(error));
         inner.error = Some(ev.clone());
-        inner
-            .jobs
-            .push_back(Job::other(move |l| l.error.iter_mut().for_each(|f| f(&ev))));
+        let global = self.global_list(|l| &l.error);
+        inner.jobs.push_back(Job::other(move |l| {
+            l.error.iter_mut().for_each(|f| f(&ev));
+            if let Some(list) = global {
+                crate::global::fire(&list, &*ev);
+            }
+        }));
         self.run_jobs(inner);
     }
 
@@ -876,12 +987,18 @@ impl Shared {
         inner.close = Some(ev.clone());
         self.state
             .store(ReadyState::Closed as u8, Ordering::Release);
-        crate::global::unregister(self.id);
+        // The oldest live task when it closed: its close goes to the global
+        // listeners, and the next task takes its place.
+        let global = self.global_list(|l| &l.close);
+        let next = crate::global::unregister(self.id);
         inner.open_wakers.drain(..).for_each(Waker::wake);
         inner.recv_wakers.drain(..).for_each(Waker::wake);
-        inner
-            .jobs
-            .push_back(Job::other(move |l| l.close.iter_mut().for_each(|f| f(&ev))));
+        inner.jobs.push_back(Job::other(move |l| {
+            l.close.iter_mut().for_each(|f| f(&ev));
+            if let Some(list) = global {
+                crate::global::fire(&list, &ev);
+            }
+        }));
         // No event follows the close: drop the listeners, and with them the
         // task handles they may hold (a listener that captures its own task
         // would otherwise keep the task alive for ever).
@@ -889,6 +1006,9 @@ impl Shared {
             .jobs
             .push_back(Job::other(|l| *l = Listeners::default()));
         self.run_jobs(inner);
+        if let Some(next) = next {
+            next.became_current();
+        }
     }
 
     /// Whether the held messages reached their limit; if so the driver's
@@ -946,6 +1066,11 @@ impl Shared {
         }
         register(&mut inner.recv_wakers, cx);
         Poll::Pending
+    }
+
+    /// Whether the task was ever OPEN (it may be reconnecting now).
+    pub(crate) fn has_opened(&self) -> bool {
+        self.lock().open.is_some()
     }
 
     /// The error that kept the task from opening, once it closed unopened.
@@ -1037,9 +1162,9 @@ impl SocketTask {
     /// # async fn demo(task: unisocket::SocketTask) {
     /// use unisocket::SendOptions;
     ///
-    /// drop(task.send("text"));
-    /// drop(task.send(vec![1u8, 2, 3]));
-    /// drop(task.send(SendOptions::new("with callbacks").fail(|e| eprintln!("{}", e.err_msg()))));
+    /// task.send("text");
+    /// task.send(vec![1u8, 2, 3]);
+    /// task.send(SendOptions::new("with callbacks").fail(|e| eprintln!("{}", e.err_msg())));
     /// # }
     /// ```
     ///
@@ -1073,7 +1198,12 @@ impl SocketTask {
         let queued = state == ReadyState::Connecting && shared.queue_until_open;
         if state != ReadyState::Open && !queued {
             drop(inner);
-            reply.settle(Err(SocketError::not_connected(Api::SendSocketMessage)));
+            let err = if state == ReadyState::Closing {
+                SocketError::closing(Api::SendSocketMessage)
+            } else {
+                SocketError::not_connected(Api::SendSocketMessage)
+            };
+            reply.settle(Err(err));
             return completion;
         }
         let over = before > 0 && before + len > shared.max_buffered;
@@ -1222,7 +1352,7 @@ impl SocketTask {
     /// let task = connect_socket(ConnectOptions::new(url).queue_until_open(true));
     /// let (tx, rx) = mpsc::channel();
     /// task.on_ping_pong(move |ev| drop(tx.send(ev.clone())));
-    /// drop(task.send("hello"));
+    /// task.send("hello");
     /// let ev = rx.recv_timeout(Duration::from_secs(5)).unwrap();
     /// assert_eq!(ev, PingPongEvent::Ping(Bytes::from_static(b"hi"))); // already answered
     /// ```
@@ -1357,7 +1487,7 @@ impl SocketTask {
     /// ```no_run
     /// # async fn demo(task: unisocket::SocketTask) {
     /// if task.buffered_amount() < 1 << 20 {
-    ///     drop(task.send(vec![0u8; 64 * 1024]));
+    ///     task.send(vec![0u8; 64 * 1024]);
     /// }
     /// # }
     /// ```
@@ -1386,7 +1516,7 @@ impl SocketTask {
     /// ```no_run
     /// let task = unisocket::connect_socket(unisocket::ConnectOptions::new("ws://127.0.0.1:9001"));
     /// let t = task.clone();
-    /// task.on_open(move |_| drop(t.send("hello")));
+    /// task.on_open(move |_| { t.send("hello"); });
     /// ```
     pub fn on_open(&self, f: impl FnMut(&OpenEvent) + Send + 'static) {
         let mut f: OpenFn = Box::new(f);
@@ -1431,10 +1561,8 @@ impl SocketTask {
         }
         inner.listeners.message.push(Box::new(f));
         inner.message_listeners += 1;
-        while let Some(data) = self.shared.take_held(&mut inner) {
-            let ev = MessageEvent { data };
-            inner.jobs.push_back(Job::Message(ev));
-        }
+        let global = crate::global::takes_messages(self.shared.id);
+        self.shared.held_to_jobs(&mut inner, global);
         self.shared.run_jobs(inner);
     }
 

@@ -154,216 +154,6 @@ fn with_no_live_task_send_and_close_fail_not_connected() {
 }
 
 #[test]
-fn global_functions_act_on_the_oldest_live_task() {
-    serial_test(async {
-        let server = tagging_server().await;
-        let url = |path: &str| format!("ws://{}/{path}", server.addr);
-
-        let a = connect_socket(opts(url("a")).protocols(["pa"]));
-        let b = connect_socket(opts(url("b")).protocols(["pb"]));
-        // Registered while A (the oldest live task) is still CONNECTING:
-        // both fire for A, and only for A.
-        let opens: Log = Arc::default();
-        for name in ["open1", "open2"] {
-            let o = opens.clone();
-            on_socket_open(move |ev| o.lock().unwrap().push(format!("{name}:{}", ev.protocol)));
-        }
-        let a = bounded("A opens", a).await.expect("A opens");
-        let b = bounded("B opens", b).await.expect("B opens");
-        assert_eq!(current_protocol().as_deref(), Some("pa"));
-        wait_until("both open listeners", || entries(&opens).len() == 2).await;
-
-        // A listener registered now, after A opened, is called at once.
-        let o = opens.clone();
-        on_socket_open(move |ev| o.lock().unwrap().push(format!("open3:{}", ev.protocol)));
-        wait_until("the late open listener", || entries(&opens).len() == 3).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(entries(&opens), ["open1:pa", "open2:pa", "open3:pa"]);
-
-        // on_socket_message / send_socket_message act on A; listeners accumulate.
-        let first: Log = Arc::default();
-        let f = first.clone();
-        on_socket_message(move |ev| f.lock().unwrap().push(text_of(&ev.data)));
-        let closes: Log = Arc::default();
-        let c = closes.clone();
-        on_socket_close(move |ev| c.lock().unwrap().push(format!("{}:{}", ev.code, ev.reason)));
-        let errors = Arc::new(AtomicUsize::new(0));
-        let e = errors.clone();
-        on_socket_error(move |_| {
-            e.fetch_add(1, Ordering::SeqCst);
-        });
-        let sent = Arc::new(Mutex::new(Vec::new()));
-        let s = sent.clone();
-        let ok = bounded(
-            "send on A",
-            send_socket_message(
-                SendOptions::new("hello")
-                    .success(move |ok| s.lock().unwrap().push(ok.err_msg.clone())),
-            ),
-        )
-        .await
-        .expect("send on A");
-        assert_eq!(ok.err_msg, "sendSocketMessage:ok");
-        wait_until("A's echo", || entries(&first) == ["/a|hello"]).await;
-        wait_until("the send success", || sent.lock().unwrap().len() == 1).await;
-        assert_eq!(*sent.lock().unwrap(), ["sendSocketMessage:ok"]);
-        let second: Log = Arc::default();
-        let s = second.clone();
-        on_socket_message(move |ev| s.lock().unwrap().push(text_of(&ev.data)));
-        send_socket_message("again").await.expect("send on A");
-        wait_until("both message listeners", || {
-            entries(&first).len() == 2 && entries(&second).len() == 1
-        })
-        .await;
-        assert_eq!(entries(&first), ["/a|hello", "/a|again"]);
-        assert_eq!(entries(&second), ["/a|again"]);
-        // B got nothing.
-        assert!(
-            tokio::time::timeout(Duration::from_millis(100), b.recv())
-                .await
-                .is_err(),
-            "B received a message sent through the global functions"
-        );
-
-        // close_socket closes A, and only A.
-        let closed = Arc::new(Mutex::new(Vec::new()));
-        let c = closed.clone();
-        let ok = bounded(
-            "close A",
-            close_socket(
-                CloseOptions::default()
-                    .code(4001)
-                    .reason("A done")
-                    .success(move |ok| c.lock().unwrap().push(ok.err_msg.clone())),
-            ),
-        )
-        .await
-        .expect("close A");
-        assert_eq!(ok.err_msg, "closeSocket:ok");
-        assert_eq!(a.ready_state(), ReadyState::Closed);
-        assert_eq!(b.ready_state(), ReadyState::Open);
-        wait_until("A's close event", || entries(&closes).len() == 1).await;
-        assert_eq!(entries(&closes), ["4001:A done"]);
-        wait_until("the close success", || closed.lock().unwrap().len() == 1).await;
-        assert_eq!(*closed.lock().unwrap(), ["closeSocket:ok"]);
-
-        // Now everything acts on B.
-        assert_eq!(current_protocol().as_deref(), Some("pb"));
-        send_socket_message("to b").await.expect("send on B");
-        assert_eq!(
-            bounded("B's echo", b.recv()).await,
-            Some(Data::from("/b|to b"))
-        );
-        let third: Log = Arc::default();
-        let t = third.clone();
-        on_socket_message(move |ev| t.lock().unwrap().push(text_of(&ev.data)));
-        let late_opens: Log = Arc::default();
-        let o = late_opens.clone();
-        on_socket_open(move |ev| o.lock().unwrap().push(ev.protocol.clone()));
-        send_socket_message("b2").await.expect("send on B");
-        wait_until("B's listener", || entries(&third) == ["/b|b2"]).await;
-        wait_until("B's late open listener", || entries(&late_opens) == ["pb"]).await;
-        bounded("close B", close_socket(CloseOptions::default()))
-            .await
-            .expect("close B");
-        assert_eq!(b.ready_state(), ReadyState::Closed);
-        assert!(current_socket().is_none());
-
-        // A's listeners heard nothing of B.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(entries(&first), ["/a|hello", "/a|again"]);
-        assert_eq!(entries(&second), ["/a|again"]);
-        assert_eq!(entries(&closes), ["4001:A done"]);
-        assert_eq!(entries(&opens).len(), 3);
-        assert_eq!(errors.load(Ordering::SeqCst), 0);
-
-        // And with no live task again, both fail.
-        let err = send_socket_message("x").await.unwrap_err();
-        assert_eq!(
-            err.err_msg(),
-            "sendSocketMessage:fail WebSocket is not connected"
-        );
-        let err = close_socket(CloseOptions::default()).await.unwrap_err();
-        assert_eq!(err.err_msg(), "closeSocket:fail WebSocket is not connected");
-    });
-}
-
-/// Runs `name` (an ignored test of this file) in a child process, where no
-/// task was ever made, with `UNISOCKET_GLOBAL_CHILD` set.
-fn run_child(name: &str) {
-    let status = std::process::Command::new(std::env::current_exe().expect("current_exe"))
-        .args([name, "--exact", "--ignored", "--nocapture"])
-        .env("UNISOCKET_GLOBAL_CHILD", "1")
-        .status()
-        .expect("run the child");
-    assert!(status.success(), "the child test {name} failed: {status}");
-}
-
-/// Whether this process is a child started by [`run_child`].
-fn in_child() -> bool {
-    std::env::var_os("UNISOCKET_GLOBAL_CHILD").is_some()
-}
-
-/// Listeners registered before any task was made go to the first task.
-/// (What listeners registered while no task is alive, after some were made,
-/// attach to is left open by the contract, and not tested here.)
-#[test]
-fn listeners_registered_before_any_task_go_to_the_first_task() {
-    run_child("listeners_before_any_task_child");
-}
-
-#[test]
-#[ignore = "run by listeners_registered_before_any_task_go_to_the_first_task in a child process"]
-fn listeners_before_any_task_child() {
-    if !in_child() {
-        return;
-    }
-    serial_test(async {
-        // The server drops TCP right after the handshake: error, then close.
-        let dropping = TestServer::start(ServerOptions::default(), |mut conn| async move {
-            conn.shutdown().await;
-        })
-        .await;
-        let log: Log = Arc::default();
-        let l = log.clone();
-        on_socket_open(move |_| l.lock().unwrap().push("open".into()));
-        let l = log.clone();
-        on_socket_error(move |ev| l.lock().unwrap().push(format!("error:{}", ev.err_msg)));
-        let l = log.clone();
-        on_socket_close(move |ev| l.lock().unwrap().push(format!("close:{}", ev.code)));
-        let l = log.clone();
-        on_socket_message(move |ev| l.lock().unwrap().push(text_of(&ev.data)));
-
-        let first = connect_socket(opts(format!("ws://{}/", dropping.addr)));
-        wait_until("the first task's close", || {
-            entries(&log).iter().any(|e| e.starts_with("close:"))
-        })
-        .await;
-        let got = entries(&log);
-        assert_eq!(got.len(), 3, "{got:?}");
-        assert_eq!(got[0], "open");
-        assert!(got[1].starts_with("error:connectSocket:fail "), "{got:?}");
-        assert_eq!(got[2], "close:1006");
-        assert_eq!(first.ready_state(), ReadyState::Closed);
-        assert!(current_socket().is_none());
-
-        // The listeners were used up by that task: the next one does not get them.
-        let server = tagging_server().await;
-        let next = bounded("open", connect_socket(opts(server.url())))
-            .await
-            .expect("open");
-        next.send("hi").await.expect("send");
-        assert_eq!(bounded("echo", next.recv()).await, Some(Data::from("/|hi")));
-        bounded("close", next.close(CloseOptions::default()))
-            .await
-            .expect("close");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(entries(&log).len(), 3, "{:?}", entries(&log));
-        assert!(current_socket().is_none());
-    });
-}
-
-#[test]
 fn current_socket_follows_the_oldest_live_task() {
     serial_test(async {
         let server = tagging_server().await;
@@ -457,3 +247,345 @@ fn dead_runtime_child() {
 fn dead_runtime_task_is_not_current() {
     run_child("dead_runtime_child");
 }
+
+/// Runs `name` (an ignored test of this file) in a child process, with
+/// `UNISOCKET_GLOBAL_CHILD` set. Global listeners are app-wide and stay for
+/// the life of the process, as in uni-app: every test that registers any
+/// runs in a process of its own, where no task was made before it.
+fn run_child(name: &str) {
+    let status = std::process::Command::new(std::env::current_exe().expect("current_exe"))
+        .args([name, "--exact", "--ignored", "--nocapture"])
+        .env("UNISOCKET_GLOBAL_CHILD", "1")
+        .status()
+        .expect("run the child");
+    assert!(status.success(), "the child test {name} failed: {status}");
+}
+
+/// Whether this process is a child started by [`run_child`].
+fn in_child() -> bool {
+    std::env::var_os("UNISOCKET_GLOBAL_CHILD").is_some()
+}
+
+/// A test `$name` that runs `$body` (a future) by [`serial_test`] in a child
+/// process of its own, as the ignored test `$child`.
+macro_rules! child_test {
+    ($(#[$doc:meta])* $name:ident, $child:ident, $body:expr) => {
+        $(#[$doc])*
+        #[test]
+        fn $name() {
+            run_child(stringify!($child));
+        }
+
+        #[test]
+        #[ignore = "run in a child process by the test of the same name without `_child`"]
+        fn $child() {
+            if in_child() {
+                serial_test($body);
+            }
+        }
+    };
+}
+
+/// Registers the four global listeners, each writing to `log`:
+/// `open:<protocol>`, `message:<text>`, `error:<errMsg>`,
+/// `close:<code>:<reason>:<was_clean>`.
+fn log_globals(log: &Log) {
+    let l = log.clone();
+    on_socket_open(move |ev| l.lock().unwrap().push(format!("open:{}", ev.protocol)));
+    let l = log.clone();
+    on_socket_message(move |ev| {
+        l.lock()
+            .unwrap()
+            .push(format!("message:{}", text_of(&ev.data)))
+    });
+    let l = log.clone();
+    on_socket_error(move |ev| l.lock().unwrap().push(format!("error:{}", ev.err_msg)));
+    let l = log.clone();
+    on_socket_close(move |ev| {
+        l.lock()
+            .unwrap()
+            .push(format!("close:{}:{}:{}", ev.code, ev.reason, ev.was_clean));
+    });
+}
+
+/// Waits until `log` has `n` entries, then a little longer, and checks that
+/// no more came.
+async fn settled(log: &Log, n: usize) -> Vec<String> {
+    let within = tokio::time::timeout(WAIT_TIMEOUT, async {
+        while entries(log).len() < n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    if within.await.is_err() {
+        panic!("timed out waiting for {n} entries: {:?}", entries(log));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let got = entries(log);
+    assert_eq!(got.len(), n, "{got:?}");
+    got
+}
+
+child_test!(
+    /// The uni-app program: the four listeners registered once at start-up,
+    /// then connect, send, get the echo, close, and connect again, three
+    /// times. Every round's events reach the same listeners.
+    the_reconnect_pattern_reaches_the_global_listeners_every_round,
+    the_reconnect_pattern_reaches_the_global_listeners_every_round_child,
+    async {
+        let server = tagging_server().await;
+        let log: Log = Arc::default();
+        log_globals(&log);
+        for round in 1..=3 {
+            log.lock().unwrap().clear();
+            let task = connect_socket(opts(format!("ws://{}/r{round}", server.addr)).protocols(["pa"]));
+            wait_until("the open", || entries(&log).len() == 1).await;
+            send_socket_message(format!("hello {round}"))
+                .await
+                .expect("send");
+            wait_until("the echo", || entries(&log).len() == 2).await;
+            close_socket(CloseOptions::default())
+                .await
+                .expect("close");
+            let got = settled(&log, 3).await;
+            assert_eq!(
+                got,
+                [
+                    "open:pa".to_owned(),
+                    format!("message:/r{round}|hello {round}"),
+                    "close:1000::true".to_owned(),
+                ],
+                "round {round}"
+            );
+            assert_eq!(task.ready_state(), ReadyState::Closed);
+            assert!(current_socket().is_none());
+        }
+    }
+);
+
+child_test!(
+    /// The server drops every connection after its greeting; the program
+    /// reconnects from inside the global `on_socket_close`, as uni-app
+    /// programs do, and each new task's events reach the same listeners.
+    reconnecting_from_inside_on_socket_close_keeps_the_listeners,
+    reconnecting_from_inside_on_socket_close_keeps_the_listeners_child,
+    async {
+        let server = TestServer::start(ServerOptions::default(), |mut conn: ServerConn| async move {
+            let path = conn.request.path.clone();
+            conn.send_text(&format!("hello from {path}")).await;
+            // Wait for the client's answer, then drop the TCP connection
+            // without a close frame.
+            let _ = conn.recv().await;
+            conn.shutdown().await;
+        })
+        .await;
+        let addr = server.addr;
+        let log: Log = Arc::default();
+        log_globals(&log);
+        on_socket_message(|_| {
+            send_socket_message("thanks");
+        });
+        let rounds = Arc::new(AtomicUsize::new(1));
+        let r = rounds.clone();
+        on_socket_close(move |_| {
+            let round = r.fetch_add(1, Ordering::SeqCst) + 1;
+            if round <= 3 {
+                connect_socket(opts(format!("ws://{addr}/r{round}")));
+                // The new task is the current one at once.
+                assert!(current_socket().is_some());
+            }
+        });
+        connect_socket(opts(format!("ws://{addr}/r1")));
+        let got = settled(&log, 12).await;
+        for (round, events) in got.chunks(4).enumerate() {
+            let round = round + 1;
+            assert_eq!(events[0], "open:", "{got:?}");
+            assert_eq!(events[1], format!("message:hello from /r{round}"), "{got:?}");
+            assert!(
+                events[2].starts_with("error:connectSocket:fail "),
+                "{got:?}"
+            );
+            assert!(events[3].starts_with("close:1006:"), "{got:?}");
+            assert!(events[3].ends_with(":false"), "{got:?}");
+        }
+        wait_until("no live task", || current_socket().is_none()).await;
+        assert_eq!(server.upgraded(), 3);
+    }
+);
+
+child_test!(
+    /// Registered with no live task, a global listener replays nothing of
+    /// the task that closed before; it fires for the next task. Registered
+    /// while the oldest live task is open, it gets that open at once, once.
+    global_listeners_replay_only_the_live_tasks_open,
+    global_listeners_replay_only_the_live_tasks_open_child,
+    async {
+        let server = tagging_server().await;
+        // A task that opened, failed and closed before any listener.
+        let dropping = TestServer::start(ServerOptions::default(), |mut conn: ServerConn| async move {
+            conn.shutdown().await;
+        })
+        .await;
+        let gone = connect_socket(opts(dropping.url()));
+        bounded("the dropped task", gone.closed()).await;
+        assert!(current_socket().is_none());
+        let log: Log = Arc::default();
+        log_globals(&log);
+        settled(&log, 0).await;
+
+        // The next task's events reach them.
+        let a = connect_socket(opts(server.url()).protocols(["pa"]));
+        wait_until("A's open", || entries(&log) == ["open:pa"]).await;
+        // A listener registered now gets A's open at once, and only once.
+        let late: Log = Arc::default();
+        let l = late.clone();
+        on_socket_open(move |ev| l.lock().unwrap().push(format!("late:{}", ev.protocol)));
+        assert_eq!(settled(&late, 1).await, ["late:pa"]);
+        assert_eq!(entries(&log), ["open:pa"]);
+        bounded("close A", a.close(CloseOptions::default().code(4000).reason("bye")))
+            .await
+            .expect("close A");
+        assert_eq!(settled(&log, 2).await, ["open:pa", "close:4000:bye:true"]);
+        // The late listener fires for the next task too.
+        let b = connect_socket(opts(server.url()).protocols(["pb"]));
+        assert_eq!(settled(&late, 2).await, ["late:pa", "late:pb"]);
+        bounded("close B", b.close(CloseOptions::default()))
+            .await
+            .expect("close B");
+    }
+);
+
+child_test!(
+    /// While an older task is alive, a younger one's events do not reach
+    /// the global listeners; once the older one closes, the younger one is
+    /// the current socket: its messages reach them, the ones it held first.
+    the_global_listeners_follow_the_oldest_live_task,
+    the_global_listeners_follow_the_oldest_live_task_child,
+    async {
+        let server = tagging_server().await;
+        let url = |path: &str| format!("ws://{}/{path}", server.addr);
+        let log: Log = Arc::default();
+        log_globals(&log);
+        let a = bounded("A", connect_socket(opts(url("a")).protocols(["pa"])))
+            .await
+            .expect("A opens");
+        let b = bounded("B", connect_socket(opts(url("b")).protocols(["pb"])))
+            .await
+            .expect("B opens");
+        // B's open happened while A was the oldest: only A's reached them.
+        assert_eq!(settled(&log, 1).await, ["open:pa"]);
+        send_socket_message("to a").await.expect("send on A");
+        // A message to B, held by B (no listener of its own, not current).
+        b.send("to b").await.expect("send on B");
+        assert_eq!(settled(&log, 2).await, ["open:pa", "message:/a|to a"]);
+        close_socket(CloseOptions::default().code(4001).reason("A done"))
+            .await
+            .expect("close A");
+        assert_eq!(a.ready_state(), ReadyState::Closed);
+        assert_eq!(current_protocol().as_deref(), Some("pb"));
+        // B's held message comes out now, then the next ones.
+        send_socket_message("b2").await.expect("send on B");
+        assert_eq!(
+            settled(&log, 5).await[2..],
+            ["close:4001:A done:true", "message:/b|to b", "message:/b|b2"]
+        );
+        close_socket(CloseOptions::default()).await.expect("close B");
+        assert_eq!(settled(&log, 6).await[5], "close:1000::true");
+        assert!(current_socket().is_none());
+    }
+);
+
+child_test!(
+    /// Inside `connect_socket`'s `success` the task is already the current
+    /// socket: the global functions act on it.
+    inside_connect_success_the_task_is_current,
+    inside_connect_success_the_task_is_current_child,
+    async {
+        let server = tagging_server().await;
+        let log: Log = Arc::default();
+        let l = log.clone();
+        let task = connect_socket(opts(server.url()).protocols(["pa"]).queue_until_open(true).success(
+            move |ok| {
+                let current = current_socket().expect("the task is current inside success");
+                l.lock().unwrap().push(format!("{}:{:?}", ok.err_msg, current.ready_state()));
+                let l2 = l.clone();
+                on_socket_message(move |ev| l2.lock().unwrap().push(text_of(&ev.data)));
+                // Queued until the open (queue_until_open), on this task.
+                send_socket_message("from success");
+            },
+        ));
+        assert_eq!(
+            settled(&log, 2).await,
+            ["connectSocket:ok:Connecting", "/|from success"]
+        );
+        assert_eq!(task.protocol(), "pa");
+
+        bounded("close", task.close(CloseOptions::default()))
+            .await
+            .expect("close");
+        assert!(current_socket().is_none());
+
+        // close_socket inside success aborts the attempt, as a browser does:
+        // error, then close 1006; the close call succeeds.
+        let log: Log = Arc::default();
+        log_globals(&log);
+        let l = log.clone();
+        let aborted = connect_socket(opts(server.url()).success(move |_| {
+            let l = l.clone();
+            close_socket(CloseOptions::default().success(move |ok| {
+                l.lock().unwrap().push(ok.err_msg.clone());
+            }));
+            assert_eq!(
+                current_socket().map(|t| t.ready_state()),
+                Some(ReadyState::Closing)
+            );
+        }));
+        let ev = bounded("the aborted task", aborted.closed()).await;
+        assert_eq!((ev.code, ev.was_clean), (1006, false));
+        let why = "closed before the connection was established";
+        assert_eq!(
+            settled(&log, 3).await,
+            [
+                format!("error:connectSocket:fail {why}"),
+                format!("close:1006:{why}:false"),
+                "closeSocket:ok".to_owned(),
+            ]
+        );
+        assert!(current_socket().is_none());
+    }
+);
+
+child_test!(
+    /// Listeners registered before any task, with a task that opens and is
+    /// dropped by its server: open, error, close, in that order, and then
+    /// the next task's events too.
+    listeners_registered_before_any_task_hear_every_task,
+    listeners_registered_before_any_task_hear_every_task_child,
+    async {
+        let dropping = TestServer::start(ServerOptions::default(), |mut conn: ServerConn| async move {
+            conn.shutdown().await;
+        })
+        .await;
+        let log: Log = Arc::default();
+        log_globals(&log);
+        let first = connect_socket(opts(dropping.url()));
+        let got = settled(&log, 3).await;
+        assert_eq!(got[0], "open:");
+        assert!(got[1].starts_with("error:connectSocket:fail "), "{got:?}");
+        assert!(got[2].starts_with("close:1006:"), "{got:?}");
+        assert_eq!(first.ready_state(), ReadyState::Closed);
+        assert!(current_socket().is_none());
+
+        let server = tagging_server().await;
+        let next = bounded("open", connect_socket(opts(server.url())))
+            .await
+            .expect("open");
+        next.send("hi").await.expect("send");
+        // (Messages that come after `close` are dropped, as in a browser.)
+        wait_until("the echo", || entries(&log).len() == 5).await;
+        bounded("close", next.close(CloseOptions::default()))
+            .await
+            .expect("close");
+        let got = settled(&log, 6).await;
+        assert_eq!(got[3..], ["open:", "message:/|hi", "close:1000::true"]);
+    }
+);

@@ -403,8 +403,8 @@ async fn refused_handshake_reports_the_http_status() {
         assert_eq!(log[0], format!("error:{}", err.err_msg()));
         assert!(log[1].starts_with("close:1006:"), "{log:?}");
         assert!(log[1].ends_with(":false"), "{log:?}");
-        wait_until("the fail callback", || !fails.lock().unwrap().is_empty()).await;
-        assert_eq!(*fails.lock().unwrap(), [err]);
+        // The failure came after `success`: `fail` is not called.
+        assert!(fails.lock().unwrap().is_empty());
         assert_eq!(task.ready_state(), ReadyState::Closed);
         assert_eq!(server.upgraded(), 0);
     })
@@ -764,11 +764,8 @@ async fn connect_timeout_when_the_server_never_answers() {
                 "close:1006:timed out after 300 ms:false".to_owned()
             ]
         );
-        wait_until("the fail callback", || !fails.lock().unwrap().is_empty()).await;
-        assert_eq!(
-            *fails.lock().unwrap(),
-            ["connectSocket:fail timed out after 300 ms"]
-        );
+        // The timeout came after `success`: `fail` is not called.
+        assert!(fails.lock().unwrap().is_empty());
     })
     .await;
 }

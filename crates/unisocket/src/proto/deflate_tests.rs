@@ -196,6 +196,26 @@ fn a_zip_bomb_ends_with_1009_and_bounded_memory() {
 }
 
 #[test]
+fn a_bomb_against_the_default_limit_stops_within_one_chunk_past_it() {
+    // Before, the inflater doubled its buffer past the limit and filled it
+    // before checking (134 217 728 bytes reported against 64 MiB).
+    let limit = Limits::default().max_message_size;
+    let mut c = client(params("permessage-deflate"), Limits::default());
+    let packed = super::deflate::tests::zeros_bomb(limit + (1 << 20));
+    assert!(packed.len() < Limits::default().max_frame_size);
+    c.read_buf()
+        .extend_from_slice(&encode_frame(true, 4, OP_BINARY, &packed, None));
+    let err = c.poll_event().unwrap_err();
+    assert_eq!(err.close_code(), 1009);
+    let ProtocolError::MessageTooLarge { size, max } = err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(max, limit);
+    let bound = limit + super::deflate::INFLATE_CHUNK;
+    assert!(size > limit as u64 && size <= bound as u64, "{size}");
+}
+
+#[test]
 fn invalid_utf8_inside_compressed_text_is_1007() {
     let p = params("permessage-deflate");
     let mut c = client(p, Limits::default());

@@ -362,8 +362,17 @@ impl Deflate {
     /// # Ok::<(), unisocket::proto::HandshakeError>(())
     /// ```
     pub fn new(params: DeflateParams) -> Self {
-        // zlib cannot make raw deflate streams with a 256-byte window; 512
-        // bytes is the smallest, and the server inflates with at least 2^8.
+        // `client_max_window_bits=8` is honoured with zlib's 9-bit window.
+        // zlib makes no raw deflate stream with 8 bits (zlib-rs refuses it,
+        // flate2 asserts 9 to 15), but what the agreement limits is how far
+        // back the stream refers, so that the server can inflate it with a
+        // 256-byte window (RFC 7692 section 7.1.2.2), and zlib never refers
+        // further back than its window less 262 bytes (`MIN_LOOKAHEAD`, in
+        // every strategy): 250 bytes with 9 bits, within the 256 agreed.
+        // So the answer is neither refused nor answered by sending
+        // uncompressed blocks. `deflate_tests.rs` checks it by inflating
+        // the client's output with a decoder that refuses any distance over
+        // 256 (and that the same check catches a 10-bit window).
         let client_bits = params.client_max_window_bits.max(9);
         Deflate {
             params,
@@ -384,7 +393,8 @@ impl Deflate {
     ///     .negotiate(Some("permessage-deflate; client_max_window_bits=8"))?
     ///     .unwrap();
     /// // The negotiated values are kept as they are, even where zlib needs a
-    /// // larger window internally (9 bits rather than 8).
+    /// // larger window internally (9 bits rather than 8; its stream still
+    /// // never refers more than 256 bytes back).
     /// assert_eq!(Deflate::new(params).params().client_max_window_bits, 8);
     /// # Ok::<(), unisocket::proto::HandshakeError>(())
     /// ```

@@ -1047,9 +1047,19 @@ impl Connection {
         };
         if partial.text {
             self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
-            return Ok(Some(Event::Message(Data::Text(Text::from_validated(
-                bytes,
-            )))));
+            #[allow(
+                unsafe_code,
+                reason = "the bytes were validated as they arrived; no second pass"
+            )]
+            // SAFETY: `bytes` is the whole message, and every byte of it went
+            // through `self.utf8` since the message began: each frame's
+            // payload in `decode` as it arrived (the connection is open here,
+            // so it was open for every frame: it never reopens), or, when
+            // compressed, each inflated piece above. The validator accepted
+            // them all, and `finish` just checked that the message does not
+            // end inside a character.
+            let text = unsafe { Text::from_validated(bytes) };
+            return Ok(Some(Event::Message(Data::Text(text))));
         }
         Ok(Some(Event::Message(Data::Binary(bytes))))
     }

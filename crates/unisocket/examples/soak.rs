@@ -117,7 +117,10 @@ fn count_free(size: usize) {
 
 // SAFETY: every call is forwarded to `System` unchanged; the counters are
 // only updated after it succeeded.
-#[allow(unsafe_code)]
+#[allow(
+    unsafe_code,
+    reason = "a global allocator is an unsafe trait: counting what the client holds needs one"
+)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: same contract as the caller's.
@@ -170,7 +173,10 @@ fn trimmed_rss() -> Option<u64> {
     }
     // SAFETY: `malloc_trim` only returns free memory of glibc's own heaps
     // to the kernel; it takes no pointer and runs under glibc's locks.
-    #[allow(unsafe_code)]
+    #[allow(
+        unsafe_code,
+        reason = "glibc's malloc_trim has no safe binding; it hands free memory back before RSS is read"
+    )]
     unsafe {
         malloc_trim(0);
     }
@@ -207,7 +213,10 @@ fn malloc_info() -> Option<(u64, u64, u64)> {
     // SAFETY: `mallinfo2` (glibc 2.33+) takes no argument and returns a
     // struct by value, laid out as declared above; it reads glibc's
     // counters under its own locks.
-    #[allow(unsafe_code)]
+    #[allow(
+        unsafe_code,
+        reason = "glibc's mallinfo2 has no safe binding; it reports the heap the soak watches"
+    )]
     let m = unsafe { mallinfo2() };
     let kib = |b: usize| b as u64 / 1024;
     // Nothing from the kernel: another allocator (LD_PRELOAD) serves the

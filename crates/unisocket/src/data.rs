@@ -68,8 +68,21 @@ impl Text {
         }
     }
 
-    /// Wraps bytes that the codec has already validated as UTF-8.
-    pub(crate) fn from_validated(bytes: Bytes) -> Self {
+    /// Wraps bytes that the codec has already validated as UTF-8, without
+    /// checking them again (received text is validated as it arrives, across
+    /// fragments; a second pass would cost as much again).
+    ///
+    /// # Safety
+    ///
+    /// `bytes` must be valid UTF-8. [`Text::as_str`] and everything built on
+    /// it (`Deref<Target = str>`, `Display`, conversions into `String`)
+    /// treat the bytes as a `str` without checking: anything else is
+    /// undefined behaviour. Debug builds check it.
+    #[allow(
+        unsafe_code,
+        reason = "the codec's incremental UTF-8 check makes a second pass over each text message needless"
+    )]
+    pub(crate) unsafe fn from_validated(bytes: Bytes) -> Self {
         debug_assert!(std::str::from_utf8(&bytes).is_ok());
         Text(bytes)
     }
@@ -88,11 +101,14 @@ impl Text {
     pub fn as_str(&self) -> &str {
         // Unsafe because re-validating on every access
         // would cost a full pass over each received message.
-        #[allow(unsafe_code)]
+        #[allow(
+            unsafe_code,
+            reason = "re-validating on every access would cost a pass over the text"
+        )]
         // SAFETY: every constructor of `Text` either takes a `str`/`String`,
-        // checks the bytes with `std::str::from_utf8`, or (`from_validated`)
-        // takes bytes that the codec's UTF-8 validator accepted; `Bytes` is
-        // immutable, so the contents stay UTF-8.
+        // checks the bytes with `std::str::from_utf8`, or is the unsafe
+        // `from_validated`, whose contract is that its bytes are UTF-8;
+        // `Bytes` is immutable, so the contents stay UTF-8.
         unsafe {
             std::str::from_utf8_unchecked(&self.0)
         }

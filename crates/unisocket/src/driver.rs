@@ -591,6 +591,15 @@ const DELIVER_BYTES: usize = 16 * 1024;
 /// flight, medians of 6 alternating runs): 4 530 MB/s against 4 126 (binary),
 /// 3 796 against 2 713 (text); 256 KiB did as well on binary.
 const READ_BURST: usize = 1024 * 1024;
+/// The driver stops reading while more than this many bytes that the
+/// application did not send wait to be written (pongs, close frames,
+/// heartbeat pings: see `Driver::write_backlog_full`), and reads again once
+/// the peer has taken them. A server that makes us answer and never reads
+/// could otherwise grow them without end. Pongs coalesce in `proto` (one
+/// waits at a time), so in normal traffic they are a few hundred bytes at
+/// most: [`WRITE_AHEAD`], what one turn encodes ahead of the socket, leaves
+/// room for them many times over and still bounds what reading can queue.
+const WRITE_BACKLOG_MAX: usize = WRITE_AHEAD;
 /// While a large frame misses at least [`LOW_WATER_MIN`] bytes, the driver
 /// asks the transport to wake it only once that many, up to this, can be
 /// read (`SO_RCVLOWAT`), not for every piece that arrives. Without it a
@@ -842,8 +851,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
                 // The rest of an earlier read, before reading more.
                 yield_to_app = self.process_events();
                 progress = true;
-            } else if !self.eof && self.pending_failure.is_none() && !self.shared.held_full(cx) {
-                // Reads.
+            } else if !self.eof
+                && self.pending_failure.is_none()
+                && !self.shared.held_full(cx)
+                && !self.write_backlog_full()
+            {
+                // Reads (paused while the output is backed up: see
+                // `write_backlog_full`; the write above wakes the task as it
+                // drains).
                 let (read, yield_now) = match self.read(cx) {
                     Ok(r) => r,
                     Err(e) => return Poll::Ready(End::Io(e)),
@@ -949,6 +964,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
                         || self.conn.state() != State::Open
                         || self.pending_failure.is_some()
                         || self.shared.held_full(cx)
+                        || self.write_backlog_full()
                     {
                         return Ok((progress, yield_to_app));
                     }
@@ -957,6 +973,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
                 Poll::Pending => return Ok((progress, yield_to_app)),
             }
         }
+    }
+
+    /// Whether more than [`WRITE_BACKLOG_MAX`] bytes that no send of the
+    /// application asked for wait to be written to the socket (taken for
+    /// writing or still in the connection's write buffer): reading then
+    /// pauses until the peer takes some, so that what reading makes us
+    /// write cannot pile up behind a peer that does not read.
+    ///
+    /// Counted from the end of the last send not yet written: the bytes
+    /// queued after it are the connection's own. The application's messages
+    /// are left out on purpose: sends have their own limit
+    /// (`max_buffered_bytes`), and pausing reads behind them deadlocks with
+    /// servers that stop reading while they write, as simple echo servers
+    /// do (`tests/support`'s, `unisocket serve`): four 8 MiB messages sent
+    /// at once to the test echo server never came back when reads paused
+    /// over 1 MiB of any output.
+    fn write_backlog_full(&self) -> bool {
+        let queued = self.moved + self.conn.unwritten() as u64;
+        let sent = self.sends.back().map_or(0, |(end, _)| *end);
+        queued.saturating_sub(sent.max(self.written)) > WRITE_BACKLOG_MAX as u64
     }
 
     /// Sets the transport's low-water mark for what the current large frame

@@ -36,7 +36,10 @@ static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
 
 // SAFETY: every call is forwarded to `System` unchanged; the counter is
 // only updated after it succeeded.
-#[allow(unsafe_code)]
+#[allow(
+    unsafe_code,
+    reason = "a global allocator is an unsafe trait: the tests measure memory by counting allocations"
+)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: same contract as the caller's.

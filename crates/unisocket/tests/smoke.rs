@@ -1,3 +1,6 @@
+//! The shortest round trip: connect to the test echo server, send text and
+//! binary, receive both back, close cleanly.
+
 mod support;
 
 use unisocket::{connect_socket, CloseOptions, ConnectOptions, Data, ReadyState};

@@ -10,7 +10,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use super::deflate::{Deflate, DeflateParams};
 use super::error::ProtocolError;
-use super::frame::{extend_masked, FrameHeader, OpCode, MAX_HEADER_LEN};
+use super::frame::{apply_mask, extend_masked, FrameHeader, OpCode, MAX_HEADER_LEN};
 use super::utf8::Utf8Validator;
 use crate::data::{Data, Text};
 
@@ -237,7 +237,8 @@ struct HeartbeatClock {
 pub enum Event {
     /// A complete text or binary message.
     Message(Data),
-    /// A ping; the pong has already been queued.
+    /// A ping; the pong has already been queued (at most one pong waits in
+    /// the write buffer: see [`Connection::write_buf`]).
     Ping(Bytes),
     /// A pong.
     Pong(Bytes),
@@ -431,6 +432,25 @@ pub struct Connection {
     deflate: Option<Box<Deflate>>,
     /// Reused output buffer of the compressor.
     scratch: Vec<u8>,
+    /// Bytes ever appended to `write`. The caller only removes bytes from
+    /// its front, so `queued - write.len()` is how many it took.
+    queued: u64,
+    /// The last pong appended to `write`, while it may still wait there
+    /// whole (see [`Connection::queue_pong`]).
+    pong: Option<QueuedPong>,
+    /// The payload of a ping newer than `pong` that could not take its
+    /// place (see [`Connection::queue_pong`]); boxed: rarely there.
+    next_pong: Option<Box<[u8]>>,
+}
+
+/// Where a pong frame sits in the stream of bytes written (see
+/// [`Connection::queue_pong`]).
+#[derive(Debug, Clone, Copy)]
+struct QueuedPong {
+    /// The stream offset (counted as `Connection::queued`) of its first byte.
+    start: u64,
+    /// The frame's length, header included.
+    len: usize,
 }
 
 impl std::fmt::Debug for Connection {
@@ -482,6 +502,9 @@ impl Connection {
             prepared_read: 0,
             deflate,
             scratch: Vec::new(),
+            queued: 0,
+            pong: None,
+            next_pong: None,
         }
     }
 
@@ -604,7 +627,14 @@ impl Connection {
     }
 
     /// Bytes waiting to be written to the peer. The caller writes them and
-    /// removes what was written (e.g. with `BytesMut::advance`).
+    /// removes what was written from the front (e.g. with
+    /// `BytesMut::advance` or `split_to`, or takes them all with `split`);
+    /// it adds nothing.
+    ///
+    /// At most one pong waits here unsent: a ping that comes while the pong
+    /// of an earlier one is still whole in the buffer makes that pong
+    /// answer the newer ping instead of queuing a second one (RFC 6455
+    /// section 5.5.3 allows answering only the most recent ping).
     ///
     /// # Examples
     ///
@@ -625,7 +655,15 @@ impl Connection {
     /// assert_eq!(conn.write_buf().len(), 5);
     /// ```
     pub fn write_buf(&mut self) -> &mut BytesMut {
+        self.release_next_pong();
         &mut self.write
+    }
+
+    /// How many bytes wait in the write buffer, not yet taken by the caller
+    /// (what [`Connection::write_buf`] would hold, less a pong that still
+    /// waits to take the place of one the caller is taking).
+    pub(crate) fn unwritten(&self) -> usize {
+        self.write.len()
     }
 
     /// The state of the close handshake.
@@ -923,7 +961,7 @@ impl Connection {
                 if closing {
                     return Ok(None);
                 }
-                self.encode_frame(OpCode::Pong, true, &payload);
+                self.queue_pong(&payload);
                 Ok(Some(Event::Ping(payload.freeze())))
             }
             OpCode::Pong => Ok((!closing).then(|| Event::Pong(payload.freeze()))),
@@ -1009,9 +1047,19 @@ impl Connection {
         };
         if partial.text {
             self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
-            return Ok(Some(Event::Message(Data::Text(Text::from_validated(
-                bytes,
-            )))));
+            #[allow(
+                unsafe_code,
+                reason = "the bytes were validated as they arrived; no second pass"
+            )]
+            // SAFETY: `bytes` is the whole message, and every byte of it went
+            // through `self.utf8` since the message began: each frame's
+            // payload in `decode` as it arrived (the connection is open here,
+            // so it was open for every frame: it never reopens), or, when
+            // compressed, each inflated piece above. The validator accepted
+            // them all, and `finish` just checked that the message does not
+            // end inside a character.
+            let text = unsafe { Text::from_validated(bytes) };
+            return Ok(Some(Event::Message(Data::Text(text))));
         }
         Ok(Some(Event::Message(Data::Binary(bytes))))
     }
@@ -1375,6 +1423,10 @@ impl Connection {
     }
 
     fn encode_close(&mut self, code: u16, reason: &[u8]) {
+        // Nothing follows a close frame: a ping still waiting for its pong
+        // goes unanswered (as do pings that come while closing); the pong
+        // in the buffer answered an earlier one.
+        self.next_pong = None;
         let mut payload = [0u8; 125];
         payload[..2].copy_from_slice(&code.to_be_bytes());
         let n = reason.len().min(123);
@@ -1387,6 +1439,14 @@ impl Connection {
     }
 
     fn encode_frame_rsv(&mut self, opcode: OpCode, fin: bool, rsv1: bool, payload: &[u8]) {
+        // A pong that waited for the one before it to leave goes first.
+        self.release_next_pong();
+        self.push_frame(opcode, fin, rsv1, payload);
+    }
+
+    /// Appends one masked frame to the write buffer.
+    fn push_frame(&mut self, opcode: OpCode, fin: bool, rsv1: bool, payload: &[u8]) {
+        let before = self.write.len();
         // One 32-bit draw from the thread's CSPRNG (ChaCha), not four byte draws.
         let mask = rand::random::<u32>().to_ne_bytes();
         let header = FrameHeader {
@@ -1401,5 +1461,109 @@ impl Connection {
         self.write.reserve(n + payload.len());
         self.write.extend_from_slice(&head[..n]);
         extend_masked(&mut self.write, payload, mask);
+        self.queued += (self.write.len() - before) as u64;
     }
+
+    /// How many bytes the caller has taken from the front of the write
+    /// buffer so far.
+    fn taken(&self) -> u64 {
+        self.queued.saturating_sub(self.write.len() as u64)
+    }
+
+    /// The last pong queued, if none of its bytes has been taken yet: it
+    /// still waits whole in the write buffer.
+    fn waiting_pong(&self) -> Option<QueuedPong> {
+        self.pong.filter(|p| p.start >= self.taken())
+    }
+
+    /// Answers a ping with `payload`, keeping at most one pong waiting in
+    /// the write buffer (RFC 6455 section 5.5.3: an endpoint may answer only
+    /// the most recent of several pings). Without this, a server that
+    /// sends pings and never reads would make the buffer grow by a pong
+    /// per ping for as long as it likes.
+    ///
+    /// When the previous pong still waits whole in the buffer, the new one
+    /// takes its place, so that every frame queued after it stays at its
+    /// stream offset (the driver counts sends done by those offsets):
+    /// - the pong is the last frame queued: it is cut off, and the new pong
+    ///   appended where it began;
+    /// - the new pong has the same length: it is written over the old one;
+    /// - otherwise the payload waits in `next_pong`, replacing any older
+    ///   one there, and is queued as soon as the caller starts taking the
+    ///   old pong (the next [`Connection::write_buf`] or frame queued).
+    ///
+    /// A pong the caller has started taking is on its way: the next ping
+    /// gets a pong of its own, after whatever is queued.
+    fn queue_pong(&mut self, payload: &[u8]) {
+        let Some(old) = self.waiting_pong() else {
+            // This ping is newer than one still waiting for its pong.
+            self.next_pong = None;
+            self.append_pong(payload);
+            return;
+        };
+        let at = (old.start - self.taken()) as usize;
+        if old.start + old.len as u64 == self.queued {
+            self.write.truncate(at);
+            self.queued = old.start;
+            self.next_pong = None;
+            self.append_pong(payload);
+        } else if pong_len(payload.len()) == old.len {
+            let mut frame = [0u8; MAX_PONG];
+            let n = encode_pong(payload, &mut frame);
+            self.write[at..at + n].copy_from_slice(&frame[..n]);
+            self.next_pong = None;
+        } else {
+            self.next_pong = Some(payload.into());
+        }
+    }
+
+    /// Appends a pong for `payload` and remembers where it is.
+    fn append_pong(&mut self, payload: &[u8]) {
+        let start = self.queued;
+        self.push_frame(OpCode::Pong, true, false, payload);
+        self.pong = Some(QueuedPong {
+            start,
+            len: (self.queued - start) as usize,
+        });
+    }
+
+    /// Queues the pong of `next_pong` once the pong it waits behind has
+    /// started to leave the write buffer.
+    fn release_next_pong(&mut self) {
+        if self.next_pong.is_some() && self.waiting_pong().is_none() {
+            if let Some(payload) = self.next_pong.take() {
+                self.append_pong(&payload);
+            }
+        }
+    }
+}
+
+/// The largest client pong frame: 2 header bytes, the mask key, 125
+/// payload bytes.
+const MAX_PONG: usize = 2 + 4 + 125;
+
+/// The length of a client pong frame with `payload_len` bytes of payload
+/// (at most 125): header, mask key and payload.
+fn pong_len(payload_len: usize) -> usize {
+    2 + 4 + payload_len
+}
+
+/// Encodes a masked pong for `payload` (at most 125 bytes: a ping's) into
+/// `out`; returns its length.
+fn encode_pong(payload: &[u8], out: &mut [u8; MAX_PONG]) -> usize {
+    let mask = rand::random::<u32>().to_ne_bytes();
+    let header = FrameHeader {
+        fin: true,
+        rsv1: false,
+        opcode: OpCode::Pong,
+        mask: Some(mask),
+        payload_len: payload.len() as u64,
+    };
+    let mut head = [0u8; MAX_HEADER_LEN];
+    let n = header.encode(&mut head);
+    out[..n].copy_from_slice(&head[..n]);
+    let end = n + payload.len();
+    out[n..end].copy_from_slice(payload);
+    apply_mask(&mut out[n..end], mask, 0);
+    end
 }

@@ -10,6 +10,14 @@ use super::error::{HandshakeError, ProtocolError};
 #[cfg(feature = "deflate")]
 const TAIL: [u8; 4] = [0x00, 0x00, 0xFF, 0xFF];
 
+/// How far past the message limit inflating may go before it sees that a
+/// message is too large: the output buffer never holds (or reserves) more
+/// than the limit plus this. A little room past the limit is what shows
+/// that the message goes over it; 64 KiB is the most one read of small
+/// traffic brings (`MAX_READ` in the driver), so a deflate bomb costs at
+/// most a read's worth beyond what a legitimate message may.
+pub const INFLATE_CHUNK: usize = 64 * 1024;
+
 /// What the client asks for in its `Sec-WebSocket-Extensions` offer.
 ///
 /// The default asks for nothing beyond compression itself and announces that
@@ -354,8 +362,17 @@ impl Deflate {
     /// # Ok::<(), unisocket::proto::HandshakeError>(())
     /// ```
     pub fn new(params: DeflateParams) -> Self {
-        // zlib cannot make raw deflate streams with a 256-byte window; 512
-        // bytes is the smallest, and the server inflates with at least 2^8.
+        // `client_max_window_bits=8` is honoured with zlib's 9-bit window.
+        // zlib makes no raw deflate stream with 8 bits (zlib-rs refuses it,
+        // flate2 asserts 9 to 15), but what the agreement limits is how far
+        // back the stream refers, so that the server can inflate it with a
+        // 256-byte window (RFC 7692 section 7.1.2.2), and zlib never refers
+        // further back than its window less 262 bytes (`MIN_LOOKAHEAD`, in
+        // every strategy): 250 bytes with 9 bits, within the 256 agreed.
+        // So the answer is neither refused nor answered by sending
+        // uncompressed blocks. `deflate_tests.rs` checks it by inflating
+        // the client's output with a decoder that refuses any distance over
+        // 256 (and that the same check catches a 10-bit window).
         let client_bits = params.client_max_window_bits.max(9);
         Deflate {
             params,
@@ -376,7 +393,8 @@ impl Deflate {
     ///     .negotiate(Some("permessage-deflate; client_max_window_bits=8"))?
     ///     .unwrap();
     /// // The negotiated values are kept as they are, even where zlib needs a
-    /// // larger window internally (9 bits rather than 8).
+    /// // larger window internally (9 bits rather than 8; its stream still
+    /// // never refers more than 256 bytes back).
     /// assert_eq!(Deflate::new(params).params().client_max_window_bits, 8);
     /// # Ok::<(), unisocket::proto::HandshakeError>(())
     /// ```
@@ -436,7 +454,11 @@ impl Deflate {
 
     /// Inflates one frame's payload of a compressed message, appending to
     /// `out`. With `last`, the message ends here: the sync-flush tail is fed
-    /// too. Fails with `MessageTooLarge` as soon as `out` would exceed `max`.
+    /// too. Fails with `MessageTooLarge` as soon as `out` holds more than
+    /// `max` bytes, having reserved no more than `max` +
+    /// [`INFLATE_CHUNK`] bytes for `out` (from an empty `Vec`, its capacity
+    /// never exceeds that); the error's `size` is how many bytes inflated
+    /// by then, more than `max` and at most that bound.
     ///
     /// # Errors
     /// [`ProtocolError::Compression`] for data that does not inflate,
@@ -483,17 +505,29 @@ impl Deflate {
         out: &mut Vec<u8>,
         max: usize,
     ) -> Result<(), ProtocolError> {
+        let too_large = |out: &Vec<u8>| ProtocolError::MessageTooLarge {
+            size: out.len() as u64,
+            max,
+        };
+        if out.len() > max {
+            return Err(too_large(out));
+        }
+        // The most `out` may hold: the limit, and one chunk past it to see
+        // a message go over.
+        let bound = max.saturating_add(INFLATE_CHUNK);
         let start = self.decompress.total_in();
         loop {
             let consumed = (self.decompress.total_in() - start) as usize;
             if out.capacity() - out.len() < 1024 {
-                // Grow geometrically, asking for at most one byte past the limit
-                // (`reserve` may round up; the check below is what bounds it).
+                // Double, as `reserve` would, but never past `bound`:
+                // `reserve` would double past the limit (a 64 MiB limit
+                // once gave a 128 MiB buffer, filled before the check).
+                // `out.len() <= max` here, so there is room to grow.
                 let want = out
                     .capacity()
                     .max(4096)
-                    .min(max.saturating_sub(out.len()).saturating_add(1));
-                out.reserve(want.max(1));
+                    .min(bound.saturating_sub(out.len()));
+                out.reserve_exact(want);
             }
             let before_out = out.len();
             let status = self
@@ -501,10 +535,7 @@ impl Deflate {
                 .decompress_vec(&input[consumed..], out, FlushDecompress::Sync)
                 .map_err(|e| ProtocolError::Compression(e.to_string()))?;
             if out.len() > max {
-                return Err(ProtocolError::MessageTooLarge {
-                    size: out.len() as u64,
-                    max,
-                });
+                return Err(too_large(out));
             }
             let consumed_now = (self.decompress.total_in() - start) as usize;
             if status == Status::StreamEnd {
@@ -526,7 +557,7 @@ impl Deflate {
 }
 
 #[cfg(all(test, feature = "deflate"))]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     fn params() -> DeflateParams {
@@ -656,6 +687,133 @@ mod tests {
         let err = rx.decompress(&packed, true, &mut out, 1 << 20).unwrap_err();
         assert!(matches!(err, ProtocolError::MessageTooLarge { .. }));
         assert!(out.capacity() <= 2 << 20, "capacity {}", out.capacity());
+    }
+
+    /// A raw deflate stream written bit by bit (RFC 1951 section 3.1.1).
+    #[derive(Default)]
+    struct Bits {
+        out: Vec<u8>,
+        acc: u32,
+        n: u32,
+    }
+
+    impl Bits {
+        /// `len` bits of `value`, least significant first (header fields).
+        fn put(&mut self, value: u32, len: u32) {
+            for i in 0..len {
+                self.acc |= ((value >> i) & 1) << self.n;
+                self.n += 1;
+                if self.n == 8 {
+                    self.out.push(self.acc as u8);
+                    (self.acc, self.n) = (0, 0);
+                }
+            }
+        }
+
+        /// A Huffman code of `len` bits, most significant first.
+        fn code(&mut self, code: u32, len: u32) {
+            for i in (0..len).rev() {
+                self.put(code >> i, 1);
+            }
+        }
+    }
+
+    /// `n` zero bytes as one permessage-deflate message: a block with the
+    /// fixed codes holding a literal 0, then copies of 258 bytes from 1
+    /// byte back (13 bits each), then the sync flush's empty stored block
+    /// without its last four bytes (RFC 7692 section 7.2.1).
+    pub(crate) fn zeros_bomb(n: usize) -> Vec<u8> {
+        let mut b = Bits::default();
+        b.put(0, 1); // not the last block
+        b.put(1, 2); // fixed Huffman codes
+        b.code(0x30, 8); // literal 0
+        for _ in 0..(n - 1) / 258 {
+            b.code(0b1100_0101, 8); // length code 285: 258 bytes
+            b.code(0, 5); // distance code 0: 1 byte back
+        }
+        for _ in 0..(n - 1) % 258 {
+            b.code(0x30, 8);
+        }
+        b.code(0, 7); // end of block
+        b.put(0, 3); // an empty stored block, not the last, padded
+        b.put(0, (8 - b.n) % 8);
+        b.out
+    }
+
+    #[test]
+    fn the_hand_made_bomb_inflates_to_its_zeros() {
+        let packed = zeros_bomb(100_000);
+        let mut out = Vec::new();
+        Deflate::new(params())
+            .decompress(&packed, true, &mut out, usize::MAX)
+            .unwrap();
+        assert!(out.len() == 100_000 && out.iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn a_200_mib_bomb_against_a_1_mib_limit_stops_within_one_chunk_past_it() {
+        const LIMIT: usize = 1 << 20;
+        let packed = zeros_bomb(200 << 20);
+        assert!(packed.len() < 2 << 20, "{} bytes compressed", packed.len());
+        // In one frame, and in frames of 1 KiB (the bytes of each frame are
+        // inflated into the same buffer).
+        for frame in [packed.len(), 1024] {
+            let mut rx = Deflate::new(params());
+            let mut out = Vec::new();
+            let mut result = Ok(());
+            let mut pieces = packed.chunks(frame).peekable();
+            while let Some(piece) = pieces.next() {
+                result = rx.decompress(piece, pieces.peek().is_none(), &mut out, LIMIT);
+                assert!(
+                    out.capacity() <= LIMIT + INFLATE_CHUNK,
+                    "{}",
+                    out.capacity()
+                );
+                if result.is_err() {
+                    break;
+                }
+            }
+            let err = result.unwrap_err();
+            assert_eq!(err.close_code(), 1009);
+            let ProtocolError::MessageTooLarge { size, max } = err else {
+                panic!("{err:?}");
+            };
+            // The true size inflated when it stopped, over the limit by at
+            // most a chunk.
+            assert_eq!((size, max), (out.len() as u64, LIMIT), "frames of {frame}");
+            assert!(size > LIMIT as u64 && size <= (LIMIT + INFLATE_CHUNK) as u64);
+            assert!(err.to_string().contains("over the limit of 1048576 bytes"));
+        }
+    }
+
+    #[test]
+    fn a_message_of_exactly_the_limit_inflates_and_one_byte_more_reports_its_size() {
+        const LIMIT: usize = 100_000;
+        let message: Vec<u8> = (0..LIMIT + 1).map(|i| (i % 251) as u8).collect();
+        for (len, ok) in [(LIMIT, true), (LIMIT + 1, false)] {
+            let mut packed = Vec::new();
+            Deflate::new(params()).compress(&message[..len], &mut packed);
+            let mut out = Vec::new();
+            let result = Deflate::new(params()).decompress(&packed, true, &mut out, LIMIT);
+            assert!(
+                out.capacity() <= LIMIT + INFLATE_CHUNK,
+                "{}",
+                out.capacity()
+            );
+            if ok {
+                result.unwrap();
+                assert_eq!(out, &message[..len]);
+            } else {
+                let err = result.unwrap_err();
+                assert_eq!(
+                    err,
+                    ProtocolError::MessageTooLarge {
+                        size: len as u64,
+                        max: LIMIT
+                    }
+                );
+            }
+        }
     }
 
     #[test]

@@ -326,17 +326,29 @@ pub fn extend_masked(dst: &mut bytes::BytesMut, src: &[u8], key: [u8; 4]) {
     let out = &mut dst.spare_capacity_mut()[..src.len()];
     #[cfg(target_arch = "x86_64")]
     if src.len() >= AVX2_MIN && std::arch::is_x86_feature_detected!("avx2") {
+        #[allow(
+            unsafe_code,
+            reason = "calls the AVX2 build of the masking loop once the CPU is known to have AVX2"
+        )]
         // SAFETY: the CPU has AVX2, checked just above.
-        unsafe { mask_into_avx2(out, src, key) };
+        unsafe {
+            mask_into_avx2(out, src, key)
+        };
     } else {
         mask_into(out, src, key);
     }
     #[cfg(not(target_arch = "x86_64"))]
     mask_into(out, src, key);
     let len = dst.len() + src.len();
+    #[allow(
+        unsafe_code,
+        reason = "masks straight into the spare capacity: no zeroing pass before the masking pass"
+    )]
     // SAFETY: `reserve` made room for `src.len()` more bytes, and
     // `mask_into` wrote every one of them (see there).
-    unsafe { dst.set_len(len) };
+    unsafe {
+        dst.set_len(len)
+    };
 }
 
 /// From this size on, masking uses AVX2 where the CPU has it (twice the
@@ -351,6 +363,10 @@ const AVX2_MIN: usize = 256;
 /// The CPU must support AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
+#[allow(
+    unsafe_code,
+    reason = "a function built for AVX2 is unsafe to call: the caller checks the CPU"
+)]
 unsafe fn mask_into_avx2(out: &mut [std::mem::MaybeUninit<u8>], src: &[u8], key: [u8; 4]) {
     mask_into(out, src, key);
 }

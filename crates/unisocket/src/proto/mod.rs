@@ -36,6 +36,8 @@ mod deflate_tests;
 #[cfg(test)]
 mod heartbeat_tests;
 #[cfg(test)]
+mod pong_tests;
+#[cfg(test)]
 mod test_server;
 #[cfg(test)]
 mod tests;

@@ -534,6 +534,9 @@ fn client_receives_every_length_form() {
 fn every_client_frame_is_masked_with_a_fresh_key() {
     let mut p = Pair::new();
     let mut expected = Vec::new();
+    // What the client wrote, taken after each step as a transport would
+    // (a pong still waiting in the buffer would answer the next ping).
+    let mut raw = Vec::new();
     for i in 0..200u32 {
         match i % 4 {
             0 => {
@@ -554,12 +557,13 @@ fn every_client_frame_is_masked_with_a_fresh_key() {
                 expected.push(Message::Pong(b"pp".to_vec()));
             }
         }
+        raw.extend_from_slice(&p.client.write_buf().split());
     }
     p.client.close(1000, "done", Instant::now()).unwrap();
     expected.push(Message::Close(Some(1000), "done".into()));
+    raw.extend_from_slice(&p.client.write_buf().split());
 
     // Walk the raw bytes: MASK bit set, key on the wire, payload masked with it.
-    let raw = p.client.write_buf().to_vec();
     let mut keys = Vec::new();
     let mut pos = 0;
     while pos < raw.len() {
@@ -573,6 +577,7 @@ fn every_client_frame_is_masked_with_a_fresh_key() {
     assert_eq!(pos, raw.len());
     assert_eq!(keys.len(), 201);
 
+    p.server.feed(&raw);
     assert_eq!(p.server_messages(), expected);
     assert_eq!(p.server.masks_seen(), &keys[..]);
     let distinct: HashSet<[u8; 4]> = keys.iter().copied().collect();
@@ -985,13 +990,19 @@ fn server_ping_is_reported_and_answered_with_the_same_payload() {
             );
         }
     }
-    // Two pings in one read: two pongs, in order.
+    // Two pings in one read: both are reported, and the one pong that
+    // waits unsent answers the later (RFC 6455 section 5.5.3).
     let mut p = Pair::new();
     let both = concat(&[&server_ping(b"1"), &server_ping(b"2")]);
     assert_eq!(p.deliver(&both), vec![ping(b"1"), ping(b"2")]);
+    assert_eq!(p.server_messages(), vec![Message::Pong(b"2".to_vec())]);
+    // Written out in between: a pong each, in order.
+    assert_eq!(p.deliver(&server_ping(b"3")), vec![ping(b"3")]);
+    p.flush_client();
+    assert_eq!(p.deliver(&server_ping(b"4")), vec![ping(b"4")]);
     assert_eq!(
         p.server_messages(),
-        vec![Message::Pong(b"1".to_vec()), Message::Pong(b"2".to_vec())]
+        vec![Message::Pong(b"3".to_vec()), Message::Pong(b"4".to_vec())]
     );
 }
 

@@ -218,6 +218,10 @@ fn set_rcvlowat(socket: &TcpStream, bytes: usize) {
     }
     let value = libc::c_int::try_from(bytes.max(1)).unwrap_or(libc::c_int::MAX);
     let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    #[allow(
+        unsafe_code,
+        reason = "tokio has no SO_RCVLOWAT setter: setsockopt through libc"
+    )]
     // SAFETY: the descriptor belongs to `socket`, which is borrowed (so open)
     // for the whole call. The option value points to a live `c_int` and
     // `len` is its size, which is what SO_RCVLOWAT takes; the kernel copies

@@ -181,9 +181,9 @@ pub struct CloseSuccess {
 
 /// The options of [`connect_socket`](crate::connect_socket): `uni.connectSocket(OBJECT)`.
 ///
-/// `Debug` leaves secrets out: the passwords of the URL and of the proxy URL
-/// and the values of `Authorization`, `Proxy-Authorization` and `Cookie`
-/// headers show as `***` ([`redact`](crate::redact)).
+/// `Debug` leaves secrets out: the passwords of the URL and of the proxy URL,
+/// the values of `Authorization`, `Proxy-Authorization` and `Cookie` headers
+/// and PEM text (a private key) do not show ([`redact`](crate::redact)).
 ///
 /// ```no_run
 /// use std::time::Duration;

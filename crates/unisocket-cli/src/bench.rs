@@ -93,7 +93,7 @@ async fn bench(args: &BenchArgs, duration: Duration, timeout: Duration) -> i32 {
     let kind = if args.text { "text" } else { "binary" };
     println!(
         "bench {}: {} connection(s), {}-byte {kind} messages, {} s",
-        args.url,
+        unisocket::redact::url(&args.url),
         args.conns,
         args.size,
         duration.as_secs_f64()

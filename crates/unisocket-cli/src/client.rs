@@ -3,6 +3,7 @@
 //! lines (connected, ping/pong, closed, errors) go to stderr. With `--json`,
 //! stdout carries one JSON object per event instead.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use tokio::sync::{mpsc, oneshot};
 use unisocket::proto::connection::is_valid_sent_code;
+use unisocket::redact;
 use unisocket::{
     connect_socket, CloseEvent, CloseOptions, ConnectOptions, Data, ErrorKind, OpenEvent,
     PingPongEvent, SocketError,
@@ -150,9 +152,12 @@ fn plan(url: String, args: &ClientArgs) -> Result<Plan, String> {
     }
     let mut o = ConnectOptions::new(url.clone()).timeout(timeout);
     for h in &args.headers {
-        let (name, value) = h
-            .split_once(':')
-            .ok_or_else(|| format!("header {h:?} is not in the form \"Name: value\""))?;
+        let (name, value) = h.split_once(':').ok_or_else(|| {
+            format!(
+                "header {:?} is not in the form \"Name: value\"",
+                header_arg_shown(h)
+            )
+        })?;
         if name.trim().is_empty() {
             return Err(format!("header {h:?} has no name"));
         }
@@ -187,6 +192,21 @@ fn plan(url: String, args: &ClientArgs) -> Result<Plan, String> {
     })
 }
 
+/// A `-H` argument without a colon, as an error may show it: the value of
+/// a secret header (`Authorization Bearer t0k`) hidden.
+fn header_arg_shown(h: &str) -> Cow<'_, str> {
+    let name = h
+        .trim_start()
+        .split([' ', '\t', '='])
+        .next()
+        .unwrap_or_default();
+    if redact::is_secret_header(name) {
+        Cow::Owned(format!("{name} {}", redact::MASK))
+    } else {
+        Cow::Borrowed(h)
+    }
+}
+
 /// Whether a connection failure is the caller's fault (exit 2) rather than
 /// the network's (exit 3).
 fn is_usage_error(e: &SocketError) -> bool {
@@ -204,8 +224,12 @@ fn is_usage_error(e: &SocketError) -> bool {
 struct Printer {
     json: bool,
     verbose: bool,
-    /// stdout is a terminal: prefix received messages with `< `.
+    /// stdout is a terminal: prefix received messages with `< ` and escape
+    /// their control characters.
     tty: bool,
+    /// stderr is a terminal: escape control characters of server text in
+    /// status lines.
+    err_tty: bool,
     out: Paint,
     err: Paint,
     binary_format: BinaryFormat,
@@ -226,6 +250,16 @@ impl Printer {
         let _ = err.flush();
     }
 
+    /// Server text for a status line: control characters escaped when
+    /// stderr is a terminal.
+    fn err_text<'a>(&self, s: &'a str) -> Cow<'a, str> {
+        if self.err_tty {
+            style::escape_controls(s)
+        } else {
+            Cow::Borrowed(s)
+        }
+    }
+
     fn json(&self, v: serde_json::Value) {
         self.stdout_line(&v.to_string());
     }
@@ -244,23 +278,36 @@ impl Printer {
         }
     }
 
-    /// `-v`: what we are about to send.
+    /// `-v`: what we are about to send, secrets hidden. `url` is the URL as
+    /// given; it is shown redacted.
     fn request(&self, url: &str, args: &ClientArgs) {
         if !self.verbose {
             return;
         }
         let d = |s: &str| self.err.dim(s);
+        let shown = redact::url(url);
         self.stderr_line(&d(&format!(
-            "* connecting to {url} (timeout {} s)",
+            "* connecting to {shown} (timeout {} s)",
             args.timeout
         )));
         if let Some(p) = &args.proxy {
-            self.stderr_line(&d(&format!("* proxy {p}")));
+            self.stderr_line(&d(&format!("* proxy {}", redact::url(p))));
         }
+        let mut authorization = false;
         for h in &args.headers {
             if let Some((n, v)) = h.split_once(':') {
-                self.stderr_line(&d(&format!("> {}: {}", n.trim(), v.trim())));
+                let (n, v) = (n.trim(), v.trim());
+                authorization |= n.eq_ignore_ascii_case("authorization");
+                self.stderr_line(&d(&format!("> {n}: {}", redact::header_value(n, v))));
             }
+        }
+        // User info in the URL (the redacted URL differs) is sent as Basic
+        // credentials, unless -H set an Authorization header.
+        if !authorization && shown != url {
+            self.stderr_line(&d(&format!(
+                "> Authorization: Basic {} (the user name and password of the URL)",
+                redact::MASK
+            )));
         }
         if !args.protocols.is_empty() {
             self.stderr_line(&d(&format!(
@@ -275,14 +322,16 @@ impl Printer {
         }
     }
 
+    /// The open event; `url` is already redacted.
     fn open(&self, url: &str, ev: &OpenEvent) {
         let p = ev.profile;
         if self.json {
             let mut headers = serde_json::Map::new();
             for (n, v) in ev.header.iter() {
+                let v = redact::header_value(n, v);
                 let joined = match headers.get(n).and_then(|old| old.as_str()) {
                     Some(old) => format!("{old}, {v}"),
-                    None => v.to_owned(),
+                    None => v.into_owned(),
                 };
                 headers.insert(n.to_owned(), joined.into());
             }
@@ -303,7 +352,8 @@ impl Printer {
             let d = |s: &str| self.err.dim(s);
             self.stderr_line(&d("< HTTP/1.1 101 Switching Protocols"));
             for (n, v) in ev.header.iter() {
-                self.stderr_line(&d(&format!("< {n}: {v}")));
+                let v = redact::header_value(n, v);
+                self.stderr_line(&d(&format!("< {n}: {}", self.err_text(&v))));
             }
             self.stderr_line(&d(&format!(
                 "* dns {}, connect {}, tls {}, handshake {}, total {}",
@@ -316,10 +366,10 @@ impl Printer {
         }
         let mut line = format!("connected to {url}");
         if !ev.protocol.is_empty() {
-            line.push_str(&format!(" (subprotocol {})", ev.protocol));
+            line.push_str(&format!(" (subprotocol {})", self.err_text(&ev.protocol)));
         }
         if let Some(ext) = ev.header.get("sec-websocket-extensions") {
-            line.push_str(&format!(" [{ext}]"));
+            line.push_str(&format!(" [{}]", self.err_text(ext)));
         }
         if std::io::stdin().is_terminal() {
             line.push_str("; type messages, Ctrl-D to close");
@@ -336,9 +386,13 @@ impl Printer {
                 "event": "message", "type": "binary",
                 "encoding": self.format_name(), "data": self.binary(b),
             })),
-            (Data::Text(t), false) if self.tty => {
-                self.stdout_line(&format!("{}{t}", self.out.cyan("< ")));
-            }
+            // On a terminal, control characters are escaped; piped, the
+            // text is written byte for byte.
+            (Data::Text(t), false) if self.tty => self.stdout_line(&format!(
+                "{}{}",
+                self.out.cyan("< "),
+                style::escape_controls(t)
+            )),
             (Data::Text(t), false) => self.stdout_line(t),
             (Data::Binary(b), false) if self.tty => self.stdout_line(&format!(
                 "{}{}",
@@ -392,7 +446,7 @@ impl Printer {
             }
             self.json(v);
         } else {
-            let mut line = format!("{kind} received: {text}");
+            let mut line = format!("{kind} received: {}", self.err_text(&text));
             match rtt {
                 Some(rtt) => line.push_str(&format!(" (round trip {})", style::ms(rtt))),
                 None if kind == "ping" => line.push_str(" (answered with a pong)"),
@@ -425,7 +479,10 @@ impl Printer {
         if self.json {
             self.json(serde_json::json!({"event": "error", "message": err_msg}));
         }
-        self.stderr_line(&format!("unisocket: {}", self.err.red(err_msg)));
+        self.stderr_line(&format!(
+            "unisocket: {}",
+            self.err.red(&self.err_text(err_msg))
+        ));
     }
 }
 
@@ -462,6 +519,7 @@ pub fn run(url: String, args: ClientArgs) -> i32 {
         json: args.json,
         verbose: args.verbose,
         tty: std::io::stdout().is_terminal(),
+        err_tty: std::io::stderr().is_terminal(),
         out: Paint::stdout(),
         err: Paint::stderr(),
         binary_format: args.binary_format,
@@ -525,6 +583,8 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
         close_reason,
     } = plan;
     printer.request(&url, &args);
+    // "connected to" and --json show the URL without its password.
+    let shown_url = redact::url(&url).into_owned();
     let opened = Arc::new(AtomicBool::new(false));
     let failed_after_open = Arc::new(AtomicBool::new(false));
     let (done_tx, mut done_rx) = oneshot::channel::<CloseEvent>();
@@ -535,7 +595,7 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
     // is in the order it happened.
     let task = connect_socket(options);
     {
-        let (p, o, u) = (printer.clone(), opened.clone(), url.clone());
+        let (p, o, u) = (printer.clone(), opened.clone(), shown_url.clone());
         task.on_open(move |ev| {
             o.store(true, Ordering::SeqCst);
             p.open(&u, ev);
@@ -672,5 +732,23 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
         exit::OK
     } else {
         exit::ABNORMAL
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_header_argument_without_colon_hides_secret_values() {
+        for (arg, shown) in [
+            ("Authorization Bearer t0k", "Authorization ***"),
+            ("  cookie=a=t0k", "cookie ***"),
+            ("Proxy-Authorization\tBasic t0k", "Proxy-Authorization ***"),
+            ("no colon", "no colon"),
+            ("X-Token t0k", "X-Token t0k"),
+        ] {
+            assert_eq!(header_arg_shown(arg), shown, "{arg:?}");
+        }
     }
 }

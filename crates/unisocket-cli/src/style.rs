@@ -1,6 +1,7 @@
-//! Terminal colours (only on a terminal, never with `NO_COLOR`) and the
-//! names of close codes.
+//! Terminal colours (only on a terminal, never with `NO_COLOR`), escaping of
+//! server text for a terminal, and the names of close codes.
 
+use std::borrow::Cow;
 use std::io::IsTerminal;
 
 /// Whether to colour output written to `stream`: it must be a terminal, and
@@ -106,4 +107,74 @@ pub fn hex(bytes: &[u8]) -> String {
         let _ = write!(s, "{b:02x}");
     }
     s
+}
+
+/// `s` as it may be written to a terminal: control characters that a
+/// terminal would act on are shown as escapes instead, so that a server
+/// cannot move the cursor, change the title, clear the screen or answer
+/// for the user. C0 controls (except `\n` and `\t`) and DEL become `\x1b`,
+/// `\x0d`, `\x7f`; C1 controls (U+0080 to U+009F, e.g. the one-character
+/// CSI U+009B) become `\u{9b}`. Text without them comes back unchanged,
+/// without a copy. Only for a terminal: piped output stays byte-exact.
+pub fn escape_controls(s: &str) -> Cow<'_, str> {
+    let shown = |c: char| !c.is_control() || c == '\n' || c == '\t';
+    if s.chars().all(shown) {
+        return Cow::Borrowed(s);
+    }
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if shown(c) {
+            out.push(c);
+        } else if u32::from(c) <= 0x7f {
+            let _ = write!(out, "\\x{:02x}", u32::from(c));
+        } else {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        }
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_terminal_controls() {
+        assert_eq!(
+            escape_controls("\x1b[31mred\x1b[0m"),
+            "\\x1b[31mred\\x1b[0m"
+        );
+        // A title change (OSC ... BEL), a carriage return over the line, a
+        // backspace, NUL, DEL.
+        assert_eq!(escape_controls("\x1b]0;pwned\x07"), "\\x1b]0;pwned\\x07");
+        assert_eq!(escape_controls("ok\rfake"), "ok\\x0dfake");
+        assert_eq!(escape_controls("a\x08\x00\x7f"), "a\\x08\\x00\\x7f");
+        assert_eq!(escape_controls("\x01\x1f"), "\\x01\\x1f");
+        // C1 controls, including the one-character CSI.
+        assert_eq!(
+            escape_controls("\u{9b}2J\u{85}\u{80}"),
+            "\\u{9b}2J\\u{85}\\u{80}"
+        );
+    }
+
+    #[test]
+    fn keeps_newlines_tabs_and_printable_text_as_they_are() {
+        for s in [
+            "",
+            "plain text",
+            "two\nlines\tand a tab",
+            "héllo wörld ✓ 日本語 🎉",
+            "\u{a0}no-break space and \u{a0}, just above C1",
+            // A backslash is text, not an escape.
+            "a\\x1b",
+        ] {
+            assert!(
+                matches!(escape_controls(s), Cow::Borrowed(b) if b == s),
+                "{s:?}"
+            );
+        }
+        // Around the escapes, the text is kept.
+        assert_eq!(escape_controls("é\x1bé\n"), "é\\x1bé\n");
+    }
 }

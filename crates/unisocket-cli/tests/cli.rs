@@ -1183,6 +1183,154 @@ fn proxy_environment_is_used_unless_no_proxy() {
 }
 
 // ---------------------------------------------------------------------------
+// Secrets never printed; server text cannot drive the terminal.
+
+/// Asserts that `secret` is in neither output stream of `out`.
+#[track_caller]
+fn expect_hidden(out: &Finished, secret: &str) {
+    assert!(
+        !out.stdout.contains(secret) && !out.stderr.contains(secret),
+        "{secret:?} was printed: {out:?}"
+    );
+}
+
+#[test]
+fn verbose_never_prints_passwords_or_secret_headers() {
+    let raw = RawServer::start(echo_script);
+    let (proxy, seen) = connect_proxy();
+    let url = format!("ws://user:url-secret@{}/raw", raw.addr);
+    let proxy_url = format!("http://u:proxy-secret@{proxy}");
+    let out = run(
+        &[
+            &url,
+            "-v",
+            "-H",
+            "Authorization: Bearer header-secret",
+            "-H",
+            "cookie: session=cookie-secret",
+            "-H",
+            "X-Trace: 42",
+            "--proxy",
+            &proxy_url,
+            "-x",
+            "hi",
+            "-w",
+            "0.2",
+        ],
+        b"",
+    );
+    out.expect_code(0);
+    expect_hidden(&out, "secret");
+    let e = &out.stderr;
+    for needle in [
+        &format!("* connecting to ws://user:***@{}/raw", raw.addr) as &str,
+        &format!("* proxy http://u:***@{proxy}"),
+        "> Authorization: Bearer ***",
+        "> cookie: ***",
+        "> X-Trace: 42",
+        &format!("connected to ws://user:***@{}/raw", raw.addr),
+    ] {
+        assert!(e.contains(needle), "missing {needle:?} in:\n{e}");
+    }
+    // The application's Authorization header wins over the URL's user info;
+    // both reached the server through the proxy.
+    let req = raw.request();
+    assert_eq!(req.header("Authorization"), Some("Bearer header-secret"));
+    assert_eq!(req.header("Cookie"), Some("session=cookie-secret"));
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    assert_eq!(out.stdout, "hi\n");
+}
+
+#[test]
+fn url_user_info_is_sent_as_basic_and_json_shows_the_url_redacted() {
+    use base64::Engine as _;
+    let raw = RawServer::start(echo_script);
+    let url = format!("ws://user:p%40ss-secret@{}/raw", raw.addr);
+    let out = run(&[&url, "--json", "-v", "-x", "hi", "-w", "0.2"], b"");
+    out.expect_code(0);
+    expect_hidden(&out, "secret");
+    let open: serde_json::Value = serde_json::from_str(out.stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(open["event"], "open");
+    assert_eq!(
+        open["url"],
+        format!("ws://user:***@{}/raw", raw.addr),
+        "{open}"
+    );
+    assert!(
+        out.stderr
+            .contains("> Authorization: Basic *** (the user name and password of the URL)"),
+        "{}",
+        out.stderr
+    );
+    let basic = base64::engine::general_purpose::STANDARD.encode("user:p@ss-secret");
+    assert_eq!(
+        raw.request().header("Authorization"),
+        Some(format!("Basic {basic}").as_str())
+    );
+}
+
+#[test]
+fn errors_never_print_passwords() {
+    let listener = counting_listener();
+    let url = listener.url();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["htp://user:url-secret@127.0.0.1/"],
+            "invalid URL \"htp://user:***@127.0.0.1/\": scheme must be ws or wss",
+        ),
+        (
+            vec!["ws://user:url-secret@127.0.0.1:notaport/"],
+            "invalid URL \"ws://user:***@127.0.0.1:notaport/\"",
+        ),
+        (
+            vec![&url, "--proxy", "ftp://u:proxy-secret@proxy"],
+            "invalid proxy URL \"ftp://u:***@proxy\"",
+        ),
+        (
+            vec![&url, "-H", "Authorization Bearer header-secret"],
+            "header \"Authorization ***\" is not in the form",
+        ),
+        (
+            vec!["bench", "htp://user:url-secret@127.0.0.1/"],
+            "invalid URL \"htp://user:***@127.0.0.1/\"",
+        ),
+    ];
+    for (args, message) in cases {
+        let out = run(&args, b"");
+        assert_eq!(out.code(), 2, "{args:?}: {out:?}");
+        assert!(out.stderr.contains(message), "{args:?}: {}", out.stderr);
+        expect_hidden(&out, "secret");
+    }
+    // A proxy that cannot be reached: the error names it without its password.
+    let dead = format!("http://u:proxy-secret@127.0.0.1:{}", closed_port());
+    let out = run(&[&url, "--proxy", &dead, "-v"], b"");
+    out.expect_code(3);
+    expect_hidden(&out, "secret");
+    assert_eq!(listener.accepted(), 0);
+}
+
+/// Server text with a title change (OSC), colours (CSI), a carriage return,
+/// a bell and a one-character CSI (U+009B).
+const HOSTILE_TEXT: &str = "evil\x1b]0;pwned\x07 \x1b[31mred\x1b[0m\rover \u{9b}2J end";
+
+/// A server that sends [`HOSTILE_TEXT`] after the handshake, then echoes.
+fn hostile_text_server() -> RawServer {
+    RawServer::start(|conn, _| {
+        conn.accept(None);
+        conn.write_frame(1, HOSTILE_TEXT.as_bytes());
+        conn.echo_until_close();
+    })
+}
+
+#[test]
+fn piped_output_of_server_text_is_byte_exact() {
+    let raw = hostile_text_server();
+    let out = run(&[&raw.url(), "-w", "0.3"], b"after\n");
+    out.expect_code(0);
+    assert_eq!(out.stdout, format!("{HOSTILE_TEXT}\nafter\n"));
+}
+
+// ---------------------------------------------------------------------------
 // Exit codes.
 
 #[test]
@@ -1612,5 +1760,39 @@ fn bench_shows_a_progress_line_on_a_terminal() {
     assert!(
         !after.contains(" s   "),
         "the progress line was not cleared:\n{after}"
+    );
+}
+
+#[test]
+#[cfg_attr(no_tmux, ignore = "needs tmux")]
+fn server_text_control_characters_are_escaped_on_a_terminal() {
+    let raw = hostile_text_server();
+    let Some(tmux) = Tmux::start(
+        "escapes",
+        &shell_command(
+            "env -u HTTP_PROXY -u http_proxy -u ALL_PROXY -u all_proxy NO_COLOR=1",
+            &[&raw.url(), "-x", "plain", "-w", "0.3"],
+        ),
+    ) else {
+        return;
+    };
+    let screen = tmux.wait_screen("exit=");
+    assert!(screen.contains("exit=0"), "{screen}");
+    assert!(
+        screen.contains(r"< evil\x1b]0;pwned\x07 \x1b[31mred\x1b[0m\x0dover \u{9b}2J end"),
+        "{screen}"
+    );
+    assert!(screen.contains("< plain"), "{screen}");
+    // Nothing reached the terminal as a control: no red cell, no title.
+    let with_escapes = tmux.screen(true);
+    assert!(!with_escapes.contains("\x1b[31m"), "{with_escapes:?}");
+    let title = tmux
+        .cmd()
+        .args(["display-message", "-p", "-t", "t", "#{pane_title}"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&title.stdout).contains("pwned"),
+        "{title:?}"
     );
 }

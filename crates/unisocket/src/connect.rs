@@ -3,11 +3,15 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+
 use crate::driver::{self, Params, Target};
 use crate::error::{Api, ErrorKind, SocketError};
 use crate::events::CloseEvent;
 use crate::options::{ConnectOptions, ConnectSuccess, ProxyChoice, TlsOptions};
 use crate::proto;
+use crate::redact;
 use crate::runtime;
 use crate::task::{Shared, SocketTask};
 use crate::transport;
@@ -122,7 +126,7 @@ pub fn connect_socket(options: ConnectOptions) -> SocketTask {
     };
     let params = Params {
         target,
-        headers,
+        headers: with_url_credentials(&url, headers),
         protocols,
         timeout: timeout.unwrap_or_else(network_timeout),
         no_delay: tcp_no_delay,
@@ -177,10 +181,12 @@ fn invalid(kind: ErrorKind, reason: impl std::fmt::Display) -> SocketError {
 }
 
 fn parse_url(raw: &str) -> Result<Target, SocketError> {
+    // Errors show the URL without its password.
+    let shown = redact::url(raw);
     let url = url::Url::parse(raw).map_err(|e| {
         invalid(
             ErrorKind::InvalidUrl,
-            format_args!("invalid URL {raw:?}: {e}"),
+            format_args!("invalid URL {shown:?}: {e}"),
         )
     })?;
     let (default_port, secure) = match url.scheme() {
@@ -189,14 +195,14 @@ fn parse_url(raw: &str) -> Result<Target, SocketError> {
         _ => {
             return Err(invalid(
                 ErrorKind::InvalidUrl,
-                format_args!("invalid URL {raw:?}: scheme must be ws or wss"),
+                format_args!("invalid URL {shown:?}: scheme must be ws or wss"),
             ))
         }
     };
     if url.fragment().is_some() {
         return Err(invalid(
             ErrorKind::InvalidUrl,
-            format_args!("invalid URL {raw:?}: a WebSocket URL cannot have a fragment"),
+            format_args!("invalid URL {shown:?}: a WebSocket URL cannot have a fragment"),
         ));
     }
     let host = match url.host() {
@@ -205,7 +211,7 @@ fn parse_url(raw: &str) -> Result<Target, SocketError> {
         None => {
             return Err(invalid(
                 ErrorKind::InvalidUrl,
-                format_args!("invalid URL {raw:?}: no host"),
+                format_args!("invalid URL {shown:?}: no host"),
             ))
         }
     };
@@ -230,6 +236,36 @@ fn parse_url(raw: &str) -> Result<Target, SocketError> {
         host_header,
         request_target,
     })
+}
+
+/// `headers` with `Authorization: Basic base64(user:password)` added when the
+/// URL `raw` has user info, as curl and websocat send it: user name and
+/// password percent-decoded (any bytes, not only UTF-8), the password empty
+/// when the URL has none. A header the application set itself
+/// (`Authorization` in any case) wins, and then the user info is not sent.
+fn with_url_credentials(raw: &str, mut headers: Vec<(String, String)>) -> Vec<(String, String)> {
+    if let Some(value) = url_credentials(raw) {
+        if !headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+        {
+            headers.push(("Authorization".to_owned(), value));
+        }
+    }
+    headers
+}
+
+/// The `Basic` credentials of the user info of `raw`, if it has some.
+fn url_credentials(raw: &str) -> Option<String> {
+    let url = url::Url::parse(raw).ok()?;
+    let password = url.password().unwrap_or_default();
+    if url.username().is_empty() && password.is_empty() {
+        return None;
+    }
+    let mut pair: Vec<u8> = percent_encoding::percent_decode_str(url.username()).collect();
+    pair.push(b':');
+    pair.extend(percent_encoding::percent_decode_str(password));
+    Some(format!("Basic {}", STANDARD.encode(pair)))
 }
 
 /// Whether `s` is an HTTP token (RFC 9110 section 5.6.2).
@@ -368,6 +404,55 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::InvalidUrl);
         assert!(parse_url("not a url").is_err());
         assert!(parse_url("ws://x/#frag").is_err());
+    }
+
+    #[test]
+    fn url_errors_hide_the_password() {
+        for raw in [
+            "htp://u:s3cret@x",
+            "ws://u:s3cret@x/#frag",
+            "ws://u:s3cret@x:notaport/",
+            "ws://u:s3cret@/",
+            "ws://s3cret@:1/",
+        ] {
+            let e = parse_url(raw).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidUrl, "{raw}");
+            assert!(!e.err_msg().contains("s3cret"), "{}", e.err_msg());
+            assert!(!format!("{e:?}").contains("s3cret"), "{e:?}");
+        }
+        assert_eq!(
+            parse_url("htp://u:s3cret@x").unwrap_err().err_msg(),
+            "connectSocket:fail invalid URL \"htp://u:***@x\": scheme must be ws or wss"
+        );
+    }
+
+    #[test]
+    fn url_user_info_becomes_basic_credentials() {
+        let h = |n: &str, v: &str| (n.to_owned(), v.to_owned());
+        let basic = |pair: &str| format!("Basic {}", STANDARD.encode(pair));
+        assert_eq!(
+            with_url_credentials("ws://alice:pw@h/", vec![h("X-A", "1")]),
+            [h("X-A", "1"), h("Authorization", &basic("alice:pw"))]
+        );
+        // Percent-decoded, as curl sends them; bytes that are not UTF-8 too.
+        assert_eq!(
+            url_credentials("wss://a%40b:p%3Aw%20x@h/"),
+            Some(basic("a@b:p:w x"))
+        );
+        assert_eq!(
+            url_credentials("ws://u:%FF@h/"),
+            Some(format!("Basic {}", STANDARD.encode(b"u:\xff")))
+        );
+        // A user name alone, or a password alone.
+        assert_eq!(url_credentials("ws://t0ken@h/"), Some(basic("t0ken:")));
+        assert_eq!(url_credentials("ws://:pw@h/"), Some(basic(":pw")));
+        // No user info: nothing added.
+        assert_eq!(url_credentials("ws://h/"), None);
+        assert_eq!(url_credentials("ws://@h/"), None);
+        assert_eq!(with_url_credentials("ws://h/", Vec::new()), []);
+        // The application's own Authorization header (any case) wins.
+        let own = vec![h("authorization", "Bearer mine")];
+        assert_eq!(with_url_credentials("ws://u:pw@h/", own.clone()), own);
     }
 
     #[test]

@@ -6,7 +6,8 @@ use crate::data::Data;
 use crate::error::SocketError;
 
 /// HTTP headers in the order the server sent them; names compare
-/// case-insensitively in [`Headers::get`].
+/// case-insensitively in [`Headers::get`]. `Debug` shows the values of
+/// secret headers (`Set-Cookie`, ...) as `***` ([`redact`](crate::redact)).
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), unisocket::SocketError> {
@@ -167,8 +168,14 @@ impl Headers {
 }
 
 impl std::fmt::Debug for Headers {
+    // Secret values (`Set-Cookie`, ...) are redacted, as `unisocket::redact` says.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.pairs()).finish()
+        f.debug_list()
+            .entries(
+                self.pairs()
+                    .map(|(n, v)| (n, crate::redact::header_value(n, v))),
+            )
+            .finish()
     }
 }
 
@@ -330,7 +337,7 @@ mod tests {
         assert_eq!(h.get("Upgrad"), None);
         assert_eq!(
             format!("{h:?}"),
-            r#"[("Upgrade", "websocket"), ("Set-Cookie", "a=1"), ("X-Empty", ""), ("set-cookie", "b=2"), ("Server", "démo/1.0")]"#
+            r#"[("Upgrade", "websocket"), ("Set-Cookie", "***"), ("X-Empty", ""), ("set-cookie", "***"), ("Server", "démo/1.0")]"#
         );
         assert_eq!(h, h.clone());
         assert_ne!(h, Headers::default());

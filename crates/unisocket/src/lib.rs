@@ -50,6 +50,7 @@ mod manifest;
 mod options;
 pub mod proto;
 mod reconnect;
+pub mod redact;
 mod runtime;
 mod task;
 mod transport;

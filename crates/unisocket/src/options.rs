@@ -10,6 +10,7 @@ use crate::error::{Api, SocketError};
 use crate::proto::deflate::DeflateConfig;
 use crate::proto::{Heartbeat, Limits};
 use crate::reconnect::ReconnectPolicy;
+use crate::redact;
 
 pub(crate) type SuccessFn<T> = Box<dyn FnOnce(&T) + Send + 'static>;
 pub(crate) type FailFn = Box<dyn FnOnce(&SocketError) + Send + 'static>;
@@ -180,6 +181,10 @@ pub struct CloseSuccess {
 
 /// The options of [`connect_socket`](crate::connect_socket): `uni.connectSocket(OBJECT)`.
 ///
+/// `Debug` leaves secrets out: the passwords of the URL and of the proxy URL,
+/// the values of `Authorization`, `Proxy-Authorization` and `Cookie` headers
+/// and PEM text (a private key) do not show ([`redact`](crate::redact)).
+///
 /// ```no_run
 /// use std::time::Duration;
 /// use unisocket::{connect_socket, ConnectOptions};
@@ -216,10 +221,20 @@ pub struct ConnectOptions {
 }
 
 /// PEM text given in code or read from a file when the connection starts.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) enum Pem {
     Bytes(Vec<u8>),
     File(PathBuf),
+}
+
+impl fmt::Debug for Pem {
+    // PEM text may be a private key: its length only.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Pem::Bytes(b) => write!(f, "Bytes({} bytes)", b.len()),
+            Pem::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
 }
 
 /// The TLS settings of `wss://` connections, as given; turned into a rustls
@@ -248,7 +263,7 @@ impl Default for TlsOptions {
 }
 
 /// How to pick a proxy.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) enum ProxyChoice {
     /// From `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` / `NO_PROXY`.
     FromEnv,
@@ -258,13 +273,27 @@ pub(crate) enum ProxyChoice {
     Url(String),
 }
 
+impl fmt::Debug for ProxyChoice {
+    // The proxy URL without its password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProxyChoice::FromEnv => f.write_str("FromEnv"),
+            ProxyChoice::Direct => f.write_str("Direct"),
+            ProxyChoice::Url(url) => f.debug_tuple("Url").field(&redact::url(url)).finish(),
+        }
+    }
+}
+
 impl fmt::Debug for ConnectOptions {
+    // URL, proxy and headers without their secrets (see `unisocket::redact`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConnectOptions")
-            .field("url", &self.url)
-            .field("headers", &self.headers)
+            .field("url", &redact::url(&self.url))
+            .field("headers", &redact::HeaderList(&self.headers))
             .field("protocols", &self.protocols)
             .field("timeout", &self.timeout)
+            .field("proxy", &self.proxy)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -273,6 +302,12 @@ impl ConnectOptions {
     /// Options for connecting to `url` (`ws://` or `wss://`), with every
     /// other setting at its default.
     ///
+    /// User info in the URL (`wss://user:password@host/`) is sent as
+    /// `Authorization: Basic base64(user:password)`, user name and password
+    /// percent-decoded, as curl does; an `Authorization` header set with
+    /// [`header`](Self::header) wins over it. Error messages and `Debug`
+    /// show the URL with its password as `***`.
+    ///
     /// # Examples
     ///
     /// ```
@@ -280,6 +315,8 @@ impl ConnectOptions {
     ///
     /// let options = ConnectOptions::new("wss://example.com/socket?room=1");
     /// assert!(format!("{options:?}").contains(r#"url: "wss://example.com/socket?room=1""#));
+    /// let with_login = ConnectOptions::new("wss://alice:s3cret@example.com/");
+    /// assert!(format!("{with_login:?}").contains(r#"url: "wss://alice:***@example.com/""#));
     /// // The URL is checked by `connect_socket`, not here.
     /// let task = connect_socket(ConnectOptions::new("http://example.com/"));
     /// assert_eq!(task.ready_state(), ReadyState::Closed);

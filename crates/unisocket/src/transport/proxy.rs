@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use super::{authority, connect_tcp, resolve, Connected};
 use crate::error::{Api, ErrorKind, SocketError};
 use crate::options::ProxyChoice;
+use crate::redact;
 
 /// The largest `CONNECT` response head accepted from an HTTP proxy.
 const MAX_CONNECT_RESPONSE: usize = 16 * 1024;
@@ -57,23 +58,9 @@ impl fmt::Debug for Proxy {
     }
 }
 
-/// `raw` with the password of `user:password@` replaced by `***`; works on
-/// URLs that do not parse too.
-fn redact(raw: &str) -> String {
-    let start = raw.find("://").map_or(0, |i| i + 3);
-    let rest = &raw[start..];
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    match authority.rfind('@').and_then(|at| {
-        let colon = authority[..at].find(':')?;
-        Some((colon, at))
-    }) {
-        Some((colon, at)) => format!("{}{}:***{}", &raw[..start], &rest[..colon], &rest[at..]),
-        None => raw.to_owned(),
-    }
-}
-
+/// An invalid proxy URL; the message shows it without its password.
 fn invalid(raw: &str, from: &str, why: impl fmt::Display) -> SocketError {
-    let shown = redact(raw);
+    let shown = redact::url(raw);
     SocketError::new(
         Api::ConnectSocket,
         ErrorKind::InvalidArgument,
@@ -780,13 +767,30 @@ mod tests {
 
     #[test]
     fn passwords_stay_out_of_errors() {
-        assert_eq!(redact("http://u:pw@h:1/x"), "http://u:***@h:1/x");
-        assert_eq!(redact("u:pw@h:1"), "u:***@h:1");
-        assert_eq!(redact("http://u@h"), "http://u@h");
-        assert_eq!(redact("http://h:1/a@b"), "http://h:1/a@b");
         let e = Proxy::parse("gopher://u:topsecret@h", " in ALL_PROXY").unwrap_err();
         assert!(!e.reason().contains("topsecret"), "{}", e.reason());
         assert!(e.reason().contains("in ALL_PROXY"), "{}", e.reason());
+        assert_eq!(
+            e.reason(),
+            "invalid proxy URL \"gopher://u:***@h\" in ALL_PROXY: \
+             unsupported scheme \"gopher\"; use http://, socks5:// or socks5h://"
+        );
+        // Every kind of invalid proxy URL, with a password or a token alone.
+        for raw in [
+            "https://u:topsecret@p:1",
+            "ftp://topsecret@p",
+            "http://u:topsecret@",
+            "http://u:topsecret@p:notaport",
+            "u:topsecret@p:99999",
+            "socks5://u:%FFtopsecret@p",
+        ] {
+            let e = Proxy::parse(raw, "").unwrap_err();
+            assert!(!e.err_msg().contains("topsecret"), "{}", e.err_msg());
+            assert!(!format!("{e:?}").contains("topsecret"), "{e:?}");
+        }
+        // Nor in `Debug` of a parsed proxy.
+        let p = Proxy::parse("http://u:topsecret@p:1", "").unwrap();
+        assert!(!format!("{p:?}").contains("topsecret"), "{p:?}");
     }
 
     #[test]

@@ -606,8 +606,11 @@ impl ConnectOptions {
     /// (default 16 MiB). Past it, a send with a `success`, `fail` or
     /// `complete` callback fails at once (`send buffer full`), and a send
     /// without callbacks waits in order until the buffer drains below it, so
-    /// that awaiting its `Completion` waits too. A single message larger
-    /// than the mark is still sent when the buffer is empty.
+    /// that awaiting its `Completion` waits too. No more than the mark's
+    /// worth of bytes may wait: past that, every send fails at once, whether
+    /// its `Completion` is kept or dropped. So sends never hold more than
+    /// twice the mark (plus one message larger than it: a single message
+    /// larger than the mark is still sent when the buffer is empty).
     ///
     /// # Examples
     ///

@@ -432,6 +432,8 @@ enum Job {
     /// A message for the `on_message` listeners, and for the global ones
     /// if the task was the oldest live one when it arrived.
     Message { ev: MessageEvent, global: bool },
+    /// A ping or pong for the `on_ping_pong` listeners.
+    PingPong(PingPongEvent),
     /// The callbacks of a settled call, with its outcome.
     Settled(Box<dyn SettledCall>),
     /// Any other event.
@@ -451,8 +453,23 @@ impl Job {
                     crate::global::fire_message(&ev);
                 }
             }
+            Job::PingPong(ev) => listeners.ping_pong.iter_mut().for_each(|f| f(&ev)),
             Job::Settled(call) => call.run(),
             Job::Other(f) => f(listeners),
+        }
+    }
+
+    /// What the job counts in the task's held bytes until it has run: what
+    /// a server can make the task queue (its messages, pings and pongs)
+    /// counts there, whoever will take it, so that reading pauses while a
+    /// busy listener falls behind.
+    fn held_len(&self) -> usize {
+        match self {
+            Job::Message { ev, .. } => ev.data.len(),
+            Job::PingPong(PingPongEvent::Ping(p) | PingPongEvent::Pong(p)) => {
+                p.len() + mem::size_of::<Job>()
+            }
+            Job::Settled(_) | Job::Other(_) => 0,
         }
     }
 }
@@ -472,6 +489,7 @@ struct Inner {
     held: VecDeque<Data>,
     recv_wakers: Vec<Waker>,
     message_listeners: usize,
+    ping_pong_listeners: usize,
     /// The outcomes of sends, for their `Completion`s.
     sends: Ledger,
     /// Sends without callbacks that wait, in order, for `buffered` to drop
@@ -547,6 +565,7 @@ impl Shared {
                 driver_waker: None,
                 listeners: Listeners::default(),
                 message_listeners: 0,
+                ping_pong_listeners: 0,
                 sends: Ledger::default(),
                 jobs: VecDeque::new(),
                 dispatching: false,
@@ -619,10 +638,18 @@ impl Shared {
         let mut listeners = mem::take(&mut inner.listeners);
         while let Some(job) = inner.jobs.pop_front() {
             drop(inner);
+            let held = job.held_len();
             // A panicking callback must not take the connection down with it.
             let _ = catch_unwind(AssertUnwindSafe(|| job.run(&mut listeners)));
             inner = self.lock();
             listeners.merge(&mut inner.listeners);
+            if held > 0 {
+                self.held_bytes.fetch_sub(held, Ordering::Relaxed);
+                // A driver that paused for this listener reads again.
+                if let Some(w) = inner.driver_waker.take() {
+                    w.wake();
+                }
+            }
         }
         inner.listeners = listeners;
         inner.dispatching = false;
@@ -700,9 +727,10 @@ impl Shared {
         Ok(())
     }
 
-    /// Moves the held messages to the dispatcher, in order.
+    /// Moves the held messages to the dispatcher, in order (they stay
+    /// counted in the held bytes until their job has run).
     fn held_to_jobs(&self, inner: &mut Inner, global: bool) {
-        while let Some(data) = self.take_held(inner) {
+        while let Some(data) = inner.held.pop_front() {
             let ev = MessageEvent { data };
             inner.jobs.push_back(Job::Message { ev, global });
         }
@@ -733,10 +761,13 @@ impl Shared {
             // Messages held before a listener came (the task became the
             // oldest live one, say) go first.
             self.held_to_jobs(&mut inner, global);
+            let mut bytes = 0;
             for data in batch.drain(..) {
+                bytes += data.len();
                 let ev = MessageEvent { data };
                 inner.jobs.push_back(Job::Message { ev, global });
             }
+            self.held_bytes.fetch_add(bytes, Ordering::Relaxed);
             self.run_jobs(inner);
             false
         } else {
@@ -896,10 +927,17 @@ impl Shared {
     /// below its high-water mark. The hand-over happens under the lock, so
     /// that two threads releasing at once cannot swap two messages.
     fn release_waiting(&self) {
-        let mut gone = Vec::new();
         let mut waker = None;
         {
             let mut inner = self.lock();
+            if inner.driver_gone {
+                // Every waiting send fails: all of them at once, so that
+                // failing one (which releases its bytes, and so calls this
+                // again) finds none left, however many there are.
+                drop(inner);
+                self.fail_waiting(&SocketError::not_connected(Api::SendSocketMessage));
+                return;
+            }
             while let Some(&(len, _)) = inner.waiting.front() {
                 let in_flight = self.buffered.load(Ordering::Acquire) - inner.waiting_bytes;
                 if in_flight > 0 && in_flight + len > self.max_buffered {
@@ -912,21 +950,12 @@ impl Shared {
                 if inner.waiting.is_empty() {
                     self.has_waiting.store(false, Ordering::Release);
                 }
-                if inner.driver_gone {
-                    gone.push(cmd);
-                } else {
-                    inner.commands.push_back(cmd);
-                    waker = waker.or(inner.commands_waker.take());
-                }
+                inner.commands.push_back(cmd);
+                waker = waker.or(inner.commands_waker.take());
             }
         }
         if let Some(w) = waker {
             w.wake();
-        }
-        // Failing a send settles it, which calls back into this function:
-        // only after the lock is released.
-        for cmd in gone {
-            fail_command(cmd, SocketError::not_connected(Api::SendSocketMessage));
         }
     }
 
@@ -959,12 +988,12 @@ impl Shared {
 
     pub(crate) fn ping_pong(&self, ev: PingPongEvent) {
         let mut inner = self.lock();
-        if inner.listeners.ping_pong.is_empty() && !inner.dispatching {
+        if inner.ping_pong_listeners == 0 {
             return;
         }
-        inner.jobs.push_back(Job::other(move |l| {
-            l.ping_pong.iter_mut().for_each(|f| f(&ev))
-        }));
+        let job = Job::PingPong(ev);
+        self.held_bytes.fetch_add(job.held_len(), Ordering::Relaxed);
+        inner.jobs.push_back(job);
         self.run_jobs(inner);
     }
 
@@ -1208,15 +1237,29 @@ impl SocketTask {
         }
         let over = before > 0 && before + len > shared.max_buffered;
         if over || !inner.waiting.is_empty() {
-            if fail_fast {
+            // Sends without callbacks wait past the mark, for at most as
+            // many bytes again: whether or not their `Completion` is kept,
+            // sends never hold more than twice the mark (plus one message
+            // larger than it).
+            let no_room =
+                !inner.waiting.is_empty() && inner.waiting_bytes + len > shared.max_buffered;
+            if fail_fast || no_room {
+                let waiting = inner.waiting_bytes;
                 drop(inner);
+                let limit = shared.max_buffered;
+                let reason = if no_room {
+                    format!(
+                        "send buffer full: {before} bytes wait for the network, {waiting} of them past the limit of {limit} (max_buffered_bytes); no more than that may wait"
+                    )
+                } else {
+                    format!(
+                        "send buffer full: {before} bytes wait for the network, the limit is {limit} (max_buffered_bytes)"
+                    )
+                };
                 reply.settle(Err(SocketError::new(
                     Api::SendSocketMessage,
                     ErrorKind::BufferFull,
-                    format_args!(
-                        "send buffer full: {before} bytes wait for the network, the limit is {} (max_buffered_bytes)",
-                        shared.max_buffered
-                    ),
+                    reason,
                 )));
             } else {
                 inner.waiting_bytes += len;
@@ -1360,6 +1403,7 @@ impl SocketTask {
         let mut inner = self.shared.lock();
         if inner.close.is_none() {
             inner.listeners.ping_pong.push(Box::new(f));
+            inner.ping_pong_listeners += 1;
         }
     }
 

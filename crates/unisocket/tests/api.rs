@@ -1877,6 +1877,83 @@ async fn buffered_amount_counts_unsent_bytes() {
     .await;
 }
 
+/// Sends whose `Completion` is dropped wait past the high-water mark for at
+/// most as many bytes again; past that they fail at once, with a reason,
+/// and none is dropped silently: each one ends in `success` or `fail`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_sends_past_the_limit_fail_at_once() {
+    within(async {
+        const MARK: usize = 64 * 1024;
+        const MESSAGE: usize = 4 * 1024;
+        // A server that never reads: the socket buffers fill, then the task's.
+        let server = TestServer::start(ServerOptions::default(), |conn| async move {
+            let _conn = conn;
+            std::future::pending::<()>().await;
+        })
+        .await;
+        let task = bounded(
+            "connect",
+            connect_socket(
+                opts(server.url())
+                    .max_buffered_bytes(MARK)
+                    .close_timeout(Duration::from_millis(100)),
+            ),
+        )
+        .await
+        .expect("connect");
+        let mut peak = 0;
+        let mut first_failure = None;
+        for i in 0..4000 {
+            let mut sent = std::pin::pin!(task.send(vec![0u8; MESSAGE]));
+            peak = peak.max(task.buffered_amount());
+            // A send that fails at once has failed by the time it returns.
+            if let Poll::Ready(Err(e)) = poll_once(sent.as_mut()) {
+                first_failure = Some((i, e));
+                break;
+            }
+            // Dropped here, as uni-app code does.
+        }
+        // Twice the mark, plus one message that may exceed it.
+        assert!(peak <= 2 * MARK + MESSAGE, "buffered_amount reached {peak}");
+        let (i, err) = first_failure.expect("no send failed past the limit");
+        assert_eq!(err.kind(), ErrorKind::BufferFull, "{err}");
+        assert!(
+            err.err_msg()
+                .starts_with("sendSocketMessage:fail send buffer full: "),
+            "{err}"
+        );
+        assert!(err.err_msg().contains("(max_buffered_bytes)"), "{err}");
+        assert!(i > 0, "the first send already failed");
+        // Every one of them is accounted for once the task ends.
+        let outcomes: Rec = Arc::default();
+        let (a, b) = (outcomes.clone(), outcomes.clone());
+        task.send(
+            SendOptions::new(vec![0u8; MESSAGE])
+                .success(move |ok| a.lock().unwrap().success.push(ok.err_msg.clone()))
+                .fail(move |e| {
+                    b.lock()
+                        .unwrap()
+                        .fail
+                        .push((e.err_msg().to_owned(), e.kind()))
+                }),
+        );
+        wait_until("the callback", || {
+            let o = outcomes.lock().unwrap();
+            o.success.len() + o.fail.len() == 1
+        })
+        .await;
+        assert_eq!(outcomes.lock().unwrap().fail[0].1, ErrorKind::BufferFull);
+        let _ = bounded("close", task.close(CloseOptions::default())).await;
+    })
+    .await;
+}
+
+/// Polls `fut` once, with a waker that does nothing.
+fn poll_once<F: Future>(fut: Pin<&mut F>) -> Poll<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    fut.poll(&mut cx)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_event_has_response_headers_and_profile() {
     within(async {
@@ -2049,4 +2126,68 @@ async fn network_failures_after_success_reach_on_error_and_on_close_never_fail()
         );
     })
     .await;
+}
+
+/// Teardown with many sends waiting for buffer space settles each of them
+/// and returns normally: failing one send must not reach the next one by
+/// recursion (which overflowed the stack with a few thousand).
+#[test]
+fn teardown_with_ten_thousand_waiting_sends_settles_each() {
+    const MARK: usize = 1 << 20;
+    const MESSAGE: usize = 100;
+    const SENDS: usize = 2 * MARK / MESSAGE + 10;
+    let server_rt = tokio::runtime::Runtime::new().expect("server runtime");
+    let server = server_rt.block_on(TestServer::start(
+        ServerOptions::default(),
+        |conn| async move {
+            // Never reads.
+            let _conn = conn;
+            std::future::pending::<()>().await;
+        },
+    ));
+    let url = server.url();
+    // A small stack, smaller than a runtime worker's 2 MiB: a recursion per
+    // waiting send would overflow it.
+    let outcome = std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let (task, completions) = rt.block_on(async {
+                let task = connect_socket(opts(url).max_buffered_bytes(MARK))
+                    .await
+                    .expect("connect");
+                let message = bytes::Bytes::from(vec![7u8; MESSAGE]);
+                // The driver does not run meanwhile (one thread): the first
+                // MARK bytes go to it, the next MARK bytes wait.
+                let completions: Vec<_> = (0..SENDS).map(|_| task.send(message.clone())).collect();
+                (task, completions)
+            });
+            let buffered = task.buffered_amount();
+            // The runtime ends with the connection's driver in it.
+            drop(rt);
+            let mut failed = 0;
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            for mut c in completions {
+                match Pin::new(&mut c).poll(&mut cx) {
+                    Poll::Ready(Err(_)) => failed += 1,
+                    other => panic!("a send was left {other:?}"),
+                }
+            }
+            (buffered, failed, task.ready_state(), task.buffered_amount())
+        })
+        .expect("thread")
+        .join();
+    let (buffered, failed, state, after) = outcome.expect("the teardown panicked");
+    // MARK bytes in flight and as many waiting (10 485 sends), to the byte.
+    assert!(
+        buffered >= 2 * MARK - 2 * MESSAGE,
+        "only {buffered} bytes were buffered"
+    );
+    assert_eq!(failed, SENDS);
+    assert_eq!(state, ReadyState::Closed);
+    assert_eq!(after, 0);
+    drop(server);
 }

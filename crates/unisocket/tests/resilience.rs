@@ -1418,11 +1418,24 @@ fn buffered_amount_and_the_high_water_mark_with_a_peer_that_stops_reading() {
         );
         wait_until("the fail callback", || fails.lock().unwrap().len() == 1).await;
 
-        // Sends without callbacks wait, in order, and count as buffered.
-        let mut waiting: Vec<_> = (1..=5)
+        // Sends without callbacks wait, in order, and count as buffered:
+        // as many bytes as the mark, no more.
+        let mut waiting: Vec<_> = (1..=4)
             .map(|i| task.send(msg(&format!("w{i}"), 64 * 1024)))
             .collect();
-        assert_eq!(task.buffered_amount(), stuck + 5 * 64 * 1024);
+        assert_eq!(task.buffered_amount(), stuck + 4 * 64 * 1024);
+        let mut no_room = task.send(msg("w5", 64 * 1024));
+        let err = poll_once(&mut no_room)
+            .await
+            .expect("a send past the waiting room did not fail at once")
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BufferFull);
+        assert!(
+            err.err_msg().contains("no more than that may wait"),
+            "{}",
+            err.err_msg()
+        );
+        assert_eq!(task.buffered_amount(), stuck + 4 * 64 * 1024);
         tokio::time::sleep(ms(200)).await;
         for w in &mut waiting {
             assert!(poll_once(w).await.is_none(), "a waiting send completed");
@@ -1443,7 +1456,7 @@ fn buffered_amount_and_the_high_water_mark_with_a_peer_that_stops_reading() {
                 .expect("a waiting send completed after a later one")
                 .unwrap();
         }
-        for want in ["hello", "big", "w1", "w2", "w3", "w4", "w5"] {
+        for want in ["hello", "big", "w1", "w2", "w3", "w4"] {
             assert_eq!(next(&mut got).await, (0, want.to_owned()));
         }
         assert_eq!(task.buffered_amount(), 0);
@@ -1539,17 +1552,23 @@ fn waiting_sends_without_callbacks_never_stall_with_a_reading_peer() {
         let (mark, size, n) = (4096, 1000, 20_000);
         let task = connect_socket(opts(&server.url()).max_buffered_bytes(mark));
         bounded("open", task.opened()).await.unwrap();
-        let completions: Vec<_> = (0..n)
-            .map(|i| task.send(msg(&format!("m{i}"), size)))
-            .collect();
-        for (i, c) in completions.into_iter().enumerate() {
-            let r = tokio::time::timeout(WAIT, c).await;
-            let stuck = task.buffered_amount();
-            match r {
-                Ok(r) => drop(r.unwrap()),
-                Err(_) => panic!(
-                    "send {i} of {n} never completed; buffered_amount {stuck}, the peer reads"
-                ),
+        // Eight at a time: four in flight, four waiting (all the room there
+        // is, twice the mark), then their outcomes.
+        let window = 2 * mark / size;
+        for start in (0..n).step_by(window) {
+            let completions: Vec<_> = (start..n.min(start + window))
+                .map(|i| task.send(msg(&format!("m{i}"), size)))
+                .collect();
+            for (i, c) in completions.into_iter().enumerate() {
+                let r = tokio::time::timeout(WAIT, c).await;
+                let stuck = task.buffered_amount();
+                match r {
+                    Ok(r) => drop(r.unwrap()),
+                    Err(_) => panic!(
+                        "send {} of {n} never completed; buffered_amount {stuck}, the peer reads",
+                        start + i
+                    ),
+                }
             }
         }
         for i in 0..n {

@@ -17,7 +17,7 @@ use unisocket::proto::connection::is_valid_sent_code;
 use unisocket::redact;
 use unisocket::{
     connect_socket, CloseEvent, CloseOptions, ConnectOptions, Data, ErrorKind, OpenEvent,
-    PingPongEvent, SocketError,
+    PingPongEvent, ProxySource, SocketError,
 };
 
 use crate::exit;
@@ -280,7 +280,7 @@ impl Printer {
 
     /// `-v`: what we are about to send, secrets hidden. `url` is the URL as
     /// given; it is shown redacted.
-    fn request(&self, url: &str, args: &ClientArgs) {
+    fn request(&self, url: &str, args: &ClientArgs, options: &ConnectOptions) {
         if !self.verbose {
             return;
         }
@@ -290,8 +290,14 @@ impl Printer {
             "* connecting to {shown} (timeout {} s)",
             args.timeout
         )));
-        if let Some(p) = &args.proxy {
-            self.stderr_line(&d(&format!("* proxy {}", redact::url(p))));
+        // The proxy in use and where it was set (--proxy, or which
+        // environment variable): the timings are then the proxy's.
+        if let Ok(Some(proxy)) = options.proxy_in_use() {
+            let from = match proxy.source {
+                ProxySource::Env(name) => format!("from {name}"),
+                _ => "from --proxy".to_owned(),
+            };
+            self.stderr_line(&d(&format!("* proxy {} ({from})", proxy.url)));
         }
         let mut authorization = false;
         for h in &args.headers {
@@ -582,7 +588,7 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
         close_code,
         close_reason,
     } = plan;
-    printer.request(&url, &args);
+    printer.request(&url, &args, &options);
     // "connected to" and --json show the URL without its password.
     let shown_url = redact::url(&url).into_owned();
     let opened = Arc::new(AtomicBool::new(false));

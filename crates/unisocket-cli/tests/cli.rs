@@ -1241,6 +1241,60 @@ fn verbose_never_prints_passwords_or_secret_headers() {
     assert_eq!(out.stdout, "hi\n");
 }
 
+/// `-v` names the proxy in use and where it came from: `--proxy`, or the
+/// environment variable that applies (its timings are then the proxy's).
+#[test]
+fn verbose_names_the_proxy_and_where_it_came_from() {
+    let raw = RawServer::start(echo_script);
+    let (proxy, seen) = connect_proxy();
+    let url = format!("ws://{}/raw", raw.addr);
+    let env_url = format!("http://u:env-secret@{proxy}");
+    let mut s = Spawned::start_cmd(unisocket().env("http_proxy", &env_url).args([
+        &url as &str,
+        "-v",
+        "-x",
+        "hi",
+        "-w",
+        "0.2",
+    ]));
+    s.write_stdin(b"");
+    let out = s.finish();
+    out.expect_code(0);
+    expect_hidden(&out, "secret");
+    let want = format!("* proxy http://u:***@{proxy} (from http_proxy)");
+    assert!(
+        out.stderr.contains(&want),
+        "missing {want:?} in:\n{}",
+        out.stderr
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    // --proxy wins over the environment, and says so.
+    let out = run(
+        &[
+            &url,
+            "-v",
+            "--proxy",
+            &format!("http://{proxy}"),
+            "-x",
+            "hi",
+            "-w",
+            "0.2",
+        ],
+        b"",
+    );
+    out.expect_code(0);
+    let want = format!("* proxy http://{proxy} (from --proxy)");
+    assert!(
+        out.stderr.contains(&want),
+        "missing {want:?} in:\n{}",
+        out.stderr
+    );
+    // Without one, no proxy line.
+    let out = run(&[&url, "-v", "-x", "hi", "-w", "0.2"], b"");
+    out.expect_code(0);
+    assert!(!out.stderr.contains("* proxy"), "{}", out.stderr);
+}
+
 #[test]
 fn url_user_info_is_sent_as_basic_and_json_shows_the_url_redacted() {
     use base64::Engine as _;

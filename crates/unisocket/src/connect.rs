@@ -180,7 +180,7 @@ fn invalid(kind: ErrorKind, reason: impl std::fmt::Display) -> SocketError {
     SocketError::new(Api::ConnectSocket, kind, reason)
 }
 
-fn parse_url(raw: &str) -> Result<Target, SocketError> {
+pub(crate) fn parse_url(raw: &str) -> Result<Target, SocketError> {
     // Errors show the URL without its password.
     let shown = redact::url(raw);
     let url = url::Url::parse(raw).map_err(|e| {

@@ -176,6 +176,12 @@ impl SocketError {
         e
     }
 
+    /// With the HTTP status of the server's or the proxy's refusal.
+    pub(crate) fn with_status(mut self, status: u16) -> Self {
+        self.status = Some(status);
+        self
+    }
+
     pub(crate) fn handshake(e: HandshakeError) -> Self {
         let status = match &e {
             HandshakeError::Status { status, .. } => Some(*status),
@@ -281,7 +287,9 @@ impl SocketError {
         self.api
     }
 
-    /// The HTTP status of a refused handshake (e.g. `Some(403)`).
+    /// The HTTP status of a refused handshake (e.g. `Some(403)`, with
+    /// [`ErrorKind::Handshake`]), or of a proxy's refusal of `CONNECT` (e.g.
+    /// `Some(407)`, with [`ErrorKind::Proxy`]).
     ///
     /// # Examples
     ///

@@ -262,6 +262,36 @@ impl Default for TlsOptions {
     }
 }
 
+/// The proxy a connection goes through, as
+/// [`ConnectOptions::proxy_in_use`] tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProxyInUse {
+    /// The proxy's URL, its password hidden.
+    pub url: String,
+    /// Where it was set.
+    pub source: ProxySource,
+}
+
+/// Where the proxy in use was set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProxySource {
+    /// [`ConnectOptions::proxy`].
+    Options,
+    /// This environment variable (`HTTPS_PROXY`, `http_proxy`, `ALL_PROXY`, ...).
+    Env(&'static str),
+}
+
+impl fmt::Display for ProxySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProxySource::Options => f.write_str("the options"),
+            ProxySource::Env(name) => f.write_str(name),
+        }
+    }
+}
+
 /// How to pick a proxy.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) enum ProxyChoice {
@@ -453,8 +483,11 @@ impl ConnectOptions {
         self
     }
 
-    /// The largest frame accepted from the server (default 16 MiB).
-    /// A larger one fails the connection with close code 1009.
+    /// The largest frame accepted from the server, on the wire. By default
+    /// there is no limit of its own: frames are bounded by
+    /// [`max_message_size`](Self::max_message_size), so that a message of
+    /// any size up to that limit arrives however the server frames it. A
+    /// larger frame fails the connection with close code 1009.
     ///
     /// # Examples
     ///
@@ -873,6 +906,32 @@ impl ConnectOptions {
     pub fn proxy(mut self, url: impl Into<String>) -> Self {
         self.proxy = ProxyChoice::Url(url.into());
         self
+    }
+
+    /// The proxy that a connection with these options goes through, if
+    /// any, and where it was set: [`proxy`](Self::proxy), or the environment
+    /// variable that applies to the URL (`NO_PROXY` considered). Its `dns`
+    /// and `connect` timings in [`Profile`](crate::Profile) are then the
+    /// proxy's.
+    ///
+    /// # Errors
+    /// The URL, or the proxy's URL, is invalid (as `connect_socket` would
+    /// report it).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::{ConnectOptions, ProxySource};
+    ///
+    /// let options = ConnectOptions::new("wss://example.com/").proxy("http://user:secret@127.0.0.1:3128");
+    /// let proxy = options.proxy_in_use().unwrap().unwrap();
+    /// assert_eq!(proxy.url, "http://user:***@127.0.0.1:3128");
+    /// assert_eq!(proxy.source, ProxySource::Options);
+    /// assert_eq!(ConnectOptions::new("ws://example.com/").no_proxy().proxy_in_use().unwrap(), None);
+    /// ```
+    pub fn proxy_in_use(&self) -> Result<Option<ProxyInUse>, SocketError> {
+        let target = crate::connect::parse_url(&self.url)?;
+        crate::transport::proxy_in_use(&self.proxy, &target.host, target.secure)
     }
 
     /// Connects directly: no proxy, and the proxy variables of the

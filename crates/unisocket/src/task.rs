@@ -132,6 +132,8 @@ enum Sink<T> {
 struct Settled<T> {
     callbacks: Callbacks<T>,
     result: Option<Result<T, SocketError>>,
+    /// A `close`'s or a `ping`'s `Completion`, told after the callbacks.
+    tx: Option<oneshot::Sender<Result<T, SocketError>>>,
 }
 
 /// A [`Settled`] of any result type, as a job runs it.
@@ -141,9 +143,16 @@ trait SettledCall: Send {
 
 impl<T: Send> SettledCall for Settled<T> {
     fn run(self: Box<Self>) {
-        let Settled { callbacks, result } = *self;
+        let Settled {
+            callbacks,
+            result,
+            tx,
+        } = *self;
         if let Some(result) = result {
             callbacks.settle(&result);
+            if let Some(tx) = tx {
+                let _ = tx.send(result);
+            }
         }
     }
 }
@@ -176,6 +185,7 @@ impl<T: Clone + Send + 'static> Reply<T> {
                 Box::new(Settled {
                     callbacks,
                     result: None,
+                    tx: None,
                 })
             }),
             shared: shared.clone(),
@@ -228,19 +238,20 @@ impl<T: Clone + Send + 'static> Reply<T> {
         self.release_bytes();
         match sink {
             Sink::Channel(tx) => {
-                if let Some(mut call) = self.callbacks.take() {
-                    if tx.is_closed() {
-                        // The `Completion` is gone (callers with callbacks
-                        // usually drop it): the callbacks take the outcome
-                        // itself.
-                        call.result = Some(result);
-                        self.shared.dispatch(Job::Settled(call));
-                        return;
-                    }
-                    call.result = Some(result.clone());
-                    self.shared.dispatch(Job::Settled(call));
-                }
-                let _ = tx.send(result);
+                // Through the dispatcher, after the callbacks and after the
+                // listeners of the events before it (the close event, for a
+                // `close`): an awaiting caller sees them all done.
+                let mut call = self.callbacks.take().unwrap_or_else(|| {
+                    Box::new(Settled {
+                        callbacks: Callbacks::default(),
+                        result: None,
+                        tx: None,
+                    })
+                });
+                call.result = Some(result);
+                // A `Completion` that is gone has nothing to be told.
+                call.tx = (!tx.is_closed()).then_some(tx);
+                self.shared.dispatch(Job::Settled(call));
             }
             Sink::Ledger(seq) => {
                 let outcome = match &result {
@@ -438,6 +449,16 @@ enum Job {
     Settled(Box<dyn SettledCall>),
     /// Any other event.
     Other(Box<dyn FnOnce(&mut Listeners) + Send + 'static>),
+    /// The listeners of the open (or the close) have run: `opened()` (or
+    /// `closed()`) may return. Run by the dispatcher itself, under its lock.
+    Delivered(Delivered),
+}
+
+/// Which event's listeners have run, for [`Job::Delivered`].
+#[derive(Clone, Copy)]
+enum Delivered {
+    Open,
+    Close,
 }
 
 impl Job {
@@ -456,6 +477,8 @@ impl Job {
             Job::PingPong(ev) => listeners.ping_pong.iter_mut().for_each(|f| f(&ev)),
             Job::Settled(call) => call.run(),
             Job::Other(f) => f(listeners),
+            // Handled by the dispatcher before it gets here.
+            Job::Delivered(_) => {}
         }
     }
 
@@ -469,7 +492,7 @@ impl Job {
             Job::PingPong(PingPongEvent::Ping(p) | PingPongEvent::Pong(p)) => {
                 p.len() + mem::size_of::<Job>()
             }
-            Job::Settled(_) | Job::Other(_) => 0,
+            Job::Settled(_) | Job::Other(_) | Job::Delivered(_) => 0,
         }
     }
 }
@@ -506,7 +529,12 @@ struct Inner {
     error: Option<Arc<ErrorEvent>>,
     close: Option<CloseEvent>,
     protocol: String,
+    /// Woken once an open or close event has been delivered.
     open_wakers: Vec<Waker>,
+    /// The listeners of the last open have run (reset by a reconnect).
+    open_delivered: bool,
+    /// The listeners of the close have run.
+    close_delivered: bool,
     driver_waker: Option<Waker>,
     listeners: Listeners,
     /// The driver's waker while it takes no commands (its write buffer is
@@ -562,6 +590,8 @@ impl Shared {
                 held: VecDeque::new(),
                 recv_wakers: Vec::new(),
                 open_wakers: Vec::new(),
+                open_delivered: false,
+                close_delivered: false,
                 driver_waker: None,
                 listeners: Listeners::default(),
                 message_listeners: 0,
@@ -637,6 +667,14 @@ impl Shared {
         // join them after each job, so the next job sees them.
         let mut listeners = mem::take(&mut inner.listeners);
         while let Some(job) = inner.jobs.pop_front() {
+            if let Job::Delivered(which) = job {
+                match which {
+                    Delivered::Open => inner.open_delivered = true,
+                    Delivered::Close => inner.close_delivered = true,
+                }
+                inner.open_wakers.drain(..).for_each(Waker::wake);
+                continue;
+            }
             drop(inner);
             let held = job.held_len();
             // A panicking callback must not take the connection down with it.
@@ -670,7 +708,6 @@ impl Shared {
         // it is not told to listeners registered from now on (and a task
         // that reconnects for hours does not keep one per task for ever).
         inner.error = None;
-        inner.open_wakers.drain(..).for_each(Waker::wake);
         let global = self.global_list(|l| &l.open);
         inner.jobs.push_back(Job::other(move |l| {
             l.open.iter_mut().for_each(|f| f(&ev));
@@ -678,6 +715,8 @@ impl Shared {
                 crate::global::fire(&list, &*ev);
             }
         }));
+        // `opened()` returns once the listeners have run.
+        inner.jobs.push_back(Job::Delivered(Delivered::Open));
         self.run_jobs(inner);
     }
 
@@ -975,6 +1014,7 @@ impl Shared {
     /// The connection was lost and another attempt is scheduled.
     pub(crate) fn reconnecting(&self, ev: ReconnectEvent) {
         let mut inner = self.lock();
+        inner.open_delivered = false;
         // Unless the application called `close`: that one ends the task.
         if !self.close_queued.load(Ordering::Acquire) {
             self.state
@@ -1020,7 +1060,6 @@ impl Shared {
         // listeners, and the next task takes its place.
         let global = self.global_list(|l| &l.close);
         let next = crate::global::unregister(self.id);
-        inner.open_wakers.drain(..).for_each(Waker::wake);
         inner.recv_wakers.drain(..).for_each(Waker::wake);
         inner.jobs.push_back(Job::other(move |l| {
             l.close.iter_mut().for_each(|f| f(&ev));
@@ -1028,6 +1067,8 @@ impl Shared {
                 crate::global::fire(&list, &ev);
             }
         }));
+        // `closed()` (and a failed `opened()`) return once they have run.
+        inner.jobs.push_back(Job::Delivered(Delivered::Close));
         // No event follows the close: drop the listeners, and with them the
         // task handles they may hold (a listener that captures its own task
         // would otherwise keep the task alive for ever).
@@ -1122,7 +1163,7 @@ impl Shared {
 
     fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<CloseEvent> {
         let mut inner = self.lock();
-        if let Some(ev) = &inner.close {
+        if let (Some(ev), true) = (&inner.close, inner.close_delivered) {
             return Poll::Ready(ev.clone());
         }
         register(&mut inner.open_wakers, cx);
@@ -1131,11 +1172,13 @@ impl Shared {
 
     fn poll_open(&self, cx: &mut Context<'_>) -> Poll<Result<(), SocketError>> {
         let mut inner = self.lock();
-        // While reconnecting (CONNECTING after an open), wait for the new open.
-        if inner.open.is_some() && self.ready_state() != ReadyState::Connecting {
+        // While reconnecting (CONNECTING after an open), wait for the new
+        // open; and for its listeners (or the close's) to have run.
+        let delivered = inner.open_delivered || inner.close_delivered;
+        if inner.open.is_some() && self.ready_state() != ReadyState::Connecting && delivered {
             return Poll::Ready(Ok(()));
         }
-        if inner.close.is_some() {
+        if inner.close.is_some() && inner.close_delivered {
             drop(inner);
             return Poll::Ready(Err(self.open_failure().unwrap_or_else(|| {
                 SocketError::new(

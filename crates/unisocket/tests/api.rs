@@ -2095,6 +2095,12 @@ async fn network_failures_after_success_reach_on_error_and_on_close_never_fail()
         for (what, options, kind) in cases {
             let (log, err) = connect_outcome(options).await;
             assert_eq!(err.kind(), kind, "{what}: {err}");
+            let status = match what {
+                "http status" => Some(403),
+                "proxy refusal" => Some(407),
+                _ => None,
+            };
+            assert_eq!(err.http_status(), status, "{what}");
             assert!(
                 err.err_msg().starts_with("connectSocket:fail "),
                 "{what}: {err}"
@@ -2190,4 +2196,61 @@ fn teardown_with_ten_thousand_waiting_sends_settles_each() {
     assert_eq!(state, ReadyState::Closed);
     assert_eq!(after, 0);
     drop(server);
+}
+
+/// `opened()`, awaiting the task, `closed()` and the `Completion` of
+/// `close` return only once the listeners of their event have run, even
+/// when those are slow: a program that exits right after loses no output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn awaited_events_return_after_their_listeners_ran() {
+    within(async {
+        let server = TestServer::echo().await;
+        let task = connect_socket(opts(server.url()));
+        let log: Log = Arc::default();
+        let l = log.clone();
+        task.on_open(move |_| {
+            std::thread::sleep(Duration::from_millis(200));
+            l.lock().unwrap().push("on_open".to_owned());
+        });
+        let l = log.clone();
+        task.on_close(move |ev| {
+            std::thread::sleep(Duration::from_millis(200));
+            l.lock().unwrap().push(format!("on_close:{}", ev.code));
+        });
+        bounded("opened", task.opened()).await.expect("open");
+        log.lock().unwrap().push("opened()".to_owned());
+        let t = task.clone();
+        let l = log.clone();
+        let waiter = tokio::spawn(async move {
+            let ev = t.closed().await;
+            l.lock().unwrap().push(format!("closed():{}", ev.code));
+        });
+        bounded("close", task.close(CloseOptions::default()))
+            .await
+            .expect("close");
+        log.lock().unwrap().push("close()".to_owned());
+        bounded("the waiter", waiter).await.expect("waiter");
+        let got = entries(&log);
+        assert_eq!(got[..3], ["on_open", "opened()", "on_close:1000"], "{got:?}");
+        let mut rest = got[3..].to_vec();
+        rest.sort();
+        assert_eq!(rest, ["close()", "closed():1000"], "{got:?}");
+
+        // A failed open, too: its error and close listeners ran first.
+        let refused = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let task = connect_socket(opts(format!("ws://{refused}/")));
+        let log: Log = Arc::default();
+        let l = log.clone();
+        task.on_close(move |_| {
+            std::thread::sleep(Duration::from_millis(200));
+            l.lock().unwrap().push("on_close".to_owned());
+        });
+        let err = bounded("the failure", task.clone()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConnectionRefused);
+        assert_eq!(entries(&log), ["on_close"]);
+    })
+    .await;
 }

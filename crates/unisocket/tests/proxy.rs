@@ -294,6 +294,8 @@ async fn http_connect_wrong_credentials_is_a_proxy_error() {
         ] {
             let e = open_error(ConnectOptions::new(echo.url()).proxy(url)).await;
             assert_eq!(e.kind(), ErrorKind::Proxy);
+            // The proxy's status, without parsing the message.
+            assert_eq!(e.http_status(), Some(407));
             assert_eq!(
                 e.err_msg(),
                 format!(

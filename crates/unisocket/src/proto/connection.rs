@@ -122,9 +122,13 @@ impl Drop for Pooled {
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest message, after reassembly of fragments. Default 64 MiB.
+    /// Largest message, after reassembly of fragments and inflating.
+    /// Default 64 MiB. It bounds the frames too: a message sent as one frame
+    /// (as most servers send it) is accepted up to this size, and a
+    /// compressed one up to the most deflate can make of that many bytes.
     pub max_message_size: usize,
-    /// Largest single frame payload. Default 16 MiB.
+    /// Largest single frame payload, on the wire, for a tighter bound than
+    /// the message's. Default: none of its own (`usize::MAX`).
     pub max_frame_size: usize,
     /// Largest HTTP upgrade response. Default 64 KiB.
     pub max_handshake_response: usize,
@@ -134,7 +138,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_message_size: 64 << 20,
-            max_frame_size: 16 << 20,
+            max_frame_size: usize::MAX,
             max_handshake_response: 64 << 10,
         }
     }
@@ -370,6 +374,15 @@ struct Partial {
     inflated: Vec<u8>,
     /// The compressed bytes received so far (compressed messages).
     wire: usize,
+}
+
+/// How large a compressed message of `n` bytes may be on the wire: an
+/// eighth more, and 1 KiB. A compressor that falls back to stored blocks
+/// adds 5 bytes per 64 KiB; one that does not (or flushes often) adds a few
+/// percent to bytes it cannot shrink. What is inflated is checked against
+/// `n` itself.
+fn deflate_bound(n: usize) -> usize {
+    n.saturating_add(n / 8).saturating_add(1024)
 }
 
 impl Partial {
@@ -715,7 +728,7 @@ impl Connection {
     ///
     /// let conn = Connection::new(Config::default());
     /// assert_eq!(conn.config().close_timeout, Duration::from_secs(5));
-    /// assert_eq!(conn.config().limits.max_frame_size, 16 << 20);
+    /// assert_eq!(conn.config().limits.max_message_size, 64 << 20);
     /// ```
     pub fn config(&self) -> &Config {
         &self.config
@@ -937,7 +950,12 @@ impl Connection {
             let so_far = self.partial.as_ref().map_or(0, Partial::len);
             let total = so_far as u64 + h.payload_len;
             let max = self.config.limits.max_message_size;
-            if total > max as u64 {
+            // A compressed message is counted on the wire here (inflating
+            // has its own check), where a message that does not compress
+            // takes a little more room than its size.
+            let compressed = h.rsv1 || self.partial.as_ref().is_some_and(|p| p.compressed);
+            let wire_max = if compressed { deflate_bound(max) } else { max };
+            if total > wire_max as u64 {
                 return Err(ProtocolError::MessageTooLarge { size: total, max });
             }
         }

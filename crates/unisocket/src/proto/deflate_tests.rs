@@ -518,3 +518,47 @@ fn with_client_max_window_bits_8_the_client_never_refers_more_than_256_bytes_bac
         "{refused:?}"
     );
 }
+
+/// A message of exactly `max_message_size` that does not compress arrives
+/// as one compressed frame, a little larger on the wire than the message.
+#[test]
+fn an_incompressible_message_of_the_limit_in_one_frame_arrives() {
+    const MAX: usize = 1 << 20;
+    let p = params("permessage-deflate");
+    let limits = Limits {
+        max_message_size: MAX,
+        ..Limits::default()
+    };
+    let mut c = client(p, limits);
+    let mut server = server_deflate(p);
+    // Bytes no compressor can shrink (a simple generator, the same each run).
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let message: Vec<u8> = (0..MAX)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let mut packed = Vec::new();
+    server.compress(&message, &mut packed);
+    assert!(packed.len() > MAX, "{} bytes compressed", packed.len());
+    c.read_buf()
+        .extend_from_slice(&encode_frame(true, 4, OP_BINARY, &packed, None));
+    match events(&mut c).as_slice() {
+        [Event::Message(Data::Binary(b))] => assert_eq!(&b[..], &message[..]),
+        other => panic!("{other:?}"),
+    }
+    // One byte more is refused, as too large a message.
+    let mut packed = Vec::new();
+    let mut longer = message.clone();
+    longer.push(1);
+    server.compress(&longer, &mut packed);
+    c.read_buf()
+        .extend_from_slice(&encode_frame(true, 4, OP_BINARY, &packed, None));
+    assert!(matches!(
+        c.poll_event(),
+        Err(ProtocolError::MessageTooLarge { max: MAX, .. })
+    ));
+}

@@ -1609,9 +1609,9 @@ fn huge_length_with_default_limits_fails_without_allocating() {
         let mut p = Pair::new();
         assert_eq!(
             p.deliver(&header),
-            vec![Err(ProtocolError::FrameTooLarge {
+            vec![Err(ProtocolError::MessageTooLarge {
                 size: (1 << 63) - 1,
-                max: limits.max_frame_size,
+                max: limits.max_message_size,
             })]
         );
         assert!(
@@ -1870,4 +1870,30 @@ fn a_large_first_fragment_becomes_the_message_and_the_next_goes_back() {
     // The first fragment's buffer became the message's; the second's was
     // copied into it and is kept for reuse.
     assert_eq!(p.client.pooled_buffers(), 1);
+}
+
+/// With the default limits, a message larger than 16 MiB sent as one frame
+/// (as most servers send it) arrives: frames are bounded by the message
+/// limit, not by a smaller limit of their own.
+#[test]
+fn a_message_of_20_mib_in_one_frame_arrives_with_the_default_limits() {
+    let mut c = Connection::new(Config::default());
+    let payload = vec![b'x'; 20 << 20];
+    c.read_buf()
+        .extend_from_slice(&encode_frame(true, 0, OP_BINARY, &payload, None));
+    match c.poll_event() {
+        Ok(Some(Event::Message(Data::Binary(b)))) => assert_eq!(b.len(), 20 << 20),
+        other => panic!("{other:?}"),
+    }
+    // Past the message limit, the header alone is refused.
+    let max = Limits::default().max_message_size;
+    c.read_buf()
+        .extend_from_slice(&[0x82, 127, 0, 0, 0, 0, 0x04, 0, 0, 1]);
+    assert_eq!(
+        c.poll_event(),
+        Err(ProtocolError::MessageTooLarge {
+            size: (64 << 20) + 1,
+            max
+        })
+    );
 }

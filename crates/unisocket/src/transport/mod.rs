@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 
 use crate::error::{Api, ErrorKind, SocketError};
 
-pub(crate) use proxy::Proxy;
+pub(crate) use proxy::{in_use as proxy_in_use, Proxy};
 #[cfg(feature = "tls")]
 pub(crate) use tls::TlsConfig;
 

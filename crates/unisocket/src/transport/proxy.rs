@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 
 use super::{authority, connect_tcp, resolve, Connected};
 use crate::error::{Api, ErrorKind, SocketError};
-use crate::options::ProxyChoice;
+use crate::options::{ProxyChoice, ProxyInUse, ProxySource};
 use crate::redact;
 
 /// The largest `CONNECT` response head accepted from an HTTP proxy.
@@ -323,10 +323,12 @@ impl Proxy {
             } else {
                 format!(" {reason}")
             };
-            return Err(self.refused(format_args!(
-                "proxy {} refused CONNECT to {target}: HTTP {code}{reason}",
-                self.name()
-            )));
+            return Err(self
+                .refused(format_args!(
+                    "proxy {} refused CONNECT to {target}: HTTP {code}{reason}",
+                    self.name()
+                ))
+                .with_status(code));
         }
         // Neither a WebSocket nor a TLS server speaks first, so nothing may
         // follow the response yet.
@@ -561,6 +563,18 @@ fn from_env(
     host: &str,
     secure: bool,
 ) -> Result<Option<Proxy>, SocketError> {
+    match env_proxy(get, host, secure) {
+        Some((name, value)) => Proxy::parse(value.trim(), &format!(" in {name}")).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The proxy variable that applies to `host`, and its value.
+fn env_proxy(
+    get: &dyn Fn(&str) -> Option<String>,
+    host: &str,
+    secure: bool,
+) -> Option<(&'static str, String)> {
     let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
     let names: [&str; 4] = if secure {
         ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
@@ -568,19 +582,38 @@ fn from_env(
         ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]
     };
     let cgi = var("REQUEST_METHOD").is_some();
-    let Some((name, value)) = names
+    let (name, value) = names
         .iter()
         .filter(|n| !(cgi && **n == "HTTP_PROXY"))
-        .find_map(|n| var(n).map(|v| (*n, v)))
-    else {
-        return Ok(None);
-    };
+        .find_map(|n| var(n).map(|v| (*n, v)))?;
     if let Some(list) = var("NO_PROXY").or_else(|| var("no_proxy")) {
         if no_proxy_matches(&list, host) {
-            return Ok(None);
+            return None;
         }
     }
-    Proxy::parse(value.trim(), &format!(" in {name}")).map(Some)
+    Some((name, value))
+}
+
+/// The proxy that `choice` picks for `host`, as [`ProxyInUse`] tells it.
+pub(crate) fn in_use(
+    choice: &ProxyChoice,
+    host: &str,
+    secure: bool,
+) -> Result<Option<ProxyInUse>, SocketError> {
+    let (url, source) = match choice {
+        ProxyChoice::Direct => return Ok(None),
+        ProxyChoice::Url(url) => (url.clone(), ProxySource::Options),
+        ProxyChoice::FromEnv => match env_proxy(&|name| std::env::var(name).ok(), host, secure) {
+            Some((name, value)) => (value.trim().to_owned(), ProxySource::Env(name)),
+            None => return Ok(None),
+        },
+    };
+    // A proxy that would not be used (an invalid URL) fails as it would.
+    Proxy::choose(choice, host, secure)?;
+    Ok(Some(ProxyInUse {
+        url: redact::url(&url).into_owned(),
+        source,
+    }))
 }
 
 /// Whether `host` (a name, or an IP address without brackets) matches the

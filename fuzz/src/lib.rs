@@ -322,7 +322,14 @@ impl Run {
                         // Bounded memory: at most one frame's payload (or
                         // the start of a header) waits in the read buffer.
                         let held = self.conn.read_buf().len();
-                        let max = self.limits.max_frame_size + MAX_HEADER_LEN;
+                        // Frames are bounded by the message limit too
+                        // (a compressed one up to an eighth more).
+                        let m = self.limits.max_message_size;
+                        let frame = self
+                            .limits
+                            .max_frame_size
+                            .min(m.saturating_add(m / 8).saturating_add(1024));
+                        let max = frame.saturating_add(MAX_HEADER_LEN);
                         assert!(held <= max, "read buffer holds {held} bytes, over {max}");
                     }
                     return;

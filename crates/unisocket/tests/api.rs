@@ -2231,7 +2231,11 @@ async fn awaited_events_return_after_their_listeners_ran() {
         log.lock().unwrap().push("close()".to_owned());
         bounded("the waiter", waiter).await.expect("waiter");
         let got = entries(&log);
-        assert_eq!(got[..3], ["on_open", "opened()", "on_close:1000"], "{got:?}");
+        assert_eq!(
+            got[..3],
+            ["on_open", "opened()", "on_close:1000"],
+            "{got:?}"
+        );
         let mut rest = got[3..].to_vec();
         rest.sort();
         assert_eq!(rest, ["close()", "closed():1000"], "{got:?}");

@@ -376,6 +376,30 @@ struct Partial {
     wire: usize,
 }
 
+/// The most room a frame's buffer takes ahead of the bytes that came.
+const RESERVE_AHEAD: usize = 64 << 20;
+
+/// Appends `data` to a message's buffer, growing it as a `Vec` would
+/// (doubling) but never past `max`, the message limit that the frame
+/// headers were checked against: a message of the limit in many fragments
+/// holds the limit, not twice it.
+fn append_within(buf: &mut BytesMut, data: &[u8], max: usize) {
+    let need = buf.len() + data.len();
+    if buf.capacity() < need {
+        let target = (2 * buf.capacity()).min(max).max(need);
+        // As a `Vec`, which grows exactly and in place where the allocator
+        // can (a `BytesMut` would double past the limit, or a new buffer
+        // beside the old one would hold both at once).
+        let mut v = Vec::from(std::mem::take(buf));
+        v.reserve_exact(target - v.len());
+        // Unique, so no copy.
+        *buf = Bytes::from(v)
+            .try_into_mut()
+            .unwrap_or_else(|b| BytesMut::from(&b[..]));
+    }
+    buf.extend_from_slice(data);
+}
+
 /// How large a compressed message of `n` bytes may be on the wire: an
 /// eighth more, and 1 KiB. A compressor that falls back to stored blocks
 /// adds 5 bytes per 64 KiB; one that does not (or flushes often) adds a few
@@ -862,7 +886,15 @@ impl Connection {
                 frame.checked = available;
             }
             if available < len {
-                source.reserve(len - available);
+                // Room for the rest, but never more than a step ahead of
+                // what came: a frame declared larger than memory (with the
+                // limits lifted) fails when memory does, not at its header.
+                let rest = len - available;
+                if rest <= RESERVE_AHEAD {
+                    source.reserve(rest);
+                } else if source.capacity() - source.len() < RESERVE_AHEAD / 64 {
+                    source.reserve(RESERVE_AHEAD);
+                }
                 return Ok(None);
             }
             let header = frame.header;
@@ -916,7 +948,7 @@ impl Connection {
             // while the application still holds earlier messages cut from it.
             // Room for the header too, left empty at the front: once back
             // in the pool, the buffer can be a prepared read buffer.
-            let mut own = pool.take(frame_len);
+            let mut own = pool.take(frame_len.min(RESERVE_AHEAD));
             own.resize(header_len, 0);
             own.advance(header_len);
             own.extend_from_slice(&self.read);
@@ -1039,7 +1071,11 @@ impl Connection {
         } else if partial.buf.is_empty() {
             partial.buf = payload;
         } else {
-            partial.buf.extend_from_slice(&payload);
+            append_within(
+                &mut partial.buf,
+                &payload,
+                self.config.limits.max_message_size,
+            );
             self.give_back(pooled, payload);
         }
         if !h.fin {

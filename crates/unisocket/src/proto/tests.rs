@@ -1897,3 +1897,31 @@ fn a_message_of_20_mib_in_one_frame_arrives_with_the_default_limits() {
         })
     );
 }
+
+/// With both size limits lifted, a frame that declares 2^63 - 1 bytes
+/// waits for its bytes with a buffer a step ahead of them, rather than
+/// asking the allocator for the declared size (which would abort).
+#[test]
+fn a_huge_declared_frame_with_the_limits_lifted_allocates_a_step_at_a_time() {
+    let limits = Limits {
+        max_message_size: usize::MAX,
+        max_frame_size: usize::MAX,
+        ..Limits::default()
+    };
+    let mut c = Connection::new(Config {
+        limits,
+        ..Config::default()
+    });
+    c.read_buf().extend_from_slice(&encode_header_raw(
+        true,
+        0,
+        OP_BINARY,
+        (1 << 63) - 1,
+        2,
+        None,
+    ));
+    c.read_buf().extend_from_slice(b"abc");
+    assert_eq!(c.poll_event(), Ok(None));
+    let room = c.read_buf().capacity();
+    assert!(room <= (64 << 20) + 1024, "{room} bytes of room");
+}

@@ -343,19 +343,28 @@ enum Abort {
 /// `queue_until_open`) are kept for the open.
 async fn wait_for_abort(shared: &Shared, early: &mut Early) -> Abort {
     loop {
-        match poll_fn(|cx| shared.poll_command(cx)).await {
-            Command::Close {
-                code,
-                reason,
-                reply,
-            } => {
-                return Abort::ByUser {
-                    code,
-                    reason,
-                    reply,
-                }
-            }
-            cmd => early.push(cmd),
+        let cmd = poll_fn(|cx| shared.poll_command(cx)).await;
+        if let Some(abort) = abort_or_keep(cmd, early) {
+            return abort;
+        }
+    }
+}
+
+/// A `close` while CONNECTING aborts; other commands wait for the open.
+fn abort_or_keep(cmd: Command, early: &mut Early) -> Option<Abort> {
+    match cmd {
+        Command::Close {
+            code,
+            reason,
+            reply,
+        } => Some(Abort::ByUser {
+            code,
+            reason,
+            reply,
+        }),
+        cmd => {
+            early.push(cmd);
+            None
         }
     }
 }
@@ -365,19 +374,8 @@ async fn wait_for_abort(shared: &Shared, early: &mut Early) -> Abort {
 fn take_abort(shared: &Shared, early: &mut Early) -> Abort {
     let mut cx = Context::from_waker(std::task::Waker::noop());
     while let Poll::Ready(cmd) = shared.poll_command(&mut cx) {
-        match cmd {
-            Command::Close {
-                code,
-                reason,
-                reply,
-            } => {
-                return Abort::ByUser {
-                    code,
-                    reason,
-                    reply,
-                }
-            }
-            cmd => early.push(cmd),
+        if let Some(abort) = abort_or_keep(cmd, early) {
+            return abort;
         }
     }
     // Not reached: CLOSING before OPEN comes from a queued `close` alone.

@@ -127,6 +127,12 @@ fn count(log: &Log, prefix: &str) -> usize {
 /// Logs `open`, `error:<err_msg>` and `close:<code>:<reason>:<was_clean>`.
 fn log_events(task: &SocketTask) -> Log {
     let log: Log = Arc::default();
+    log_events_into(task, &log);
+    log
+}
+
+/// [`log_events`] into a log of the caller's.
+fn log_events_into(task: &SocketTask, log: &Log) {
     let l = log.clone();
     task.on_open(move |_| l.lock().unwrap().push("open".to_owned()));
     let l = log.clone();
@@ -137,7 +143,6 @@ fn log_events(task: &SocketTask) -> Log {
             .unwrap()
             .push(format!("close:{}:{}:{}", ev.code, ev.reason, ev.was_clean));
     });
-    log
 }
 
 fn text_of(data: &Data) -> String {
@@ -2018,16 +2023,7 @@ async fn connect_outcome(options: ConnectOptions) -> (Vec<String>, SocketError) 
             })
         });
     let task = connect_socket(options);
-    let l = log.clone();
-    task.on_open(move |_| l.lock().unwrap().push("open".to_owned()));
-    let l = log.clone();
-    task.on_error(move |ev| l.lock().unwrap().push(format!("error:{}", ev.err_msg)));
-    let l = log.clone();
-    task.on_close(move |ev| {
-        l.lock()
-            .unwrap()
-            .push(format!("close:{}:{}", ev.code, ev.was_clean));
-    });
+    log_events_into(&task, &log);
     let err = bounded("the failure", task.clone())
         .await
         .expect_err("the connection must fail");
@@ -2111,7 +2107,7 @@ async fn network_failures_after_success_reach_on_error_and_on_close_never_fail()
                     "success:connectSocket:ok".to_owned(),
                     "complete:connectSocket:ok".to_owned(),
                     format!("error:{}", err.err_msg()),
-                    "close:1006:false".to_owned(),
+                    format!("close:1006:{}:false", err.reason()),
                 ],
                 "{what}"
             );
@@ -2127,7 +2123,7 @@ async fn network_failures_after_success_reach_on_error_and_on_close_never_fail()
                 format!("fail:{}", err.err_msg()),
                 format!("complete:{}", err.err_msg()),
                 format!("error:{}", err.err_msg()),
-                "close:1006:false".to_owned(),
+                format!("close:1006:{}:false", err.reason()),
             ]
         );
     })

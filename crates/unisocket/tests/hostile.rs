@@ -493,6 +493,22 @@ impl Watch {
         Watch { task, log }
     }
 
+    /// Closes with a server that never answers the close: the close
+    /// timeout (300 ms in these scenarios) ends it with 1006, no error, and
+    /// `close()` still succeeds.
+    async fn close_unanswered(&self) {
+        let close = self.task.close(CloseOptions::default());
+        let event = self.ends(true, None).await;
+        assert_eq!(event.code, 1006, "{event:?}");
+        assert!(!event.was_clean);
+        assert_eq!(
+            event.reason,
+            "the server did not answer the close within 300 ms"
+        );
+        let closed = bounded("close()", close).await.expect("close() succeeds");
+        assert_eq!(closed.err_msg, "closeSocket:ok");
+    }
+
     async fn open(&self) {
         bounded("the open", self.task.opened())
             .await
@@ -629,16 +645,7 @@ fn ping_flood_from_a_server_that_never_reads() {
                 }
             );
             assert_eq!(watch.task.ready_state(), ReadyState::Open);
-            let close = watch.task.close(CloseOptions::default());
-            let event = watch.ends(true, None).await;
-            assert_eq!(event.code, 1006, "{event:?}");
-            assert!(!event.was_clean);
-            assert_eq!(
-                event.reason,
-                "the server did not answer the close within 300 ms"
-            );
-            let closed = bounded("close()", close).await.expect("close() succeeds");
-            assert_eq!(closed.err_msg, "closeSocket:ok");
+            watch.close_unanswered().await;
             meter.assert_within("ping flood, server never reads", SLACK);
         });
     });
@@ -1356,14 +1363,7 @@ fn dropped_sends_cannot_park_past_max_buffered_bytes() {
             let err = rx.try_recv().expect("the fail callback, at once");
             assert_eq!(err.kind(), ErrorKind::BufferFull, "{err:?}");
 
-            let close = watch.task.close(CloseOptions::default());
-            let event = watch.ends(true, None).await;
-            assert_eq!(event.code, 1006, "{event:?}");
-            assert_eq!(
-                event.reason,
-                "the server did not answer the close within 300 ms"
-            );
-            bounded("close()", close).await.expect("close() succeeds");
+            watch.close_unanswered().await;
         });
     });
 }
@@ -1428,15 +1428,7 @@ fn server_stops_reading_mid_message() {
             }
             assert_eq!(failures.load(Ordering::SeqCst), 16, "sends failed at once");
 
-            let close = watch.task.close(CloseOptions::default());
-            let event = watch.ends(true, None).await;
-            assert_eq!(event.code, 1006, "{event:?}");
-            assert!(!event.was_clean);
-            assert_eq!(
-                event.reason,
-                "the server did not answer the close within 300 ms"
-            );
-            bounded("close()", close).await.expect("close() succeeds");
+            watch.close_unanswered().await;
             let err = bounded("the message's send", big)
                 .await
                 .expect_err("the message could not be sent");
@@ -1487,15 +1479,7 @@ fn switching_protocols_then_silence() {
                 quiet.events()
             );
             assert!(poll_once(&mut Box::pin(quiet.task.recv())).is_pending());
-            let close = quiet.task.close(CloseOptions::default());
-            let event = quiet.ends(true, None).await;
-            assert_eq!(event.code, 1006, "{event:?}");
-            assert_eq!(
-                event.reason,
-                "the server did not answer the close within 300 ms"
-            );
-            let closed = bounded("close()", close).await.expect("close() succeeds");
-            assert_eq!(closed.err_msg, "closeSocket:ok");
+            quiet.close_unanswered().await;
             meter.assert_within("a 101 then silence", SLACK);
         });
     });

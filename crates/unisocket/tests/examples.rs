@@ -40,6 +40,7 @@ const EXAMPLES: &[&str] = &[
     "seed_message_queue",
     "seed_on_socket_message",
     "seed_close_on_open",
+    "exit_after_closed",
 ];
 
 /// The path of the example binary `name`, built (once per test process) by
@@ -646,6 +647,19 @@ async fn seed_on_socket_message_logs_what_the_server_sends() {
 }
 
 // (7) uni.closeSocket inside uni.onSocketOpen + uni.onSocketClose
+
+/// A program that exits right after `closed()` returns has seen its
+/// `on_close` listener run, slow as it is.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_program_that_exits_after_closed_loses_no_on_close_output() {
+    let (server, _seen) = recording_server(ServerOptions::default()).await;
+    let run = run_example("exit_after_closed", &[&server.url()]).await;
+    run.assert(
+        "exit_after_closed",
+        true,
+        &lines(&["on_close: 1000", "closed() returned: 1000"]),
+    );
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn seed_close_on_open_logs_the_close() {

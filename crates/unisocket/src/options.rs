@@ -249,6 +249,33 @@ pub(crate) struct TlsOptions {
     pub webpki_roots: bool,
     /// Skip server certificate verification.
     pub danger_accept_invalid_certs: bool,
+    /// The application's own rustls configuration, which replaces the above.
+    #[cfg(feature = "tls")]
+    pub client_config: Option<OwnClientConfig>,
+}
+
+/// An application's rustls configuration ([`ConnectOptions::tls_client_config`]),
+/// the same one if it is the same `Arc`.
+#[cfg(feature = "tls")]
+#[derive(Clone)]
+pub(crate) struct OwnClientConfig(pub std::sync::Arc<rustls::ClientConfig>);
+
+#[cfg(feature = "tls")]
+impl PartialEq for OwnClientConfig {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+#[cfg(feature = "tls")]
+impl Eq for OwnClientConfig {}
+
+#[cfg(feature = "tls")]
+impl fmt::Debug for OwnClientConfig {
+    // Its parts (keys, resumption secrets) are not ours to print.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientConfig { .. }")
+    }
 }
 
 impl Default for TlsOptions {
@@ -258,6 +285,8 @@ impl Default for TlsOptions {
             client_auth: None,
             webpki_roots: true,
             danger_accept_invalid_certs: false,
+            #[cfg(feature = "tls")]
+            client_config: None,
         }
     }
 }
@@ -774,7 +803,9 @@ impl ConnectOptions {
     /// `webpki-roots` (default `true`). Turn them off to trust only the
     /// certificates of [`ca_certificates_pem`](Self::ca_certificates_pem) /
     /// [`ca_certificates_file`](Self::ca_certificates_file) (and the system's
-    /// store with the `native-roots` feature).
+    /// CA bundle with the `native-roots` feature). With `native-roots` on
+    /// macOS, iOS and Windows the operating system verifies, and the Mozilla
+    /// roots are not used either way.
     ///
     /// # Examples
     ///
@@ -867,6 +898,41 @@ impl ConnectOptions {
     #[must_use]
     pub fn danger_accept_invalid_certs(mut self, on: bool) -> Self {
         self.tls.danger_accept_invalid_certs = on;
+        self
+    }
+
+    /// Uses the application's own rustls (0.23) client configuration for
+    /// `wss://`: its crypto provider, roots or verifier, client certificate,
+    /// session cache and so on, in place of every other TLS option here
+    /// (CAs, `webpki_roots`, client certificate, `danger_`). Only ALPN is
+    /// set: `http/1.1`, which the WebSocket upgrade needs (on a copy, which
+    /// shares the original's session cache, when the configuration offers
+    /// anything else).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use rustls::{ClientConfig, RootCertStore};
+    /// use unisocket::ConnectOptions;
+    ///
+    /// # #[cfg(feature = "aws-lc-rs")] {
+    /// // A configuration the application also uses for its HTTPS client.
+    /// let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    /// let roots = RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    /// let config = ClientConfig::builder_with_provider(provider)
+    ///     .with_safe_default_protocol_versions()
+    ///     .unwrap()
+    ///     .with_root_certificates(roots)
+    ///     .with_no_client_auth();
+    /// let options = ConnectOptions::new("wss://chat.example/").tls_client_config(Arc::new(config));
+    /// # drop(options);
+    /// # }
+    /// ```
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls_client_config(mut self, config: std::sync::Arc<rustls::ClientConfig>) -> Self {
+        self.tls.client_config = Some(OwnClientConfig(config));
         self
     }
 

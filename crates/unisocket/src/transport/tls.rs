@@ -1,19 +1,20 @@
 //! TLS for `wss://` with rustls: the client configuration built from
 //! [`TlsOptions`] (and cached), the handshake, and its errors.
 //!
-//! Defaults: the Mozilla roots of `webpki-roots` (plus the system's store
+//! Defaults: the Mozilla roots of `webpki-roots` (plus the system's trust
 //! with the `native-roots` feature), SNI and host name verification, ALPN
-//! `http/1.1`, TLS 1.2 and 1.3, the process-wide rustls crypto provider if
-//! the application installed one and *ring* otherwise.
+//! `http/1.1`, TLS 1.2 and 1.3. The crypto provider is the process-wide one
+//! if the application installed one (`CryptoProvider::install_default`),
+//! else the built-in one: aws-lc-rs (feature `aws-lc-rs`, the default) or
+//! *ring* (feature `ring`; aws-lc-rs wins when both are on).
 
 use std::fmt;
 use std::io;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio::net::TcpStream;
@@ -26,15 +27,24 @@ use crate::options::{Pem, TlsOptions};
 /// How many non-default configurations are kept for reuse.
 const CACHED_CONFIGS: usize = 16;
 
+/// The ALPN protocol offered, as browsers do for WebSocket.
+const ALPN_HTTP11: &[u8] = b"http/1.1";
+
 /// A ready rustls client configuration, shared by every connection made
-/// with the same TLS options.
+/// with the same TLS options and crypto provider.
 #[derive(Clone)]
-pub(crate) struct TlsConfig(Arc<ClientConfig>);
+pub(crate) struct TlsConfig {
+    config: Arc<ClientConfig>,
+    /// What went wrong loading the system's certificate store (some of it
+    /// loaded), added to the reason of a handshake that fails for an
+    /// unknown issuer, which a certificate that did not load may explain.
+    roots_note: Option<Arc<str>>,
+}
 
 impl fmt::Debug for TlsConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TlsConfig")
-            .field("alpn", &self.0.alpn_protocols)
+            .field("alpn", &self.config.alpn_protocols)
             .finish_non_exhaustive()
     }
 }
@@ -43,42 +53,108 @@ fn tls_error(reason: impl fmt::Display) -> SocketError {
     SocketError::new(Api::ConnectSocket, ErrorKind::Tls, reason)
 }
 
+/// A cached configuration, for the provider at this address.
+struct Cached {
+    provider: usize,
+    material: Material,
+    config: TlsConfig,
+}
+
 impl TlsConfig {
-    /// The configuration for `options`: the default one is built once per
-    /// process; others once per distinct set of certificates (the
-    /// [`CACHED_CONFIGS`] used last are kept). Sharing a configuration also
-    /// shares its TLS session cache, so later connections resume sessions.
-    /// PEM files are read here, on each call, so that changes to them count.
+    /// The configuration for `options`: the application's own, or one built
+    /// with the crypto provider of [`provider`] (see there), once per
+    /// provider and distinct set of certificates; the default options' one
+    /// and the [`CACHED_CONFIGS`] others used last are kept. A provider the
+    /// application installs later is used from then on: a configuration is
+    /// reused only with the provider it was built with. Sharing a
+    /// configuration also shares its TLS session cache, so later connections
+    /// resume sessions. PEM files are read here, on each call, so that
+    /// changes to them count.
     pub(crate) fn new(options: &TlsOptions) -> Result<TlsConfig, SocketError> {
+        if let Some(own) = &options.client_config {
+            return Ok(TlsConfig::of_application(&own.0));
+        }
+        TlsConfig::with_provider(options, provider()?)
+    }
+
+    /// [`TlsConfig::new`] with `provider`, which must live as long as the
+    /// process.
+    fn with_provider(
+        options: &TlsOptions,
+        provider: &'static Arc<CryptoProvider>,
+    ) -> Result<TlsConfig, SocketError> {
+        // Providers are never freed (the process default is `'static`, the
+        // built-in one too): the address is the provider's identity.
+        let id = Arc::as_ptr(provider) as usize;
         if *options == TlsOptions::default() {
-            static DEFAULT: OnceLock<Result<TlsConfig, SocketError>> = OnceLock::new();
-            return DEFAULT
-                .get_or_init(|| build(&Material::default()).map(|c| TlsConfig(Arc::new(c))))
-                .clone();
+            static DEFAULT: Mutex<Option<(usize, TlsConfig)>> = Mutex::new(None);
+            let lock = || DEFAULT.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((built_with, config)) = &*lock() {
+                if *built_with == id {
+                    return Ok(config.clone());
+                }
+            }
+            let config = build(&Material::default(), provider)?;
+            let mut slot = lock();
+            match &*slot {
+                // Another thread was first: keep one configuration, so
+                // that connections share its session cache.
+                Some((built_with, first)) if *built_with == id => return Ok(first.clone()),
+                _ => *slot = Some((id, config.clone())),
+            }
+            return Ok(config);
         }
         let material = Material::load(options)?;
         // Most recently used last.
-        static CACHE: Mutex<Vec<(Material, Arc<ClientConfig>)>> = Mutex::new(Vec::new());
+        static CACHE: Mutex<Vec<Cached>> = Mutex::new(Vec::new());
         let lock = || CACHE.lock().unwrap_or_else(PoisonError::into_inner);
+        let position = |cache: &[Cached]| {
+            cache
+                .iter()
+                .position(|c| c.provider == id && c.material == material)
+        };
         {
             let mut cache = lock();
-            if let Some(i) = cache.iter().position(|(m, _)| *m == material) {
+            if let Some(i) = position(&cache) {
                 let hit = cache.remove(i);
-                let config = hit.1.clone();
+                let config = hit.config.clone();
                 cache.push(hit);
-                return Ok(TlsConfig(config));
+                return Ok(config);
             }
         }
         // Built outside the lock: another thread may build the same config
         // meanwhile, which costs time but is still correct.
-        let config = Arc::new(build(&material)?);
+        let config = build(&material, provider)?;
         let mut cache = lock();
-        cache.retain(|(m, _)| *m != material);
+        if let Some(i) = position(&cache) {
+            cache.remove(i);
+        }
         if cache.len() >= CACHED_CONFIGS {
             cache.remove(0);
         }
-        cache.push((material, config.clone()));
-        Ok(TlsConfig(config))
+        cache.push(Cached {
+            provider: id,
+            material,
+            config: config.clone(),
+        });
+        Ok(config)
+    }
+
+    /// The application's own configuration, used as it is but for ALPN,
+    /// which must be `http/1.1` for the WebSocket upgrade (a copy is made if
+    /// it is not; a copy shares the original's session cache).
+    fn of_application(own: &Arc<ClientConfig>) -> TlsConfig {
+        let config = if own.alpn_protocols == [ALPN_HTTP11] {
+            own.clone()
+        } else {
+            let mut copy = ClientConfig::clone(own);
+            copy.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+            Arc::new(copy)
+        };
+        TlsConfig {
+            config,
+            roots_note: None,
+        }
     }
 
     /// The TLS handshake over `tcp`, sending `host` as SNI (unless it is an
@@ -90,19 +166,26 @@ impl TlsConfig {
     ) -> Result<TlsStream<TcpStream>, SocketError> {
         let name = ServerName::try_from(host.to_owned())
             .map_err(|e| tls_error(format_args!("invalid TLS server name {host:?}: {e}")))?;
-        TlsConnector::from(self.0.clone())
+        TlsConnector::from(self.config.clone())
             .connect(name, tcp)
             .await
-            .map_err(|e| handshake_error(host, e))
+            .map_err(|e| handshake_error(host, e, self.roots_note.as_deref()))
     }
 }
 
 /// `TLS handshake with HOST failed: REASON`, with rustls's own reason
 /// (`invalid peer certificate: UnknownIssuer`, `... not valid for name ...`,
-/// `... certificate expired ...`, `received fatal alert: ...`).
-fn handshake_error(host: &str, e: io::Error) -> SocketError {
+/// `... certificate expired ...`, `received fatal alert: ...`), and for an
+/// unknown issuer the `roots_note` of the configuration if it has one.
+fn handshake_error(host: &str, e: io::Error, roots_note: Option<&str>) -> SocketError {
     let reason = match rustls_error(&e) {
-        Some(tls) => tls.to_string(),
+        Some(tls) => match (tls, roots_note) {
+            (
+                rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+                Some(note),
+            ) => format!("{tls} ({note})"),
+            _ => tls.to_string(),
+        },
         None if e.kind() == io::ErrorKind::UnexpectedEof => {
             "the server closed the connection during the handshake".to_owned()
         }
@@ -217,60 +300,185 @@ fn private_key(pem: &Pem) -> Result<PrivateKeyDer<'static>, SocketError> {
     })
 }
 
-/// The process-wide provider if the application installed one, else *ring*.
-fn provider() -> Arc<CryptoProvider> {
+/// The crypto provider of new configurations: the process default if the
+/// application installed one (rustls's advice: libraries use the provider
+/// the application chose), else the built-in one of the crate features.
+fn provider() -> Result<&'static Arc<CryptoProvider>, SocketError> {
     CryptoProvider::get_default()
-        .cloned()
-        .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .or_else(built_in_provider)
+        .ok_or_else(|| {
+            tls_error(
+                "no TLS crypto provider: enable the `aws-lc-rs` or `ring` feature of \
+                 unisocket, or install one with rustls's CryptoProvider::install_default",
+            )
+        })
 }
 
-/// The certificates of the operating system's store, loaded once.
-#[cfg(feature = "native-roots")]
-fn native_roots() -> &'static [CertificateDer<'static>] {
-    static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
-    // Certificates the store holds but that do not load are skipped, as
-    // browsers do; the rest still count.
-    ROOTS.get_or_init(|| rustls_native_certs::load_native_certs().certs)
+/// The provider of the `aws-lc-rs` feature, else of the `ring` feature;
+/// made once, so that its address identifies it.
+fn built_in_provider() -> Option<&'static Arc<CryptoProvider>> {
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    {
+        static BUILT_IN: std::sync::OnceLock<Arc<CryptoProvider>> = std::sync::OnceLock::new();
+        Some(BUILT_IN.get_or_init(|| {
+            #[cfg(feature = "aws-lc-rs")]
+            let provider = rustls::crypto::aws_lc_rs::default_provider();
+            // Deprecated in rustls 0.23.48 (no post-quantum key exchange);
+            // the `ring` feature asks for it all the same.
+            #[cfg(not(feature = "aws-lc-rs"))]
+            #[allow(deprecated)]
+            let provider = rustls::crypto::ring::default_provider();
+            Arc::new(provider)
+        }))
+    }
+    #[cfg(not(any(feature = "aws-lc-rs", feature = "ring")))]
+    {
+        None
+    }
 }
 
-fn build(material: &Material) -> Result<ClientConfig, SocketError> {
-    let provider = provider();
+/// The system's CA bundle, as trust anchors, and what went wrong loading
+/// it (`native-roots` where the operating system does not verify).
+#[cfg(all(feature = "native-roots", not(any(target_vendor = "apple", windows))))]
+struct SystemRoots {
+    anchors: Vec<rustls_pki_types::TrustAnchor<'static>>,
+    /// The load errors and unparsable certificates, or `None`.
+    errors: Option<Arc<str>>,
+}
+
+/// The system's CA bundle (`SSL_CERT_FILE` / `SSL_CERT_DIR` if set),
+/// loaded once per process. A bundle from which no certificate loads, with
+/// errors, fails every configuration that uses it, naming the errors (as
+/// curl does with a CA file it cannot read), and is tried again next time;
+/// one that partly loads is used, and its errors are kept to explain an
+/// unknown issuer later.
+#[cfg(all(feature = "native-roots", not(any(target_vendor = "apple", windows))))]
+fn system_roots() -> Result<Arc<SystemRoots>, SocketError> {
+    static LOADED: Mutex<Option<Arc<SystemRoots>>> = Mutex::new(None);
+    let mut loaded = LOADED.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(roots) = &*loaded {
+        return Ok(roots.clone());
+    }
+    let result = rustls_native_certs::load_native_certs();
+    let mut store = rustls::RootCertStore::empty();
+    let (_, unparsable) = store.add_parsable_certificates(result.certs);
+    let mut problems: Vec<String> = result.errors.iter().map(ToString::to_string).collect();
+    if unparsable > 0 {
+        problems.push(format!("{unparsable} certificates could not be parsed"));
+    }
+    let errors = (!problems.is_empty()).then(|| summary(&problems));
+    if store.is_empty() {
+        if let Some(errors) = errors {
+            return Err(tls_error(format_args!(
+                "cannot load the system's root certificates (feature `native-roots`): {errors}"
+            )));
+        }
+    }
+    let roots = Arc::new(SystemRoots {
+        anchors: store.roots,
+        errors: errors
+            .map(|e| format!("the system's certificate store loaded with errors: {e}").into()),
+    });
+    *loaded = Some(roots.clone());
+    Ok(roots)
+}
+
+/// Up to three problems, then how many more.
+#[cfg(all(feature = "native-roots", not(any(target_vendor = "apple", windows))))]
+fn summary(problems: &[String]) -> String {
+    const SHOWN: usize = 3;
+    let mut out = problems[..problems.len().min(SHOWN)].join("; ");
+    if problems.len() > SHOWN {
+        out.push_str(&format!("; and {} more", problems.len() - SHOWN));
+    }
+    out
+}
+
+fn build(material: &Material, provider: &Arc<CryptoProvider>) -> Result<TlsConfig, SocketError> {
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| tls_error(format_args!("unusable TLS crypto provider: {e}")))?;
-    let builder = if material.danger_accept_invalid_certs {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
-    } else {
-        let mut roots = RootCertStore::empty();
-        if !material.no_webpki_roots {
-            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        }
-        #[cfg(feature = "native-roots")]
-        roots.add_parsable_certificates(native_roots().iter().cloned());
-        for cert in &material.ca {
-            roots
-                .add(cert.clone())
-                .map_err(|e| tls_error(format_args!("unusable CA certificate: {e}")))?;
-        }
-        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-            .build()
-            .map_err(|e| {
-                tls_error(format_args!(
-                    "no trusted root certificates ({e}): add a CA or keep the webpki roots"
-                ))
-            })?;
-        builder.with_webpki_verifier(verifier)
-    };
+    let (verifier, roots_note): (Arc<dyn ServerCertVerifier>, _) =
+        if material.danger_accept_invalid_certs {
+            (Arc::new(AcceptAnyCertificate(provider.clone())), None)
+        } else {
+            verifier(material, provider)?
+        };
+    let builder = builder
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
     let mut config = match &material.client_auth {
         None => builder.with_no_client_auth(),
         Some(auth) => builder
             .with_client_auth_cert(auth.chain.clone(), auth.key.clone_key())
             .map_err(|e| tls_error(format_args!("unusable client certificate or key: {e}")))?,
     };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
+    config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+    Ok(TlsConfig {
+        config: Arc::new(config),
+        roots_note,
+    })
+}
+
+/// A certificate verifier and the note on the system's store it comes with.
+type Verifier = (Arc<dyn ServerCertVerifier>, Option<Arc<str>>);
+
+/// webpki against the Mozilla roots (unless turned off), the system's CA
+/// bundle (`native-roots`) and the application's CAs.
+#[cfg(not(all(feature = "native-roots", any(target_vendor = "apple", windows))))]
+fn verifier(material: &Material, provider: &Arc<CryptoProvider>) -> Result<Verifier, SocketError> {
+    use rustls::client::WebPkiServerVerifier;
+    use rustls::RootCertStore;
+
+    let mut roots = RootCertStore::empty();
+    if !material.no_webpki_roots {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+    #[cfg(feature = "native-roots")]
+    let note = {
+        let system = system_roots()?;
+        roots.extend(system.anchors.iter().cloned());
+        system.errors.clone()
+    };
+    #[cfg(not(feature = "native-roots"))]
+    let note = None;
+    for cert in &material.ca {
+        roots
+            .add(cert.clone())
+            .map_err(|e| tls_error(format_args!("unusable CA certificate: {e}")))?;
+    }
+    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| {
+            let system = if cfg!(feature = "native-roots") {
+                ", and the system's store has none"
+            } else {
+                ""
+            };
+            tls_error(format_args!(
+                "no trusted root certificates ({e}{system}): add a CA or keep the webpki roots"
+            ))
+        })?;
+    Ok((verifier, note))
+}
+
+/// The operating system's verifier (`native-roots` on macOS, iOS and
+/// Windows: its own roots, distrust decisions and revocation checks),
+/// trusting the application's CAs besides the system's. The Mozilla roots
+/// are left out: given as extra roots they would be trusted whatever the
+/// system's own distrust decisions say.
+#[cfg(all(feature = "native-roots", any(target_vendor = "apple", windows)))]
+fn verifier(material: &Material, provider: &Arc<CryptoProvider>) -> Result<Verifier, SocketError> {
+    let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(
+        material.ca.iter().cloned(),
+        provider.clone(),
+    )
+    .map_err(|e| {
+        tls_error(format_args!(
+            "cannot use the system's certificate verifier: {e}"
+        ))
+    })?;
+    Ok((Arc::new(verifier), None))
 }
 
 /// The verifier behind `danger_accept_invalid_certs(true)`: any certificate
@@ -332,8 +540,8 @@ mod tests {
     fn default_config_is_built_once_with_alpn() {
         let a = TlsConfig::new(&TlsOptions::default()).unwrap();
         let b = TlsConfig::new(&TlsOptions::default()).unwrap();
-        assert!(Arc::ptr_eq(&a.0, &b.0));
-        assert_eq!(a.0.alpn_protocols, vec![b"http/1.1".to_vec()]);
+        assert!(Arc::ptr_eq(&a.config, &b.config));
+        assert_eq!(a.config.alpn_protocols, vec![b"http/1.1".to_vec()]);
     }
 
     #[test]
@@ -342,16 +550,87 @@ mod tests {
             danger_accept_invalid_certs: true,
             ..TlsOptions::default()
         };
-        let a = TlsConfig::new(&options).unwrap().0;
+        let a = TlsConfig::new(&options).unwrap().config;
         drop(TlsConfig::new(&options).unwrap());
-        let b = TlsConfig::new(&options).unwrap().0;
+        let b = TlsConfig::new(&options).unwrap().config;
         assert!(Arc::ptr_eq(&a, &b));
         let other = TlsOptions {
             danger_accept_invalid_certs: true,
             webpki_roots: false,
             ..TlsOptions::default()
         };
-        assert!(!Arc::ptr_eq(&a, &TlsConfig::new(&other).unwrap().0));
+        assert!(!Arc::ptr_eq(&a, &TlsConfig::new(&other).unwrap().config));
+    }
+
+    /// A provider that lives as long as the process, as installed ones do.
+    fn leaked(provider: CryptoProvider) -> &'static Arc<CryptoProvider> {
+        Box::leak(Box::new(Arc::new(provider)))
+    }
+
+    #[test]
+    fn a_config_is_reused_only_with_its_provider() {
+        let base = provider().expect("a provider feature is on");
+        let other = leaked(CryptoProvider::clone(base));
+        for options in [
+            TlsOptions::default(),
+            TlsOptions {
+                webpki_roots: false,
+                danger_accept_invalid_certs: true,
+                ..TlsOptions::default()
+            },
+        ] {
+            let first = TlsConfig::with_provider(&options, base).unwrap().config;
+            assert!(Arc::ptr_eq(first.crypto_provider(), base));
+            // Another provider (one the application installed): a
+            // configuration of its own, with it.
+            let second = TlsConfig::with_provider(&options, other).unwrap().config;
+            assert!(!Arc::ptr_eq(&first, &second));
+            assert!(Arc::ptr_eq(second.crypto_provider(), other));
+            assert!(Arc::ptr_eq(
+                &second,
+                &TlsConfig::with_provider(&options, other).unwrap().config
+            ));
+        }
+    }
+
+    #[test]
+    fn no_provider_is_a_clear_error() {
+        if CryptoProvider::get_default().is_some() || built_in_provider().is_some() {
+            return; // only a build with `tls` alone has none
+        }
+        let e = TlsConfig::new(&TlsOptions::default()).unwrap_err();
+        assert!(
+            e.reason().starts_with("no TLS crypto provider"),
+            "{}",
+            e.reason()
+        );
+    }
+
+    #[test]
+    fn an_application_config_is_used_with_http11_alpn() {
+        let Ok(provider) = provider() else { return };
+        let own = |alpn: &[&[u8]]| {
+            let mut config = ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth();
+            config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+            Arc::new(config)
+        };
+        let options = |config: &Arc<ClientConfig>| TlsOptions {
+            client_config: Some(crate::options::OwnClientConfig(config.clone())),
+            ..TlsOptions::default()
+        };
+        let ready = own(&[b"http/1.1"]);
+        let used = TlsConfig::new(&options(&ready)).unwrap().config;
+        assert!(Arc::ptr_eq(&used, &ready));
+        for alpn in [&[][..], &[&b"h2"[..], b"http/1.1"]] {
+            let given = own(alpn);
+            let used = TlsConfig::new(&options(&given)).unwrap().config;
+            assert_eq!(used.alpn_protocols, vec![b"http/1.1".to_vec()]);
+            assert!(Arc::ptr_eq(used.crypto_provider(), given.crypto_provider()));
+        }
     }
 
     #[test]

@@ -14,10 +14,11 @@ use rcgen::{
     date_time_ymd, BasicConstraints, CertificateParams, CertifiedIssuer, DnType,
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
 };
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{CipherSuite, NamedGroup, RootCertStore, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -102,7 +103,10 @@ pub fn server_config(id: &Identity, client_ca: Option<&TestCa>) -> Arc<ServerCon
             .collect::<Result<_, _>>()
             .expect("server chain");
     let key = PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes()).expect("server key");
-    let builder = ServerConfig::builder();
+    let provider = server_provider();
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions");
     let builder = match client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
@@ -110,7 +114,7 @@ pub fn server_config(id: &Identity, client_ca: Option<&TestCa>) -> Arc<ServerCon
             for cert in CertificateDer::pem_slice_iter(ca.cert_pem().as_bytes()) {
                 roots.add(cert.expect("CA cert")).expect("add CA");
             }
-            let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
                 .expect("client verifier");
             builder.with_client_cert_verifier(verifier)
@@ -123,6 +127,20 @@ pub fn server_config(id: &Identity, client_ca: Option<&TestCa>) -> Arc<ServerCon
     Arc::new(config)
 }
 
+/// The server's crypto: aws-lc-rs, named rather than left to rustls, since
+/// the tests may build rustls with both providers. It supports every key
+/// exchange either client provider offers, X25519MLKEM768 first.
+pub fn server_provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// What a completed handshake agreed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Negotiated {
+    pub suite: CipherSuite,
+    pub group: Option<NamedGroup>,
+}
+
 /// A TLS terminator on 127.0.0.1: every accepted connection is TLS-accepted
 /// and then piped to `backend` (a plain test server). The accept loop stops
 /// when this is dropped.
@@ -132,6 +150,7 @@ pub struct TlsFront {
     handshakes: Arc<AtomicUsize>,
     alpn: Arc<std::sync::Mutex<Vec<Option<Vec<u8>>>>>,
     sni: Arc<std::sync::Mutex<Vec<Option<String>>>>,
+    negotiated: Arc<std::sync::Mutex<Vec<Negotiated>>>,
 }
 
 impl Drop for TlsFront {
@@ -165,7 +184,13 @@ impl TlsFront {
         let handshakes = Arc::new(AtomicUsize::new(0));
         let alpn = Arc::new(std::sync::Mutex::new(Vec::new()));
         let sni = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (count, alpn_log, sni_log) = (handshakes.clone(), alpn.clone(), sni.clone());
+        let negotiated = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (count, alpn_log, sni_log, agreed_log) = (
+            handshakes.clone(),
+            alpn.clone(),
+            sni.clone(),
+            negotiated.clone(),
+        );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
@@ -173,7 +198,12 @@ impl TlsFront {
                     continue;
                 };
                 let acceptor = acceptor.clone();
-                let (count, alpn_log, sni_log) = (count.clone(), alpn_log.clone(), sni_log.clone());
+                let (count, alpn_log, sni_log, agreed_log) = (
+                    count.clone(),
+                    alpn_log.clone(),
+                    sni_log.clone(),
+                    agreed_log.clone(),
+                );
                 tokio::spawn(async move {
                     let mut tls = match acceptor.accept(tcp).into_fallible().await {
                         Ok(tls) => tls,
@@ -192,6 +222,13 @@ impl TlsFront {
                         .lock()
                         .unwrap()
                         .push(session.server_name().map(str::to_owned));
+                    agreed_log.lock().unwrap().push(Negotiated {
+                        suite: session
+                            .negotiated_cipher_suite()
+                            .expect("a suite after the handshake")
+                            .suite(),
+                        group: session.negotiated_key_exchange_group().map(|g| g.name()),
+                    });
                     let Ok(mut plain) = TcpStream::connect(backend).await else {
                         return;
                     };
@@ -209,6 +246,7 @@ impl TlsFront {
             handshakes,
             alpn,
             sni,
+            negotiated,
         }
     }
 
@@ -230,6 +268,11 @@ impl TlsFront {
     /// The SNI name the client sent on each completed handshake.
     pub fn sni(&self) -> Vec<Option<String>> {
         self.sni.lock().unwrap().clone()
+    }
+
+    /// The cipher suite and key exchange of each completed handshake.
+    pub fn negotiated(&self) -> Vec<Negotiated> {
+        self.negotiated.lock().unwrap().clone()
     }
 }
 

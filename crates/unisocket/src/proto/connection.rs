@@ -1218,7 +1218,16 @@ impl Connection {
         let (payload, rsv1) = match self.deflate.as_mut() {
             Some(deflate) => {
                 deflate.compress(payload, &mut scratch);
-                (&scratch[..], true)
+                if scratch.len() < payload.len() || payload.is_empty() {
+                    (&scratch[..], true)
+                } else {
+                    // It did not shrink (random or already compressed
+                    // bytes): sent as it is, which RFC 7692 allows for any
+                    // message. The compressor forgets it, since the server's
+                    // inflater never sees it.
+                    deflate.reset_compressor();
+                    (payload, false)
+                }
             }
             None => (payload, false),
         };

@@ -304,6 +304,11 @@ impl Deflate {
     }
 
     /// Unreachable without the `deflate` feature.
+    pub fn reset_compressor(&mut self) {
+        match *self {}
+    }
+
+    /// Unreachable without the `deflate` feature.
     ///
     /// # Errors
     /// Never.
@@ -450,6 +455,29 @@ impl Deflate {
         if self.params.client_no_context_takeover {
             self.compress.reset();
         }
+    }
+
+    /// Starts the compressor afresh, with nothing in its window: the last
+    /// message it compressed is sent uncompressed after all, so later ones
+    /// must not refer back to it (the server never inflates it). Earlier
+    /// messages stay in the server's window, where nothing refers to them
+    /// any more; a compressor may always leave its window unused.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::proto::deflate::{Deflate, DeflateConfig};
+    ///
+    /// let params = DeflateConfig::default().negotiate(Some("permessage-deflate")).unwrap().unwrap();
+    /// let mut deflate = Deflate::new(params);
+    /// let (mut first, mut again) = (Vec::new(), Vec::new());
+    /// deflate.compress(b"hello hello", &mut first);
+    /// deflate.reset_compressor();
+    /// deflate.compress(b"hello hello", &mut again);
+    /// assert_eq!(first, again); // no reference to the forgotten message
+    /// ```
+    pub fn reset_compressor(&mut self) {
+        self.compress.reset();
     }
 
     /// Inflates one frame's payload of a compressed message, appending to

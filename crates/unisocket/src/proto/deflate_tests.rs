@@ -451,9 +451,10 @@ fn far_matching_messages() -> Vec<Vec<u8>> {
     messages
 }
 
-/// The client's compressed payloads for `messages` under `answer`, each
-/// with the sync-flush tail back on, as the server sees them.
-fn client_streams(answer: &str, messages: &[Vec<u8>]) -> Vec<Vec<u8>> {
+/// The client's payloads for `messages` under `answer`, as the server sees
+/// them: a compressed one with the sync-flush tail back on (`Some`), or
+/// `None` for a message sent as it is (it did not shrink).
+fn client_streams(answer: &str, messages: &[Vec<u8>]) -> Vec<Option<Vec<u8>>> {
     let mut c = client(params(answer), Limits::default());
     let mut server = ServerCodec::new();
     messages
@@ -462,12 +463,45 @@ fn client_streams(answer: &str, messages: &[Vec<u8>]) -> Vec<Vec<u8>> {
             c.send_binary(m).unwrap();
             server.feed(&c.write_buf().split());
             let frame = server.next_frame().unwrap().unwrap();
-            assert_eq!((frame.fin, frame.rsv, frame.opcode), (true, 4, OP_BINARY));
+            assert_eq!((frame.fin, frame.opcode), (true, OP_BINARY));
+            if frame.rsv == 0 {
+                assert_eq!(&frame.payload, m);
+                return None;
+            }
+            assert_eq!(frame.rsv, 4);
             let mut payload = frame.payload;
             payload.extend_from_slice(&[0x00, 0x00, 0xFF, 0xFF]);
-            payload
+            Some(payload)
         })
         .collect()
+}
+
+/// Inflates `streams` in a window of `window_size` bytes, as a server with
+/// that window would; a message sent as it is empties the window (the
+/// client's compressor forgot everything then, so nothing after it may
+/// refer further back). Returns the farthest reference.
+fn inflate_streams(
+    streams: &[Option<Vec<u8>>],
+    messages: &[Vec<u8>],
+    window_size: usize,
+    takeover: bool,
+) -> Result<usize, String> {
+    let mut window = Vec::new();
+    let mut farthest = 0;
+    for (stream, message) in streams.iter().zip(messages) {
+        if !takeover {
+            window.clear();
+        }
+        let Some(stream) = stream else {
+            window.clear();
+            continue;
+        };
+        let start = window.len();
+        let far = inflate_in_window(stream, window_size, &mut window)?;
+        assert_eq!(&window[start..], &message[..]);
+        farthest = farthest.max(far);
+    }
+    Ok(farthest)
 }
 
 #[test]
@@ -478,25 +512,16 @@ fn with_client_max_window_bits_8_the_client_never_refers_more_than_256_bytes_bac
         "permessage-deflate; client_max_window_bits=8; client_no_context_takeover",
     ] {
         let takeover = !answer.contains("client_no_context_takeover");
-        let mut window = Vec::new();
-        let mut farthest = 0;
         let streams = client_streams(answer, &messages);
-        for (stream, message) in streams.iter().zip(&messages) {
-            if !takeover {
-                window.clear();
-            }
-            let start = window.len();
-            let far = inflate_in_window(stream, 256, &mut window)
-                .unwrap_or_else(|e| panic!("{answer}: {e}"));
-            assert_eq!(&window[start..], &message[..], "{answer}");
-            farthest = farthest.max(far);
-        }
+        let farthest = inflate_streams(&streams, &messages, 256, takeover)
+            .unwrap_or_else(|e| panic!("{answer}: {e}"));
         assert!((1..=256).contains(&farthest), "{farthest}");
         // Still compressed where 256 bytes of history allow it: random
         // blocks repeating every 100, 200 or 250 bytes, and the text
         // (random bytes repeating further back cannot shrink).
         for i in [0, 1, 2, 13] {
-            let (packed, plain) = (streams[i].len(), messages[i].len());
+            let packed = streams[i].as_ref().map_or(usize::MAX, Vec::len);
+            let plain = messages[i].len();
             assert!(
                 packed * 4 < plain * 3,
                 "{answer}: {packed} of {plain} bytes"
@@ -506,15 +531,11 @@ fn with_client_max_window_bits_8_the_client_never_refers_more_than_256_bytes_bac
     // The decoder does catch a wider window: with 10 bits the client refers
     // further back than 256 bytes.
     let wide = client_streams("permessage-deflate; client_max_window_bits=10", &messages);
-    let mut window = Vec::new();
-    let refused = wide
-        .iter()
-        .map(|stream| inflate_in_window(stream, 256, &mut window))
-        .find_map(Result::err);
+    let refused = inflate_streams(&wide, &messages, 256, true);
     assert!(
         refused
-            .as_deref()
-            .is_some_and(|e| e.contains("beyond the 256-byte window")),
+            .as_ref()
+            .is_err_and(|e| e.contains("beyond the 256-byte window")),
         "{refused:?}"
     );
 }
@@ -561,4 +582,43 @@ fn an_incompressible_message_of_the_limit_in_one_frame_arrives() {
         c.poll_event(),
         Err(ProtocolError::MessageTooLarge { max: MAX, .. })
     ));
+}
+
+/// A message that does not shrink is sent uncompressed (RSV1 clear), never
+/// larger than it is; the messages after it still inflate on the server.
+#[test]
+fn a_message_that_does_not_shrink_is_sent_as_it_is() {
+    let p = params("permessage-deflate");
+    let mut c = client(p, Limits::default());
+    let mut server = ServerCodec::new();
+    let mut server_inflate = server_deflate(p);
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let random: Vec<u8> = (0..100_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let text = "compressible text, compressible text, compressible text";
+    for message in [text.as_bytes(), &random[..], text.as_bytes(), &random[..]] {
+        c.send_binary(message).unwrap();
+        server.feed(&c.write_buf().split());
+        let frame = server.next_frame().unwrap().unwrap();
+        let compressed = frame.rsv == 4;
+        let got = if compressed {
+            let mut out = Vec::new();
+            server_inflate
+                .decompress(&frame.payload, true, &mut out, usize::MAX)
+                .unwrap();
+            out
+        } else {
+            frame.payload.clone()
+        };
+        assert_eq!(got, message);
+        // Random bytes go as they are; text shrinks.
+        assert_eq!(compressed, message.len() < 1000, "{} bytes", message.len());
+        assert!(frame.payload.len() <= message.len());
+    }
 }

@@ -190,6 +190,9 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
+        if std::thread::panicking() {
+            eprintln!("--- output of {} ---\n{}", self.name, self.log_text());
+        }
     }
 }
 
@@ -354,9 +357,10 @@ async fn echo_sizes(task: &SocketTask, sizes: &[usize]) {
             bounded(&what, task.send(msg.clone()))
                 .await
                 .unwrap_or_else(|e| panic!("send of {len} bytes ({}): {e}", kind(text)));
-            let back = bounded(&what, task.recv())
-                .await
-                .unwrap_or_else(|| panic!("closed instead of {what}: {:?}", task.ready_state()));
+            let Some(back) = bounded(&what, task.recv()).await else {
+                let ev = bounded("closed", task.closed()).await;
+                panic!("closed instead of {what}: {ev:?}");
+            };
             // Not assert_eq: a failure would print megabytes.
             assert!(back == msg, "{what} differs (got {} bytes)", back.len());
             if len >= 1 << 20 {
@@ -461,6 +465,22 @@ async fn node_ws() {
         },
     )
     .await;
+}
+
+/// A 64 MiB incompressible message sent compressed to Node `ws` with
+/// `maxPayload` 65 MiB (a peer whose frame limit is the message limit plus
+/// 1 MiB).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "library bug: an incompressible message is sent compressed and 5.5 % larger \
+            (1 MiB of random bytes -> a 1 105 915-byte frame, 20 MiB -> 22 119 191 bytes; \
+            zlib's stored blocks would add 0.03 %), so 64 MiB of random bytes is a ~70.8 MB \
+            frame and Node ws with maxPayload 65 MiB closes with 1009 \"Max payload size \
+            exceeded\"; .ci/run skips it"]
+async fn node_ws_64mib_incompressible_compressed_within_peer_limit() {
+    let peer = start_node(&["--deflate", "--max-payload", &(65usize << 20).to_string()]);
+    let (task, extensions) = open(ConnectOptions::new(peer.url()).per_message_deflate(true)).await;
+    assert!(extensions.contains("permessage-deflate"), "{extensions:?}");
+    echo_sizes(&task, &[LIMIT]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1089,4 +1109,324 @@ async fn squid_connect_with_and_without_auth() {
 #[ignore = "needs tinyproxy, node and npm ws: run by .ci/run"]
 async fn tinyproxy_connect_with_and_without_auth() {
     http_proxy_suite(HttpProxy::Tinyproxy).await;
+}
+
+/// The system user that dante's `username` method checks (it reads the
+/// password database): made once, with `PROXY_PASSWORD`.
+fn socks_user() {
+    let exists = Command::new("id")
+        .arg(PROXY_USER)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !exists {
+        let useradd = require("useradd", "Debian package passwd");
+        let status = Command::new(useradd)
+            .args([
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                PROXY_USER,
+            ])
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "useradd {PROXY_USER} failed (dante's username method needs a system user; run as root)"
+        );
+    }
+    let mut chpasswd = Command::new(require("chpasswd", "Debian package passwd"))
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    writeln!(
+        chpasswd.stdin.take().unwrap(),
+        "{PROXY_USER}:{PROXY_PASSWORD}"
+    )
+    .unwrap();
+    assert!(chpasswd.wait().unwrap().success(), "chpasswd failed");
+}
+
+/// danted in the foreground, without authentication or with the
+/// `username` method.
+fn start_dante(auth: bool) -> ProxyDaemon {
+    let danted = require("danted", "Debian package dante-server");
+    let dir = TempDir::new("dante");
+    let port = free_port();
+    let method = if auth { "username" } else { "none" };
+    let conf = format!(
+        "logoutput: stderr
+internal: 127.0.0.1 port = {port}
+external: 127.0.0.1
+clientmethod: none
+socksmethod: {method}
+user.privileged: root
+user.unprivileged: nobody
+client pass {{
+    from: 127.0.0.0/8 to: 0.0.0.0/0
+}}
+socks pass {{
+    from: 127.0.0.0/8 to: 0.0.0.0/0
+    command: connect
+}}
+"
+    );
+    let file = dir.write("danted.conf", conf);
+    let mut cmd = Command::new(danted);
+    cmd.arg("-f")
+        .arg(file)
+        .arg("-p")
+        .arg(dir.path("danted.pid"))
+        .args(["-N", "1"]);
+    let mut daemon = Daemon::spawn("danted", cmd, dir.path("stderr"));
+    daemon.wait_port(port);
+    ProxyDaemon {
+        port,
+        _daemon: daemon,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs dante-server (danted), root for its system user, node and npm ws: run by .ci/run"]
+async fn dante_socks5_and_socks5h() {
+    socks_user();
+    let targets = start_targets();
+    let open_proxy = start_dante(false);
+    let auth_proxy = start_dante(true);
+    for scheme in ["socks5", "socks5h"] {
+        let plain = format!("{scheme}://127.0.0.1:{}", open_proxy.port);
+        let authed = format!(
+            "{scheme}://{PROXY_USER}:{PROXY_PASSWORD}@127.0.0.1:{}",
+            auth_proxy.port
+        );
+        let wrong = format!(
+            "{scheme}://{PROXY_USER}:wrong@127.0.0.1:{}",
+            auth_proxy.port
+        );
+        // socks5h: the proxy resolves `localhost`.
+        for (url, ca) in targets.urls("localhost") {
+            works(with_ca(ConnectOptions::new(&url), ca).proxy(&plain)).await;
+            works(with_ca(ConnectOptions::new(&url), ca).proxy(&authed)).await;
+            proxy_refuses(with_ca(ConnectOptions::new(&url), ca).proxy(&wrong), None).await;
+            // Without credentials the proxy accepts none of our methods.
+            proxy_refuses(
+                with_ca(ConnectOptions::new(&url), ca)
+                    .proxy(format!("{scheme}://127.0.0.1:{}", auth_proxy.port)),
+                None,
+            )
+            .await;
+            run_env_child(&url, ca, "ALL_PROXY", "open", &[("ALL_PROXY", &authed)]);
+            run_env_child(&url, ca, "ALL_PROXY", "refused", &[("ALL_PROXY", &wrong)]);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// (5) A lossy link between network namespaces
+// ---------------------------------------------------------------------------
+
+/// A network namespace joined to this one by a veth pair: this side
+/// `10.231.N.1`, the namespace's `10.231.N.2`. Deleted on drop.
+struct Netns {
+    name: String,
+    host_if: String,
+    ns_if: String,
+    server_ip: String,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new(require("ip", "Debian package iproute2"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ip {args:?} failed (the lossy-link test needs root and network namespaces): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Netns {
+    fn new() -> Netns {
+        let pid = std::process::id();
+        let name = format!("usi{pid}");
+        let net = pid % 250;
+        let ns = Netns {
+            host_if: format!("{name}a"),
+            ns_if: format!("{name}b"),
+            server_ip: format!("10.231.{net}.2"),
+            name,
+        };
+        ip(&["netns", "add", &ns.name]);
+        ip(&[
+            "link",
+            "add",
+            &ns.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &ns.ns_if,
+            "netns",
+            &ns.name,
+        ]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("10.231.{net}.1/24"),
+            "dev",
+            &ns.host_if,
+        ]);
+        ip(&["link", "set", &ns.host_if, "up"]);
+        ns.exec_ip(&["link", "set", "lo", "up"]);
+        ns.exec_ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", ns.server_ip),
+            "dev",
+            &ns.ns_if,
+        ]);
+        ns.exec_ip(&["link", "set", &ns.ns_if, "up"]);
+        ns
+    }
+
+    fn exec_ip(&self, args: &[&str]) {
+        let mut all = vec!["netns", "exec", &self.name, "ip"];
+        all.extend_from_slice(args);
+        ip(&all);
+    }
+
+    /// `iptables ARGS` inside the namespace.
+    fn iptables(&self, args: &[&str]) {
+        let iptables = require("iptables", "Debian package iptables");
+        let out = Command::new(require("ip", "Debian package iproute2"))
+            .args(["netns", "exec", &self.name])
+            .arg(iptables)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "iptables {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let ip = require("ip", "Debian package iproute2");
+        let _ = Command::new(&ip)
+            .args(["link", "del", &self.host_if])
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new(&ip)
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs root, network namespaces, iptables, iproute2, node and npm ws: run by .ci/run"]
+async fn lossy_link_between_namespaces() {
+    let ns = Netns::new();
+    // This kernel has no sch_netem: no fixed delay. A token bucket of
+    // 8 Mbit/s on our side of the link queues bulk sends (up to 100 ms)
+    // instead, and iptables drops 5 % of the packets each way.
+    let tc = require("tc", "Debian package iproute2");
+    let status = Command::new(tc)
+        .args(["qdisc", "add", "dev", &ns.host_if, "root", "tbf"])
+        .args(["rate", "8mbit", "burst", "32kb", "latency", "100ms"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "tc qdisc add tbf failed");
+    let loss = [
+        "-m",
+        "statistic",
+        "--mode",
+        "random",
+        "--probability",
+        "0.05",
+    ];
+    for chain in ["INPUT", "OUTPUT"] {
+        let mut args = vec!["-A", chain, "-i", &ns.ns_if];
+        if chain == "OUTPUT" {
+            args[2] = "-o";
+        }
+        args.extend_from_slice(&loss);
+        args.extend_from_slice(&["-j", "DROP"]);
+        ns.iptables(&args);
+    }
+    let server = node_ws_in(
+        &["ip", "netns", "exec", &ns.name],
+        &["--host", &ns.server_ip, "--deflate"],
+    );
+    let url = format!("ws://{}:{}/", ns.server_ip, server.port);
+
+    // Over 5 % loss every message arrives, in order (TCP retransmits).
+    let (task, _) = open(ConnectOptions::new(&url).per_message_deflate(true)).await;
+    for i in 0..50 {
+        bounded("send", task.send(format!("message {i}")))
+            .await
+            .unwrap();
+    }
+    for i in 0..50 {
+        let msg = bounded("an echo over the lossy link", task.recv())
+            .await
+            .unwrap();
+        assert_eq!(msg.as_text(), Some(format!("message {i}").as_str()));
+    }
+    echo_sizes(&task, &[65_536, 256 << 10]).await;
+    bounded("close", task.close(CloseOptions::default().code(1000)))
+        .await
+        .unwrap();
+    assert_eq!(bounded("closed", task.closed()).await.code, 1000);
+    ns.iptables(&["-F", "INPUT"]);
+    ns.iptables(&["-F", "OUTPUT"]);
+
+    // A dead link (everything dropped): the heartbeat notices, the task
+    // tries again, and comes back once the link does.
+    let opened = Arc::new(AtomicUsize::new(0));
+    let reconnecting = Arc::new(AtomicUsize::new(0));
+    let task = connect_socket(
+        ConnectOptions::new(&url)
+            .timeout(Duration::from_secs(2))
+            .heartbeat(Duration::from_millis(300), Duration::from_millis(1500))
+            .reconnect(
+                ReconnectPolicy::default()
+                    .min_delay(Duration::from_millis(100))
+                    .max_delay(Duration::from_millis(500))
+                    .max_attempts(None),
+            ),
+    );
+    let o = opened.clone();
+    task.on_open(move |_| {
+        o.fetch_add(1, Ordering::SeqCst);
+    });
+    let r = reconnecting.clone();
+    task.on_reconnecting(move |_| {
+        r.fetch_add(1, Ordering::SeqCst);
+    });
+    bounded("open", task.opened()).await.unwrap();
+    echo_sizes(&task, &[8]).await;
+    ns.iptables(&["-I", "INPUT", "1", "-j", "DROP"]);
+    wait_until("the heartbeat to notice the dead link", || {
+        reconnecting.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    assert_ne!(task.ready_state(), ReadyState::Open);
+    ns.iptables(&["-D", "INPUT", "1"]);
+    wait_until("the task to come back", || {
+        opened.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    echo_sizes(&task, &[8, 100_000]).await;
+    bounded("close", task.close(CloseOptions::default().code(1000)))
+        .await
+        .unwrap();
+    assert_eq!(bounded("closed", task.closed()).await.code, 1000);
+    drop(server);
 }

@@ -558,11 +558,14 @@ async fn python_starlette_uvicorn_wsproto() {
 /// `localhost`, in front of a Node `ws` backend on `backend`:
 /// - `tls`: `/` proxies WebSocket upgrades, `/idle` with 1 s read and send
 ///   timeouts, `/forbidden` answers 403, `/down` proxies to a closed port
-///   (502);
+///   (502), and `/unauthorized`, `/missing`, `/moved`, `/upgrade-required`
+///   answer 401, 404, 301, 426; also on `[::1]`;
+/// - `tls12`: `/` with TLS 1.2 only;
 /// - `mtls`: the same `/`, requiring a client certificate from the CA.
 struct Nginx {
     tls: u16,
     mtls: u16,
+    tls12: u16,
     ca_file: PathBuf,
     client_cert: PathBuf,
     client_key: PathBuf,
@@ -574,14 +577,14 @@ fn start_nginx(backend: u16) -> Nginx {
     let nginx = require("nginx", "Debian package nginx");
     let dir = TempDir::new("nginx");
     let ca = tls_support::TestCa::new("unisocket interop CA");
-    let server = ca.server_cert(&["localhost", "127.0.0.1"]);
+    let server = ca.server_cert(&["localhost", "127.0.0.1", "::1"]);
     let client = ca.client_cert("interop-client");
     let ca_file = dir.write("ca.pem", ca.cert_pem());
     dir.write("server.pem", &server.cert_pem);
     dir.write("server.key", &server.key_pem);
     let client_cert = dir.write("client.pem", &client.cert_pem);
     let client_key = dir.write("client.key", &client.key_pem);
-    let (tls, mtls, closed) = (free_port(), free_port(), free_port());
+    let (tls, mtls, tls12, closed) = (free_port(), free_port(), free_port(), free_port());
     let d = dir.0.display();
     let upgrade = "proxy_http_version 1.1;
             proxy_set_header Upgrade $http_upgrade;
@@ -605,6 +608,7 @@ http {{
     ssl_certificate_key {d}/server.key;
     server {{
         listen 127.0.0.1:{tls} ssl;
+        listen [::1]:{tls} ssl;
         location / {{
             proxy_pass http://127.0.0.1:{backend};
             {upgrade}
@@ -617,8 +621,20 @@ http {{
             proxy_send_timeout 1s;
         }}
         location /forbidden {{ return 403; }}
+        location /unauthorized {{ return 401; }}
+        location /missing {{ return 404; }}
+        location /moved {{ return 301 https://localhost:{tls}/; }}
+        location /upgrade-required {{ return 426; }}
         location /down {{
             proxy_pass http://127.0.0.1:{closed};
+            {upgrade}
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{tls12} ssl;
+        ssl_protocols TLSv1.2;
+        location / {{
+            proxy_pass http://127.0.0.1:{backend};
             {upgrade}
         }}
     }}
@@ -645,9 +661,12 @@ http {{
     let mut daemon = Daemon::spawn("nginx", cmd, dir.path("stderr"));
     daemon.wait_port(tls);
     daemon.wait_port(mtls);
+    daemon.wait_port(tls12);
+    daemon.wait_addr(&format!("[::1]:{tls}"));
     Nginx {
         tls,
         mtls,
+        tls12,
         ca_file,
         client_cert,
         client_key,
@@ -685,12 +704,27 @@ async fn nginx_tls_private_ca_mutual_tls_and_error_answers() {
         .unwrap();
     assert_eq!(bounded("closed", task.closed()).await.code, 1000);
 
+    // IPv6, by address (an IP SAN), and TLS 1.2 only.
+    for url in [
+        format!("wss://[::1]:{}/", nginx.tls),
+        format!("wss://127.0.0.1:{}/", nginx.tls12),
+    ] {
+        works(ConnectOptions::new(url).ca_certificates_file(&nginx.ca_file)).await;
+    }
+
     // Without the CA: a TLS error.
     let err = refused(ConnectOptions::new(nginx.url("/"))).await;
     assert_eq!(err.kind(), ErrorKind::Tls, "{err}");
 
     // nginx's own answers: the status, as a handshake error.
-    for (path, status) in [("/forbidden", 403), ("/down", 502)] {
+    for (path, status) in [
+        ("/forbidden", 403),
+        ("/down", 502),
+        ("/unauthorized", 401),
+        ("/missing", 404),
+        ("/moved", 301),
+        ("/upgrade-required", 426),
+    ] {
         let err = refused(nginx.options(path)).await;
         assert_eq!(err.kind(), ErrorKind::Handshake, "{path}: {err}");
         assert_eq!(err.http_status(), Some(status), "{path}: {err}");
@@ -1036,7 +1070,9 @@ PidFile \"{d}/tinyproxy.pid\"
 async fn http_proxy_suite(which: HttpProxy) {
     let targets = start_targets();
     let blocked = free_port();
-    let allowed = [targets.plain.port, targets.tls.port];
+    // Nothing listens there.
+    let closed = free_port();
+    let allowed = [targets.plain.port, targets.tls.port, closed];
     let open_proxy = start_http_proxy(which, false, &allowed, blocked);
     let auth_proxy = start_http_proxy(which, true, &allowed, blocked);
     let plain = format!("http://127.0.0.1:{}", open_proxy.port);
@@ -1097,6 +1133,13 @@ async fn http_proxy_suite(which: HttpProxy) {
     let url = format!("ws://127.0.0.1:{blocked}/");
     proxy_refuses(ConnectOptions::new(&url).proxy(&plain), Some(403)).await;
     proxy_refuses(ConnectOptions::new(&url).proxy(&authed), Some(403)).await;
+    // Nothing listens behind the proxy.
+    let url = format!("ws://127.0.0.1:{closed}/");
+    let status = match which {
+        HttpProxy::Squid => 503,
+        HttpProxy::Tinyproxy => 500,
+    };
+    proxy_refuses(ConnectOptions::new(&url).proxy(&plain), Some(status)).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -98,30 +98,16 @@ pub(crate) async fn run(shared: Arc<Shared>, mut params: Box<Params>) {
             outcome = Err(take_abort(&shared, &mut early));
         }
         let (close, user_closed, close_replies, cause) = match outcome {
-            // A `close` while CONNECTING ends a first attempt as a browser
-            // would (an error, then 1006), a reconnect as the application
-            // asked.
-            Err(Abort::ByUser { reply, .. }) if !shared.has_opened() => {
-                let (close, err) = aborted("closed before the connection was established");
-                shared.failed(err.clone());
-                (close, true, vec![reply], Some(err))
-            }
-            // A reconnect attempt: the connection the application knew was
-            // lost (and reported) already; the task ends with the code and
-            // reason the application gave.
             Err(Abort::ByUser {
                 code,
                 reason,
                 reply,
             }) => {
-                let close = CloseEvent {
+                let (close, err) = closed_while_connecting(
+                    &shared,
                     code,
                     reason,
-                    was_clean: false,
-                };
-                let err = SocketError::new(
-                    Api::ConnectSocket,
-                    ErrorKind::Aborted,
+                    "closed before the connection was established",
                     "closed while reconnecting",
                 );
                 (close, true, vec![reply], Some(err))
@@ -171,23 +157,8 @@ pub(crate) async fn run(shared: Arc<Shared>, mut params: Box<Params>) {
                     else {
                         continue;
                     };
-                    // As a close during an attempt, above.
                     let why = "closed while waiting to reconnect";
-                    let (close, err) = if shared.has_opened() {
-                        let close = CloseEvent {
-                            code,
-                            reason,
-                            was_clean: false,
-                        };
-                        (
-                            close,
-                            SocketError::new(Api::ConnectSocket, ErrorKind::Aborted, why),
-                        )
-                    } else {
-                        let (close, err) = aborted(why);
-                        shared.failed(err.clone());
-                        (close, err)
-                    };
+                    let (close, err) = closed_while_connecting(&shared, code, reason, why, why);
                     end_task(&shared, &mut early, close, vec![reply], Some(err));
                     return;
                 }
@@ -198,11 +169,30 @@ pub(crate) async fn run(shared: Arc<Shared>, mut params: Box<Params>) {
     }
 }
 
-/// What a `close` while CONNECTING reports, as a browser does: an error,
-/// then a close with 1006 (the code and reason given to `close` are not
-/// sent: no connection is open to send them on).
-fn aborted(why: &str) -> (CloseEvent, SocketError) {
-    let err = SocketError::new(Api::ConnectSocket, ErrorKind::Aborted, why);
+/// How a `close` (with `code` and `reason`) while CONNECTING ends the task,
+/// and the error that queued sends fail with. Before the task ever opened,
+/// as a browser ends it: an error event (`unopened`), then a close with
+/// 1006; the code and reason go nowhere, no connection being open. While it
+/// reconnects, with the code and reason the application gave, and no error
+/// event: the connection it knew was lost, and reported, already.
+fn closed_while_connecting(
+    shared: &Shared,
+    code: u16,
+    reason: String,
+    unopened: &str,
+    reconnecting: &str,
+) -> (CloseEvent, SocketError) {
+    if shared.has_opened() {
+        let err = SocketError::new(Api::ConnectSocket, ErrorKind::Aborted, reconnecting);
+        let close = CloseEvent {
+            code,
+            reason,
+            was_clean: false,
+        };
+        return (close, err);
+    }
+    let err = SocketError::new(Api::ConnectSocket, ErrorKind::Aborted, unopened);
+    shared.failed(err.clone());
     let close = CloseEvent {
         code: 1006,
         reason: err.reason().to_owned(),

@@ -171,8 +171,7 @@ pub(crate) fn fire_message(ev: &MessageEvent) {
 /// Adds a global listener: at once to the oldest live task's events (which
 /// replays its open or error to it, as a task listener's registration does),
 /// or, with no live task, for the next one.
-fn add(listener: NewListener) {
-    let mut listener = listener;
+fn add(mut listener: NewListener) {
     loop {
         let live = live();
         let Some(current) = live.values().next().cloned() else {

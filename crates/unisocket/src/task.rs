@@ -740,28 +740,31 @@ impl Shared {
         &self,
         listener: crate::global::NewListener,
     ) -> Result<(), crate::global::NewListener> {
-        use crate::global::{fire, NewListener};
+        use crate::global::{NewListener, Slot};
+        /// A job that tells `slot` alone the event that already happened.
+        fn replay<E: Clone + Send + Sync + 'static>(
+            slot: Slot<E>,
+            ev: &Option<Arc<E>>,
+        ) -> Option<Job> {
+            let ev = ev.clone()?;
+            let list = Arc::new(vec![slot]);
+            Some(Job::other(move |_| crate::global::fire(&list, &*ev)))
+        }
         let mut inner = self.lock();
         if inner.close.is_some() {
             return Err(listener);
         }
         listener.add_to_lists();
-        match listener {
-            NewListener::Open(slot) => {
-                if let Some(ev) = inner.open.clone() {
-                    let list = Arc::new(vec![slot]);
-                    inner.jobs.push_back(Job::other(move |_| fire(&list, &*ev)));
-                }
+        let job = match listener {
+            NewListener::Open(slot) => replay(slot, &inner.open),
+            NewListener::Error(slot) => replay(slot, &inner.error),
+            NewListener::Message(_) => {
+                self.held_to_jobs(&mut inner, true);
+                None
             }
-            NewListener::Error(slot) => {
-                if let Some(ev) = inner.error.clone() {
-                    let list = Arc::new(vec![slot]);
-                    inner.jobs.push_back(Job::other(move |_| fire(&list, &*ev)));
-                }
-            }
-            NewListener::Message(_) => self.held_to_jobs(&mut inner, true),
-            NewListener::Close(_) => {}
-        }
+            NewListener::Close(_) => None,
+        };
+        inner.jobs.extend(job);
         self.run_jobs(inner);
         Ok(())
     }

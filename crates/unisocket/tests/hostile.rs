@@ -116,24 +116,19 @@ const MIB: usize = 1 << 20;
 /// in every scenario that passes, taken four times over.
 const SLACK: usize = 4 * MIB;
 
-/// A field of `/proc/self/status` in KiB (`VmRSS`, `VmHWM`).
-fn status_kib(field: &str) -> Option<usize> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    line[field.len()..]
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
-}
+// `status_kib`: a field of `/proc/self/status` (`VmRSS`, `VmHWM`), as the
+// examples read it.
+#[allow(dead_code, reason = "the examples' open-files limit is not used here")]
+#[path = "../examples/support/procfs.rs"]
+mod procfs;
+use procfs::status_kib;
 
 /// The memory a scenario uses from the moment it is made.
 struct Meter {
     /// The live heap at the start.
     heap: usize,
     /// The RSS at the start, in KiB.
-    rss: Option<usize>,
+    rss: Option<u64>,
     /// Whether `VmHWM` was reset to the RSS at the start (else it is the
     /// peak since the process started, which is only an upper bound).
     hwm_reset: bool,

@@ -316,12 +316,45 @@ async fn open(options: ConnectOptions) -> (SocketTask, String) {
 }
 
 /// Connects and returns the error it fails with.
+/// Connects and expects the connection to fail; checks that the call ended
+/// in `success` alone (the request was under way) and that the failure
+/// reached `on_error` with the error's errMsg, then `on_close` with 1006
+/// (SPEC 3), in that order, once each.
 async fn refused(options: ConnectOptions) -> unisocket::SocketError {
-    let task = connect_socket(options.timeout(Duration::from_secs(20)));
-    match bounded("the connection to fail", task.opened()).await {
+    let log: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let (a, b, c) = (log.clone(), log.clone(), log.clone());
+    let options = options
+        .timeout(Duration::from_secs(20))
+        .success(move |ok| a.lock().unwrap().push(format!("success:{}", ok.err_msg)))
+        .fail(move |e| b.lock().unwrap().push(format!("fail:{}", e.err_msg())))
+        .complete(move |r| c.lock().unwrap().push(format!("complete:{}", r.is_ok())));
+    let task = connect_socket(options);
+    let l = log.clone();
+    task.on_open(move |_| l.lock().unwrap().push("open".to_owned()));
+    let l = log.clone();
+    task.on_error(move |ev| l.lock().unwrap().push(format!("error:{}", ev.err_msg)));
+    let l = log.clone();
+    task.on_close(move |ev| {
+        l.lock()
+            .unwrap()
+            .push(format!("close:{}:{}", ev.code, ev.was_clean));
+    });
+    let err = match bounded("the connection to fail", task.opened()).await {
         Ok(()) => panic!("connected, but a failure was expected"),
         Err(e) => e,
-    }
+    };
+    // `opened()` returns once the close listeners ran.
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "success:connectSocket:ok".to_owned(),
+            "complete:true".to_owned(),
+            format!("error:{}", err.err_msg()),
+            "close:1006:false".to_owned(),
+        ],
+        "{err}"
+    );
+    err
 }
 
 /// `len` pseudo-random bytes (incompressible), or as many letters for
@@ -1468,4 +1501,109 @@ async fn lossy_link_between_namespaces() {
         .unwrap();
     assert_eq!(bounded("closed", task.closed()).await.code, 1000);
     drop(server);
+}
+
+// ---------------------------------------------------------------------------
+// The uni-app program against Node ws
+// ---------------------------------------------------------------------------
+
+/// The uni-app program, against Node `ws`: the four global listeners
+/// registered once at start-up; on each open it sends a greeting, and on
+/// its echo asks the server to close (4000 "round N"); the global
+/// `on_socket_close` connects again, three rounds in all. Run in a child
+/// process: global listeners live as long as the process.
+#[test]
+#[ignore = "needs npm ws: run by .ci/run"]
+fn uniapp_global_reconnect_pattern_against_node_ws() {
+    let peer = start_node(&[]);
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "uniapp_pattern_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("INTEROP_UNIAPP_URL", peer.url())
+        .stdout(Stdio::null())
+        .status()
+        .expect("run the child test");
+    assert!(status.success(), "the uni-app pattern failed: {status}");
+}
+
+#[test]
+#[ignore = "run in a child process by uniapp_global_reconnect_pattern_against_node_ws"]
+fn uniapp_pattern_child() {
+    use std::sync::Mutex;
+    use unisocket::{
+        close_socket, current_socket, on_socket_close, on_socket_error, on_socket_message,
+        on_socket_open, send_socket_message,
+    };
+    let Ok(url) = std::env::var("INTEROP_UNIAPP_URL") else {
+        return; // not a child
+    };
+    // A plain `fn main` program: no runtime of its own, callbacks only.
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let round = Arc::new(AtomicUsize::new(1));
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let done_tx = Mutex::new(done_tx);
+    let (l, r) = (log.clone(), round.clone());
+    on_socket_open(move |ev| {
+        l.lock().unwrap().push(format!("open:{}", ev.protocol));
+        send_socket_message(format!("hello {}", r.load(Ordering::SeqCst)));
+    });
+    let (l, r) = (log.clone(), round.clone());
+    on_socket_message(move |ev| {
+        let text = ev.data.as_text().unwrap_or("<binary>").to_owned();
+        l.lock().unwrap().push(format!("message:{text}"));
+        send_socket_message(format!("close 4000 round {}", r.load(Ordering::SeqCst)));
+    });
+    let l = log.clone();
+    on_socket_error(move |ev| l.lock().unwrap().push(format!("error:{}", ev.err_msg)));
+    let (l, r, u) = (log.clone(), round.clone(), url.clone());
+    on_socket_close(move |ev| {
+        l.lock()
+            .unwrap()
+            .push(format!("close:{}:{}:{}", ev.code, ev.reason, ev.was_clean));
+        if r.fetch_add(1, Ordering::SeqCst) < 3 {
+            connect_socket(ConnectOptions::new(u.clone()));
+        } else {
+            let _ = done_tx.lock().unwrap().send(());
+        }
+    });
+    connect_socket(ConnectOptions::new(url));
+    done_rx
+        .recv_timeout(WAIT)
+        .expect("three rounds within the wait");
+    let got = log.lock().unwrap().clone();
+    let want: Vec<String> = (1..=3)
+        .flat_map(|n| {
+            [
+                "open:".to_owned(),
+                format!("message:hello {n}"),
+                format!("close:4000:round {n}:true"),
+            ]
+        })
+        .collect();
+    assert_eq!(got, want);
+    assert!(current_socket().is_none());
+    // With no live task, the global functions fail at once.
+    let err = send_socket_message("late").into_ready_err();
+    assert_eq!(err, "sendSocketMessage:fail WebSocket is not connected");
+    let err = close_socket(CloseOptions::default()).into_ready_err();
+    assert_eq!(err, "closeSocket:fail WebSocket is not connected");
+}
+
+/// The errMsg of a `Completion` that failed at once.
+trait ReadyErr {
+    fn into_ready_err(self) -> String;
+}
+
+impl<T> ReadyErr for unisocket::Completion<T> {
+    fn into_ready_err(mut self) -> String {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::future::Future::poll(std::pin::Pin::new(&mut self), &mut cx) {
+            std::task::Poll::Ready(Err(e)) => e.err_msg().to_owned(),
+            _ => panic!("the call did not fail at once"),
+        }
+    }
 }

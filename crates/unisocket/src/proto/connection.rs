@@ -478,7 +478,18 @@ pub struct Connection {
     /// The payload of a ping newer than `pong` that could not take its
     /// place (see [`Connection::queue_pong`]); boxed: rarely there.
     next_pong: Option<Box<[u8]>>,
+    /// Where the pongs appended to `write` start (stream offsets, oldest
+    /// first), while they may still wait there whole: up to
+    /// [`WAITING_PONGS`] of them, one per ping, before new pings take the
+    /// place of the last one. Allocated at the first ping.
+    pong_starts: Vec<u64>,
 }
+
+/// How many pongs may wait unsent, one per ping, before a newer ping's pong
+/// takes the place of the last one: a burst of pings gets all its answers
+/// (as peers expect, Autobahn 2.10 and 2.11 among them), a flood of them
+/// no more than this many frames (4 KiB at most).
+pub(crate) const WAITING_PONGS: usize = 32;
 
 /// Where a pong frame sits in the stream of bytes written (see
 /// [`Connection::queue_pong`]).
@@ -542,6 +553,7 @@ impl Connection {
             queued: 0,
             pong: None,
             next_pong: None,
+            pong_starts: Vec::new(),
         }
     }
 
@@ -1539,13 +1551,14 @@ impl Connection {
         self.pong.filter(|p| p.start >= self.taken())
     }
 
-    /// Answers a ping with `payload`, keeping at most one pong waiting in
-    /// the write buffer (RFC 6455 section 5.5.3: an endpoint may answer only
-    /// the most recent of several pings). Without this, a server that
-    /// sends pings and never reads would make the buffer grow by a pong
-    /// per ping for as long as it likes.
+    /// Answers a ping with `payload`, keeping at most [`WAITING_PONGS`]
+    /// pongs waiting in the write buffer (RFC 6455 section 5.5.3: an
+    /// endpoint may answer only the most recent of several pings). Without
+    /// this, a server that sends pings and never reads would make the
+    /// buffer grow by a pong per ping for as long as it likes.
     ///
-    /// When the previous pong still waits whole in the buffer, the new one
+    /// While fewer wait, the ping gets a pong of its own. Once that many
+    /// wait and the last one still waits whole in the buffer, the new one
     /// takes its place, so that every frame queued after it stays at its
     /// stream offset (the driver counts sends done by those offsets):
     /// - the pong is the last frame queued: it is cut off, and the new pong
@@ -1558,6 +1571,16 @@ impl Connection {
     /// A pong the caller has started taking is on its way: the next ping
     /// gets a pong of its own, after whatever is queued.
     fn queue_pong(&mut self, payload: &[u8]) {
+        let taken = self.taken();
+        // Pongs the caller has started taking no longer wait.
+        self.pong_starts.retain(|&s| s >= taken);
+        if self.pong_starts.len() < WAITING_PONGS {
+            // Room for an answer of its own; a pong that waited behind the
+            // last one answers an older ping, and this one is newer.
+            self.next_pong = None;
+            self.append_pong(payload);
+            return;
+        }
         let Some(old) = self.waiting_pong() else {
             // This ping is newer than one still waiting for its pong.
             self.next_pong = None;
@@ -1568,6 +1591,7 @@ impl Connection {
         if old.start + old.len as u64 == self.queued {
             self.write.truncate(at);
             self.queued = old.start;
+            self.pong_starts.pop();
             self.next_pong = None;
             self.append_pong(payload);
         } else if pong_len(payload.len()) == old.len {
@@ -1584,6 +1608,7 @@ impl Connection {
     fn append_pong(&mut self, payload: &[u8]) {
         let start = self.queued;
         self.push_frame(OpCode::Pong, true, false, payload);
+        self.pong_starts.push(start);
         self.pong = Some(QueuedPong {
             start,
             len: (self.queued - start) as usize,

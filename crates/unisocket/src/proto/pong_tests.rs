@@ -1,9 +1,11 @@
-//! Automatic pongs under a ping flood: at most one pong waits unsent in the
-//! write buffer, and it answers the latest ping (RFC 6455 section 5.5.3).
-//! Checked against the in-memory server codec of `test_server.rs`.
+//! Automatic pongs under a ping flood: a ping gets a pong of its own while
+//! fewer than [`WAITING_PONGS`] wait unsent in the write buffer; past that,
+//! the last one answers the latest ping (RFC 6455 section 5.5.3). Checked
+//! against the in-memory server codec of `test_server.rs`.
 
 use std::time::Instant;
 
+use super::connection::WAITING_PONGS;
 use super::test_server::{server_ping, server_text, Message, ServerCodec};
 use super::{Config, Connection, Event};
 
@@ -30,6 +32,25 @@ fn deliver(client: &mut Connection, bytes: &[u8]) -> Vec<Vec<u8>> {
     pings
 }
 
+/// Delivers `WAITING_PONGS - 1` pings whose pongs stay waiting, so that
+/// the next ping's pong is the last with a place of its own; returns those
+/// pongs, as the server will see them.
+fn fill(client: &mut Connection) -> Vec<Message> {
+    (0..WAITING_PONGS - 1)
+        .map(|i| {
+            let p = format!("w{i}").into_bytes();
+            assert_eq!(deliver(client, &server_ping(&p)), std::slice::from_ref(&p));
+            Message::Pong(p)
+        })
+        .collect()
+}
+
+/// `first`, then `rest`.
+fn then(mut first: Vec<Message>, rest: Vec<Message>) -> Vec<Message> {
+    first.extend(rest);
+    first
+}
+
 /// Moves whatever the client wrote into a server codec and returns the
 /// messages it decodes (the codec checks masking and framing).
 fn written(client: &mut Connection) -> Vec<Message> {
@@ -44,7 +65,7 @@ fn written(client: &mut Connection) -> Vec<Message> {
 }
 
 #[test]
-fn a_ping_flood_that_is_never_written_out_leaves_one_pong_with_the_latest_payload() {
+fn a_ping_flood_that_is_never_written_out_leaves_bounded_pongs_the_last_with_the_latest_payload() {
     const PINGS: usize = 100_000;
     let mut client = Connection::new(Config::default());
     let flood: Vec<u8> = (0..PINGS).flat_map(|i| server_ping(&payload(i))).collect();
@@ -61,16 +82,19 @@ fn a_ping_flood_that_is_never_written_out_leaves_one_pong_with_the_latest_payloa
         largest_room = largest_room.max(write.capacity());
     }
     assert_eq!(reported, PINGS);
-    // One pong frame at most, and no allocation beyond a small one.
-    assert!(largest <= MAX_PONG, "write buffer reached {largest} bytes");
+    // `WAITING_PONGS` pong frames at most, and no allocation beyond that.
+    let bound = WAITING_PONGS * MAX_PONG;
+    assert!(largest <= bound, "write buffer reached {largest} bytes");
     assert!(
-        largest_room <= 1024,
+        largest_room <= 2 * bound,
         "write buffer grew to {largest_room} bytes"
     );
-    assert_eq!(
-        written(&mut client),
-        vec![Message::Pong(payload(PINGS - 1))]
-    );
+    // The first pings answered each, the last pong with the latest payload.
+    let mut want: Vec<_> = (0..WAITING_PONGS - 1)
+        .map(|i| Message::Pong(payload(i)))
+        .collect();
+    want.push(Message::Pong(payload(PINGS - 1)));
+    assert_eq!(written(&mut client), want);
     // Nothing else was waiting.
     assert!(client.write_buf().is_empty());
 }
@@ -90,6 +114,7 @@ fn one_ping_at_a_time_written_out_in_between_gets_a_pong_each() {
 #[test]
 fn a_pong_behind_which_a_message_was_queued_is_replaced_in_place_or_followed_once() {
     let mut client = Connection::new(Config::default());
+    let waiting = fill(&mut client);
     deliver(&mut client, &server_ping(b"aa"));
     client.send_text("x").unwrap();
     let len = client.write_buf().len();
@@ -102,7 +127,10 @@ fn a_pong_behind_which_a_message_was_queued_is_replaced_in_place_or_followed_onc
     assert_eq!(client.write_buf().len(), len);
     assert_eq!(
         written(&mut client),
-        vec![Message::Pong(b"bb".to_vec()), Message::Text("x".into())]
+        then(
+            waiting,
+            vec![Message::Pong(b"bb".to_vec()), Message::Text("x".into())]
+        )
     );
     // Once the old pong was taken, the newest payload gets its pong.
     assert_eq!(written(&mut client), vec![Message::Pong(b"d".to_vec())]);
@@ -112,15 +140,19 @@ fn a_pong_behind_which_a_message_was_queued_is_replaced_in_place_or_followed_onc
 #[test]
 fn a_waiting_pong_goes_out_before_the_next_message() {
     let mut client = Connection::new(Config::default());
+    let waiting = fill(&mut client);
     deliver(&mut client, &server_ping(b"aa"));
     client.send_binary(b"1").unwrap();
     deliver(&mut client, &server_ping(b"later"));
     assert_eq!(
         written(&mut client),
-        vec![
-            Message::Pong(b"aa".to_vec()),
-            Message::Binary(b"1".to_vec())
-        ]
+        then(
+            waiting,
+            vec![
+                Message::Pong(b"aa".to_vec()),
+                Message::Binary(b"1".to_vec())
+            ]
+        )
     );
     // The message queued next finds the newer pong before it.
     client.send_binary(b"2").unwrap();
@@ -137,8 +169,11 @@ fn a_waiting_pong_goes_out_before_the_next_message() {
 fn a_pong_partly_taken_is_on_its_way_and_the_next_ping_gets_its_own() {
     let mut client = Connection::new(Config::default());
     let mut server = ServerCodec::new();
+    let waiting = fill(&mut client);
     deliver(&mut client, &server_ping(b"first"));
-    // The transport took 3 bytes of the pong.
+    // The transport took 3 bytes of the oldest pong: it is on its way, and
+    // one more ping ("second") has a pong of its own; the next ("third")
+    // takes the place of that one, the last, still waiting whole.
     server.feed(&client.write_buf().split_to(3));
     deliver(&mut client, &server_ping(b"second"));
     deliver(&mut client, &server_ping(b"third"));
@@ -149,10 +184,13 @@ fn a_pong_partly_taken_is_on_its_way_and_the_next_ping_gets_its_own() {
     }
     assert_eq!(
         got,
-        vec![
-            Message::Pong(b"first".to_vec()),
-            Message::Pong(b"third".to_vec())
-        ]
+        then(
+            waiting,
+            vec![
+                Message::Pong(b"first".to_vec()),
+                Message::Pong(b"third".to_vec())
+            ]
+        )
     );
 }
 
@@ -173,7 +211,7 @@ fn pings_between_messages_of_a_flood_keep_the_message_order() {
             // The application answers each message.
             client.send(&data).unwrap();
         }
-        assert!(client.write_buf().len() < 50 * 12 + MAX_PONG);
+        assert!(client.write_buf().len() < 50 * 12 + WAITING_PONGS * MAX_PONG);
     }
     assert_eq!(texts, 50);
     let out = written(&mut client);
@@ -199,17 +237,21 @@ fn pings_between_messages_of_a_flood_keep_the_message_order() {
 #[test]
 fn no_pong_follows_a_close_frame() {
     let mut client = Connection::new(Config::default());
+    let waiting = fill(&mut client);
     deliver(&mut client, &server_ping(b"aa"));
     client.send_text("bye").unwrap();
     deliver(&mut client, &server_ping(b"longer"));
     client.close(1000, "", Instant::now()).unwrap();
     assert_eq!(
         written(&mut client),
-        vec![
-            Message::Pong(b"aa".to_vec()),
-            Message::Text("bye".into()),
-            Message::Close(Some(1000), String::new())
-        ]
+        then(
+            waiting,
+            vec![
+                Message::Pong(b"aa".to_vec()),
+                Message::Text("bye".into()),
+                Message::Close(Some(1000), String::new())
+            ]
+        )
     );
     assert_eq!(written(&mut client), vec![]);
 }

@@ -19,6 +19,7 @@ use crate::data::Data;
 use crate::error::{Api, ErrorKind, SocketError};
 use crate::events::{CloseEvent, Headers, OpenEvent, PingPongEvent, Profile};
 use crate::options::{CloseSuccess, SendSuccess};
+use crate::proto::connection::{MAX_PONG, WAITING_PONGS};
 use crate::proto::deflate::{DeflateConfig, DeflateParams};
 use crate::proto::{self, handshake, Connection, Event, HandshakeError, State};
 use crate::reconnect::{ReconnectEvent, ReconnectPolicy};
@@ -583,11 +584,17 @@ const READ_BURST: usize = 1024 * 1024;
 /// application did not send wait to be written (pongs, close frames,
 /// heartbeat pings: see `Driver::write_backlog_full`), and reads again once
 /// the peer has taken them. A server that makes us answer and never reads
-/// could otherwise grow them without end. Pongs coalesce in `proto` (one
-/// waits at a time), so in normal traffic they are a few hundred bytes at
-/// most: [`WRITE_AHEAD`], what one turn encodes ahead of the socket, leaves
-/// room for them many times over and still bounds what reading can queue.
-const WRITE_BACKLOG_MAX: usize = WRITE_AHEAD;
+/// could otherwise keep us reading, and answering, for as long as it likes.
+///
+/// Below what the pongs that may wait reach (`proto` keeps up to
+/// [`WAITING_PONGS`] of them, one per ping, 4 192 bytes at most): a ping
+/// flood at a peer that does not read pauses reading once the socket
+/// buffers are full and a few pongs wait, and TCP holds the rest of the
+/// flood at the server (`tests/hostile.rs`). A burst of pings at a peer
+/// that reads is answered ping by ping, as the kernel takes the pongs at
+/// once.
+const WRITE_BACKLOG_MAX: usize = 2 * 1024;
+const _: () = assert!(WRITE_BACKLOG_MAX < WAITING_PONGS * MAX_PONG);
 /// While a large frame misses at least [`LOW_WATER_MIN`] bytes, the driver
 /// asks the transport to wake it only once that many, up to this, can be
 /// read (`SO_RCVLOWAT`), not for every piece that arrives. Without it a

@@ -31,7 +31,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use support::codec::{self, ServerCodec};
-use support::{bounded, raw_server, read_http_head, wait_until};
+use support::{bounded, raw_server, raw_server_with, read_http_head, wait_until};
 use unisocket::proto::deflate::{Deflate, DeflateConfig, INFLATE_CHUNK};
 use unisocket::{
     connect_socket, Bytes, CloseEvent, CloseOptions, Completion, ConnectOptions, Data, ErrorKind,
@@ -296,7 +296,8 @@ async fn drain(stream: &mut TcpStream) {
 
 /// How long a flooding server's writes may make no progress before a
 /// scenario takes it that the client stopped reading (TCP backpressure) and
-/// goes on. Only a point at which to go on: nothing asserts it.
+/// goes on (the ping flood at a server that never reads asserts that it
+/// stalls: a client that read on would let it finish).
 const STALL: Duration = Duration::from_millis(500);
 
 /// How far a flooding server got.
@@ -584,29 +585,33 @@ fn numbered_ping(n: u64) -> Vec<u8> {
     codec::server_ping(&payload)
 }
 
-/// How many pings the server that never reads sends: 64 MiB of them, far
-/// more than the socket buffers between it and the client hold.
-const PINGS: u64 = (64 * MIB / 127) as u64;
+/// How many pings the server that never reads sends at most: 256 MiB of
+/// them. Answered ping by ping, 64 MiB would fill every socket buffer on
+/// the way back many times over; coalesced, the client writes about a
+/// twentieth of what it reads (about 3 MiB of pongs for 64 MiB of pings,
+/// measured), and its send buffer grows to 4 MiB (`tcp_wmem`) before the
+/// pongs back up.
+const PINGS: u64 = (256 * MIB / 127) as u64;
 /// How many pings the server that reads sends: 8 MiB of them, each one
 /// answered or coalesced (the client is a debug build in `cargo test`).
 const LINE_RATE_PINGS: u64 = (8 * MIB / 127) as u64;
 
-/// The server floods 64 MiB of pings with 125-byte payloads and never
-/// reads: the client may not queue a pong per ping (they coalesce to the
-/// latest, RFC 6455 5.5.3) nor read on while what it must write piles up
-/// (with pongs coalesced it never does: one pong waits at a time, under the
-/// driver's high-water mark, so it reads the whole flood). The heap stays
-/// small. The client stays OPEN (pings are a live server), so the
-/// application ends it: its close frame cannot reach a server that does not
-/// read, and the close timeout ends the task with 1006, with no error event
-/// (as any close the server does not answer).
+/// The server floods pings with 125-byte payloads and never reads (nor
+/// has room to hold much of what it is sent: a 4 KiB receive buffer): the
+/// client may not queue a pong per ping (past a few they coalesce to the
+/// latest, RFC 6455 5.5.3) nor read on while what it must write piles up: once the socket buffers are full and a few pongs wait,
+/// it stops reading, and the server stalls long before the end of its
+/// flood. The heap stays small. The client stays OPEN (pings are a live
+/// server), so the application ends it: its close frame cannot reach a
+/// server that does not read, and the close timeout ends the task with
+/// 1006, with no error event (as any close the server does not answer).
 #[test]
 fn ping_flood_from_a_server_that_never_reads() {
     isolated("ping_flood_from_a_server_that_never_reads", || {
         on_runtime(async {
             let progress = Arc::new(Progress::default());
             let p = progress.clone();
-            let addr = raw_server(move |mut stream| {
+            let addr = raw_server_with(Some(4096), move |mut stream| {
                 let p = p.clone();
                 async move {
                     if upgrade(&mut stream, &[]).await.is_none() {
@@ -638,6 +643,10 @@ fn ping_flood_from_a_server_that_never_reads() {
                 } else {
                     "all of them"
                 }
+            );
+            assert!(
+                stalled,
+                "the client read the whole flood from a server that never reads its pongs"
             );
             assert_eq!(watch.task.ready_state(), ReadyState::Open);
             watch.close_unanswered().await;

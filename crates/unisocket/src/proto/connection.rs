@@ -241,8 +241,9 @@ struct HeartbeatClock {
 pub enum Event {
     /// A complete text or binary message.
     Message(Data),
-    /// A ping; the pong has already been queued (at most one pong waits in
-    /// the write buffer: see [`Connection::write_buf`]).
+    /// A ping; the pong has already been queued (at most 32
+    /// pongs wait in the write buffer: see
+    /// [`Connection::write_buf`]).
     Ping(Bytes),
     /// A pong.
     Pong(Bytes),
@@ -680,10 +681,11 @@ impl Connection {
     /// `BytesMut::advance` or `split_to`, or takes them all with `split`);
     /// it adds nothing.
     ///
-    /// At most one pong waits here unsent: a ping that comes while the pong
-    /// of an earlier one is still whole in the buffer makes that pong
-    /// answer the newer ping instead of queuing a second one (RFC 6455
-    /// section 5.5.3 allows answering only the most recent ping).
+    /// At most 32 pongs wait here unsent, one per ping: a
+    /// ping that comes while that many wait, the last one still whole in
+    /// the buffer, makes that pong answer the newer ping instead of
+    /// queuing another (RFC 6455 section 5.5.3 allows answering only the
+    /// most recent ping).
     ///
     /// # Examples
     ///
@@ -1628,7 +1630,7 @@ impl Connection {
 
 /// The largest client pong frame: 2 header bytes, the mask key, 125
 /// payload bytes.
-const MAX_PONG: usize = 2 + 4 + 125;
+pub(crate) const MAX_PONG: usize = 2 + 4 + 125;
 
 /// The length of a client pong frame with `payload_len` bytes of payload
 /// (at most 125): header, mask key and payload.

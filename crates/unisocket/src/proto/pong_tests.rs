@@ -5,12 +5,9 @@
 
 use std::time::Instant;
 
-use super::connection::WAITING_PONGS;
+use super::connection::{MAX_PONG, WAITING_PONGS};
 use super::test_server::{server_ping, server_text, Message, ServerCodec};
 use super::{Config, Connection, Event};
-
-/// The largest client pong frame: 2 header bytes, the mask key, 125 bytes.
-const MAX_PONG: usize = 2 + 4 + 125;
 
 /// The payload of the `i`-th ping of a flood: 0 to 125 bytes, different
 /// from its neighbours in length and content.

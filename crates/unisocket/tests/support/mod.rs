@@ -341,9 +341,26 @@ where
     F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
+    raw_server_with(None, handler).await
+}
+
+/// [`raw_server`] whose accepted connections have a receive buffer of
+/// `recv_buffer` bytes (`SO_RCVBUF`, which the kernel doubles), when given:
+/// a server that does not read then holds little of what the client
+/// writes, and the client's own buffers fill soon.
+pub async fn raw_server_with<F, Fut>(recv_buffer: Option<u32>, handler: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    if let Some(size) = recv_buffer {
+        socket.set_recv_buffer_size(size).expect("SO_RCVBUF");
+    }
+    socket
+        .bind("127.0.0.1:0".parse().expect("address"))
         .expect("bind 127.0.0.1:0");
+    let listener = socket.listen(128).expect("listen");
     let addr = listener.local_addr().expect("local_addr");
     let handler = Arc::new(handler);
     tokio::spawn(async move {

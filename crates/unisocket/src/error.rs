@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::proto::{HandshakeError, ProtocolError};
+use crate::proto::{HandshakeError, ProtocolError, SendError};
 
 /// Which API call an outcome belongs to; the prefix of `errMsg`.
 ///
@@ -196,6 +196,12 @@ impl SocketError {
         let mut err = SocketError::new(Api::ConnectSocket, ErrorKind::Protocol, &e);
         err.close_code = Some(e.close_code());
         err.with_source(e)
+    }
+
+    /// A call refused at once for one of its arguments, as the core's
+    /// check named it (close code, close reason, ping payload).
+    pub(crate) fn invalid_argument(api: Api, e: SendError) -> Self {
+        SocketError::new(api, ErrorKind::InvalidArgument, e).with_source(e)
     }
 
     pub(crate) fn not_connected(api: Api) -> Self {

@@ -19,7 +19,7 @@ use crate::error::{Api, ErrorKind, SocketError};
 use crate::events::{CloseEvent, ErrorEvent, MessageEvent, OpenEvent, PingPongEvent};
 use crate::ledger::{Aside, Ledger, Outcome};
 use crate::options::{Callbacks, CloseOptions, CloseSuccess, SendOptions, SendSuccess};
-use crate::proto::connection::is_valid_sent_code;
+use crate::proto::connection::{check_close, check_ping};
 use crate::reconnect::ReconnectEvent;
 
 /// How far the driver reads ahead of a consumer that takes messages with
@@ -1348,21 +1348,8 @@ impl SocketTask {
             callbacks,
         } = options;
         let (reply, completion) = Reply::new(Api::CloseSocket, 0, callbacks, &self.shared);
-        if !is_valid_sent_code(code) {
-            reply.settle(Err(SocketError::new(
-                Api::CloseSocket,
-                ErrorKind::InvalidArgument,
-                format_args!("close code {code} is not allowed: use 1000 or 3000-4999"),
-            )));
-        } else if reason.len() > 123 {
-            reply.settle(Err(SocketError::new(
-                Api::CloseSocket,
-                ErrorKind::InvalidArgument,
-                format_args!(
-                    "close reason is {} bytes of UTF-8; the limit is 123",
-                    reason.len()
-                ),
-            )));
+        if let Err(e) = check_close(code, &reason) {
+            reply.settle(Err(SocketError::invalid_argument(Api::CloseSocket, e)));
         } else if self.ready_state() == ReadyState::Closed {
             reply.settle(Err(SocketError::not_connected(Api::CloseSocket)));
         } else if let Err(cmd) = self.shared.try_submit(
@@ -1396,11 +1383,10 @@ impl SocketTask {
             Callbacks::default(),
             &self.shared,
         );
-        if payload.len() > 125 {
-            reply.settle(Err(SocketError::new(
+        if let Err(e) = check_ping(&payload) {
+            reply.settle(Err(SocketError::invalid_argument(
                 Api::SendSocketMessage,
-                ErrorKind::InvalidArgument,
-                format_args!("a ping payload is at most 125 bytes, not {}", payload.len()),
+                e,
             )));
         } else if self.ready_state() != ReadyState::Open {
             reply.settle(Err(SocketError::not_connected(Api::SendSocketMessage)));

@@ -300,6 +300,7 @@ pub enum State {
 /// assert_eq!(conn.send_text("late"), Err(SendError::Closing));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SendError {
     /// A close frame has been sent or received; no more data may be sent.
     Closing,
@@ -307,20 +308,69 @@ pub enum SendError {
     InvalidCloseCode(u16),
     /// The close reason is over 123 bytes.
     ReasonTooLong(usize),
+    /// The ping payload is over 125 bytes.
+    PingTooLong(usize),
 }
 
 impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SendError::Closing => f.write_str("the connection is closing"),
-            SendError::InvalidCloseCode(code) => write!(
-                f,
-                "close code {code} may not be sent (use 1000 or 3000-4999)"
-            ),
+            SendError::InvalidCloseCode(code) => {
+                write!(f, "close code {code} is not allowed: use 1000 or 3000-4999")
+            }
             SendError::ReasonTooLong(n) => {
-                write!(f, "close reason is {n} bytes; at most 123 are allowed")
+                write!(f, "close reason is {n} bytes of UTF-8; the limit is 123")
+            }
+            SendError::PingTooLong(n) => {
+                write!(f, "a ping payload is at most 125 bytes, not {n}")
             }
         }
+    }
+}
+
+/// Checks a close code and reason an application asks to send: the code
+/// must be one [`is_valid_sent_code`] accepts, the reason at most 123 bytes
+/// (a close frame's payload is at most 125, two of them the code). The one
+/// place these rules live: [`Connection::close`] and the API's `close`
+/// both ask it.
+///
+/// # Examples
+///
+/// ```
+/// use unisocket::proto::connection::check_close;
+/// use unisocket::proto::SendError;
+///
+/// assert_eq!(check_close(4000, "bye"), Ok(()));
+/// assert_eq!(check_close(1001, ""), Err(SendError::InvalidCloseCode(1001)));
+/// assert_eq!(check_close(1000, &"r".repeat(124)), Err(SendError::ReasonTooLong(124)));
+/// ```
+pub fn check_close(code: u16, reason: &str) -> Result<(), SendError> {
+    if !is_valid_sent_code(code) {
+        return Err(SendError::InvalidCloseCode(code));
+    }
+    if reason.len() > 123 {
+        return Err(SendError::ReasonTooLong(reason.len()));
+    }
+    Ok(())
+}
+
+/// Checks a ping payload an application asks to send: at most 125 bytes,
+/// as every control frame's (RFC 6455 section 5.5).
+///
+/// # Examples
+///
+/// ```
+/// use unisocket::proto::connection::check_ping;
+/// use unisocket::proto::SendError;
+///
+/// assert_eq!(check_ping(&[0; 125]), Ok(()));
+/// assert_eq!(check_ping(&[0; 126]), Err(SendError::PingTooLong(126)));
+/// ```
+pub fn check_ping(payload: &[u8]) -> Result<(), SendError> {
+    match payload.len() {
+        n if n > 125 => Err(SendError::PingTooLong(n)),
+        _ => Ok(()),
     }
 }
 
@@ -1264,28 +1314,32 @@ impl Connection {
         Ok(())
     }
 
-    /// Queues a ping (payload at most 125 bytes; longer payloads are cut).
+    /// Queues a ping.
     ///
     /// # Errors
-    /// [`SendError::Closing`] once a close frame has been sent or received.
+    /// [`SendError::PingTooLong`] for a payload over 125 bytes (see
+    /// [`check_ping`]), [`SendError::Closing`] once a close frame has been
+    /// sent or received.
     ///
     /// # Examples
     ///
     /// ```
-    /// use unisocket::proto::{Config, Connection, Event};
+    /// use unisocket::proto::{Config, Connection, Event, SendError};
     /// use unisocket::Bytes;
     ///
     /// let mut conn = Connection::new(Config::default());
-    /// conn.ping(&[7; 200]).unwrap();
-    /// assert_eq!(conn.write_buf()[..2], [0x89, 0x80 | 125]); // cut to 125 bytes
+    /// assert_eq!(conn.ping(&[7; 200]), Err(SendError::PingTooLong(200)));
+    /// conn.ping(&[7; 125]).unwrap();
+    /// assert_eq!(conn.write_buf()[..2], [0x89, 0x80 | 125]);
     /// conn.read_buf().extend_from_slice(&[0x8A, 0x00]); // an empty pong
     /// assert_eq!(conn.poll_event(), Ok(Some(Event::Pong(Bytes::new()))));
     /// ```
     pub fn ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        check_ping(payload)?;
         if self.state != State::Open {
             return Err(SendError::Closing);
         }
-        self.encode_frame(OpCode::Ping, true, &payload[..payload.len().min(125)]);
+        self.encode_frame(OpCode::Ping, true, payload);
         Ok(())
     }
 
@@ -1313,12 +1367,7 @@ impl Connection {
     /// assert_eq!(conn.state(), State::Closed);
     /// ```
     pub fn close(&mut self, code: u16, reason: &str, now: Instant) -> Result<(), SendError> {
-        if !is_valid_sent_code(code) {
-            return Err(SendError::InvalidCloseCode(code));
-        }
-        if reason.len() > 123 {
-            return Err(SendError::ReasonTooLong(reason.len()));
-        }
+        check_close(code, reason)?;
         if self.state != State::Open {
             return Err(SendError::Closing);
         }

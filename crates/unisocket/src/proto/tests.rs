@@ -1031,9 +1031,11 @@ fn client_ping() {
             Message::Ping(Vec::new())
         ]
     );
-    // Over 125 bytes: cut to 125, so the frame stays a valid control frame.
+    // Over 125 bytes: refused, nothing queued (a control frame carries at
+    // most 125); 125 bytes go whole.
     let long = bytes_of_len(200);
-    p.client.ping(&long).unwrap();
+    assert_eq!(p.client.ping(&long), Err(SendError::PingTooLong(200)));
+    p.client.ping(&long[..125]).unwrap();
     assert_eq!(
         p.server_messages(),
         vec![Message::Ping(long[..125].to_vec())]

@@ -187,6 +187,7 @@ impl std::fmt::Debug for Headers {
 ///     .on_open(|ev| println!("opened in {:?} (handshake {:?})", ev.profile.total, ev.profile.handshake));
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Profile {
     /// Name resolution.
     pub dns: Duration,
@@ -207,6 +208,7 @@ pub struct Profile {
 /// task.on_open(|ev| println!("protocol {:?}, {} headers", ev.protocol, ev.header.len()));
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct OpenEvent {
     /// The server's handshake response headers.
     pub header: Headers,
@@ -228,6 +230,7 @@ pub struct OpenEvent {
 /// });
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MessageEvent {
     /// The message: text or binary.
     pub data: Data,
@@ -244,6 +247,7 @@ pub struct MessageEvent {
 /// });
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CloseEvent {
     /// The close code: the server's, or 1006 when the connection ended
     /// without a close frame, or the code we sent when we failed it.
@@ -286,6 +290,7 @@ pub enum PingPongEvent {
 /// });
 /// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct ErrorEvent {
     /// The uni-app `errMsg`, e.g. `connectSocket:fail timed out after 60000 ms`.
     pub err_msg: String,

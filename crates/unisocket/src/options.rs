@@ -137,6 +137,7 @@ macro_rules! callback_setters {
 /// }));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConnectSuccess {
     /// `"connectSocket:ok"`.
     pub err_msg: String,
@@ -151,6 +152,7 @@ pub struct ConnectSuccess {
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SendSuccess {
     /// `"sendSocketMessage:ok"`.
     pub err_msg: String,
@@ -174,6 +176,7 @@ impl SendSuccess {
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CloseSuccess {
     /// `"closeSocket:ok"`.
     pub err_msg: String,

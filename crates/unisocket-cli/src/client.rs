@@ -177,7 +177,7 @@ fn plan(url: String, args: &ClientArgs) -> Result<Plan, String> {
         o = o.ca_certificates_file(ca.clone());
     }
     if args.insecure {
-        o = o.danger_accept_invalid_certs(true);
+        o = o.dangerous().accept_invalid_certs();
     }
     if args.compress {
         o = o.per_message_deflate(true);

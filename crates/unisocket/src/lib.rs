@@ -67,8 +67,8 @@ pub use global::{
 };
 pub use manifest::{Manifest, ManifestError};
 pub use options::{
-    CloseOptions, CloseSuccess, ConnectOptions, ConnectSuccess, ProxyInUse, ProxySource,
-    SendOptions, SendSuccess,
+    CloseOptions, CloseSuccess, ConnectOptions, ConnectSuccess, DangerousOptions, ProxyInUse,
+    ProxySource, SendOptions, SendSuccess,
 };
 pub use reconnect::{ReconnectEvent, ReconnectPolicy};
 pub use task::{Completion, ReadyState, SocketTask};

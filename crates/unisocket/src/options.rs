@@ -882,12 +882,9 @@ impl ConnectOptions {
         self
     }
 
-    /// **Dangerous:** with `true`, a `wss://` connection accepts any server
-    /// certificate — expired, self-signed, issued for another name — so
-    /// anyone on the path can read and change the traffic. For tests against
-    /// a throw-away server only; trust a private CA with
-    /// [`ca_certificates_pem`](Self::ca_certificates_pem) instead. The TLS
-    /// handshake signatures are still checked. Default `false`.
+    /// The door to the settings that weaken security, which a review
+    /// should notice: [`DangerousOptions::accept_invalid_certs`]. Nothing
+    /// changes until one of them is called.
     ///
     /// # Examples
     ///
@@ -895,19 +892,19 @@ impl ConnectOptions {
     /// use unisocket::ConnectOptions;
     ///
     /// // A throw-away local test server with a self-signed certificate.
-    /// let options = ConnectOptions::new("wss://localhost:8443/").danger_accept_invalid_certs(true);
+    /// let options = ConnectOptions::new("wss://localhost:8443/")
+    ///     .dangerous()
+    ///     .accept_invalid_certs();
     /// # drop(options);
     /// ```
-    #[must_use]
-    pub fn danger_accept_invalid_certs(mut self, on: bool) -> Self {
-        self.tls.danger_accept_invalid_certs = on;
-        self
+    pub fn dangerous(self) -> DangerousOptions {
+        DangerousOptions(self)
     }
 
     /// Uses the application's own rustls (0.23) client configuration for
     /// `wss://`: its crypto provider, roots or verifier, client certificate,
     /// session cache and so on, in place of every other TLS option here
-    /// (CAs, `webpki_roots`, client certificate, `danger_`). Only ALPN is
+    /// (CAs, `webpki_roots`, client certificate, [`dangerous`](Self::dangerous)). Only ALPN is
     /// set: `http/1.1`, which the WebSocket upgrade needs (on a copy, which
     /// shares the original's session cache, when the configuration offers
     /// anything else).
@@ -1069,6 +1066,40 @@ impl ConnectOptions {
     }
 
     callback_setters!(ConnectSuccess);
+}
+
+/// Settings that weaken security, reached through
+/// [`ConnectOptions::dangerous`] so that they stand out in code and review.
+#[derive(Debug)]
+#[must_use]
+pub struct DangerousOptions(ConnectOptions);
+
+impl DangerousOptions {
+    /// **Dangerous:** a `wss://` connection accepts any server certificate
+    /// (expired, self-signed, issued for another name), so anyone on the
+    /// path can read and change the traffic. For tests against a throw-away
+    /// server only; trust a private CA with
+    /// [`ConnectOptions::ca_certificates_pem`] instead. The TLS handshake
+    /// signatures are still checked. Ignored when
+    /// [`ConnectOptions::tls_client_config`] gives a configuration of the
+    /// application's own.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::ConnectOptions;
+    ///
+    /// let options = ConnectOptions::new("wss://localhost:8443/")
+    ///     .dangerous()
+    ///     .accept_invalid_certs()
+    ///     .timeout(std::time::Duration::from_secs(5));
+    /// # drop(options);
+    /// ```
+    #[must_use]
+    pub fn accept_invalid_certs(mut self) -> ConnectOptions {
+        self.0.tls.danger_accept_invalid_certs = true;
+        self.0
+    }
 }
 
 /// The options of `send`: `SocketTask.send(OBJECT)`.

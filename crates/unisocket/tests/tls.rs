@@ -241,13 +241,15 @@ async fn expired_certificate_is_a_tls_error() {
 }
 
 #[tokio::test]
-async fn danger_accept_invalid_certs_opens_anyway() {
+async fn dangerous_accept_invalid_certs_opens_anyway() {
     within(async {
         let ca = TestCa::new("untrusted CA");
         // Untrusted issuer *and* the wrong name.
         let (front, _echo) = echo_front(&ca, &["example.test"]).await;
         echo_roundtrip(
-            ConnectOptions::new(front.url("localhost")).danger_accept_invalid_certs(true),
+            ConnectOptions::new(front.url("localhost"))
+                .dangerous()
+                .accept_invalid_certs(),
         )
         .await;
         assert_eq!(front.handshakes(), 1);
@@ -480,7 +482,9 @@ async fn provider_installed_later_child() {
         // certificate is accepted: the handshake completes).
         echo_roundtrip(trusted()).await;
         echo_roundtrip(
-            ConnectOptions::new(front.url("localhost")).danger_accept_invalid_certs(true),
+            ConnectOptions::new(front.url("localhost"))
+                .dangerous()
+                .accept_invalid_certs(),
         )
         .await;
 

@@ -159,6 +159,21 @@ impl SocketError {
         }
     }
 
+    /// From a failure to reach the server (DNS, TCP, proxy, TLS): the one
+    /// place where it gets its `errMsg`, for `connectSocket`.
+    pub(crate) fn transport(e: crate::transport::Error) -> Self {
+        let crate::transport::Error {
+            kind,
+            reason,
+            status,
+            source,
+        } = e;
+        let mut err = SocketError::new(Api::ConnectSocket, kind, reason);
+        err.status = status;
+        err.source = source.map(Arc::from);
+        err
+    }
+
     pub(crate) fn with_source(
         mut self,
         source: impl std::error::Error + Send + Sync + 'static,
@@ -174,12 +189,6 @@ impl SocketError {
         e.api = api;
         e.err_msg = format!("{}:fail {}", api.name(), self.reason());
         e
-    }
-
-    /// With the HTTP status of the server's or the proxy's refusal.
-    pub(crate) fn with_status(mut self, status: u16) -> Self {
-        self.status = Some(status);
-        self
     }
 
     pub(crate) fn handshake(e: HandshakeError) -> Self {
@@ -369,6 +378,12 @@ impl std::error::Error for SocketError {
         self.source
             .as_deref()
             .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<crate::transport::Error> for SocketError {
+    fn from(e: crate::transport::Error) -> Self {
+        SocketError::transport(e)
     }
 }
 

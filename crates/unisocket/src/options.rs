@@ -997,7 +997,11 @@ impl ConnectOptions {
     /// ```
     pub fn proxy_in_use(&self) -> Result<Option<ProxyInUse>, SocketError> {
         let target = crate::connect::parse_url(&self.url)?;
-        crate::transport::proxy_in_use(&self.proxy, &target.host, target.secure)
+        Ok(crate::transport::proxy_in_use(
+            &self.proxy,
+            &target.host,
+            target.secure,
+        )?)
     }
 
     /// Connects directly: no proxy, and the proxy variables of the

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::error::{Api, ErrorKind, SocketError};
+use crate::error::ErrorKind;
 
 pub(crate) use proxy::{in_use as proxy_in_use, Proxy};
 #[cfg(feature = "tls")]
@@ -34,12 +34,62 @@ pub(crate) enum TlsConfig {}
 
 #[cfg(not(feature = "tls"))]
 impl TlsConfig {
-    pub(crate) fn new(_: &crate::options::TlsOptions) -> Result<TlsConfig, SocketError> {
-        Err(SocketError::new(
-            Api::ConnectSocket,
+    pub(crate) fn new(_: &crate::options::TlsOptions) -> Result<TlsConfig, Error> {
+        Err(Error::new(
             ErrorKind::Tls,
             "wss:// needs the `tls` feature of unisocket, which this build leaves out",
         ))
+    }
+}
+
+/// A failure to reach the server: what failed ([`ErrorKind`]), a sentence
+/// saying so, the HTTP status of a proxy's refusal, and the error beneath.
+/// The API edge turns it into a [`crate::SocketError`] with the uni-app
+/// `errMsg` (`From` in `error.rs`); nothing here knows of `errMsg`.
+#[derive(Debug)]
+pub(crate) struct Error {
+    pub kind: ErrorKind,
+    pub reason: String,
+    pub status: Option<u16>,
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind, reason: impl std::fmt::Display) -> Error {
+        Error {
+            kind,
+            reason: reason.to_string(),
+            status: None,
+            source: None,
+        }
+    }
+
+    pub(crate) fn with_source(
+        mut self,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Error {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// With the HTTP status of a proxy's refusal.
+    pub(crate) fn with_status(mut self, status: u16) -> Error {
+        self.status = Some(status);
+        self
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -76,7 +126,7 @@ pub(crate) async fn connect(
     port: u16,
     route: &Route,
     no_delay: bool,
-) -> Result<Established, SocketError> {
+) -> Result<Established, Error> {
     // The proxy and TLS futures are boxed: some kilobytes that every
     // connection would otherwise carry while it opens, used or not.
     let tcp = match &route.proxy {
@@ -124,11 +174,10 @@ pub(crate) struct Connected {
 }
 
 /// Resolves `host` (a name or an IP literal).
-async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, SocketError> {
+async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, Error> {
     match tokio::net::lookup_host((host, port)).await {
         Ok(a) => Ok(a.collect()),
-        Err(e) => Err(SocketError::new(
-            Api::ConnectSocket,
+        Err(e) => Err(Error::new(
             ErrorKind::Dns,
             format_args!("cannot resolve host {host:?}: {e}"),
         )
@@ -137,11 +186,7 @@ async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, SocketError> 
 }
 
 /// Resolves `host` and connects to the first address that accepts.
-pub(crate) async fn connect_tcp(
-    host: &str,
-    port: u16,
-    no_delay: bool,
-) -> Result<Connected, SocketError> {
+pub(crate) async fn connect_tcp(host: &str, port: u16, no_delay: bool) -> Result<Connected, Error> {
     let start = Instant::now();
     let addrs = resolve(host, port).await?;
     let dns = start.elapsed();
@@ -164,20 +209,19 @@ pub(crate) async fn connect_tcp(
     }
     Err(match last {
         Some((addr, e)) => io_error(addr, e),
-        None => SocketError::new(
-            Api::ConnectSocket,
+        None => Error::new(
             ErrorKind::Dns,
             format_args!("host {host:?} has no addresses"),
         ),
     })
 }
 
-fn io_error(addr: SocketAddr, e: io::Error) -> SocketError {
+fn io_error(addr: SocketAddr, e: io::Error) -> Error {
     let (kind, what) = match e.kind() {
         io::ErrorKind::ConnectionRefused => (ErrorKind::ConnectionRefused, "connection refused by"),
         _ => (ErrorKind::Io, "cannot connect to"),
     };
-    SocketError::new(Api::ConnectSocket, kind, format_args!("{what} {addr}: {e}")).with_source(e)
+    Error::new(kind, format_args!("{what} {addr}: {e}")).with_source(e)
 }
 
 /// `host:port`, with brackets around an IPv6 address.

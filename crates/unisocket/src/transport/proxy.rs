@@ -11,8 +11,9 @@ use base64::Engine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::Error;
 use super::{authority, connect_tcp, resolve, Connected};
-use crate::error::{Api, ErrorKind, SocketError};
+use crate::error::ErrorKind;
 use crate::options::{ProxyChoice, ProxyInUse, ProxySource};
 use crate::redact;
 
@@ -59,10 +60,9 @@ impl fmt::Debug for Proxy {
 }
 
 /// An invalid proxy URL; the message shows it without its password.
-fn invalid(raw: &str, from: &str, why: impl fmt::Display) -> SocketError {
+fn invalid(raw: &str, from: &str, why: impl fmt::Display) -> Error {
     let shown = redact::url(raw);
-    SocketError::new(
-        Api::ConnectSocket,
+    Error::new(
         ErrorKind::InvalidArgument,
         format_args!("invalid proxy URL {shown:?}{from}: {why}"),
     )
@@ -73,7 +73,7 @@ impl Proxy {
     /// `user:password@`. A URL without a scheme (`proxy:3128`, as often
     /// found in `HTTP_PROXY`) is taken as `http://`. `from` names where the
     /// URL came from, for the error message.
-    fn parse(raw: &str, from: &str) -> Result<Proxy, SocketError> {
+    fn parse(raw: &str, from: &str) -> Result<Proxy, Error> {
         let parsed = match url::Url::parse(raw) {
             Err(url::ParseError::RelativeUrlWithoutBase) => {
                 url::Url::parse(&format!("http://{raw}"))
@@ -147,7 +147,7 @@ impl Proxy {
         choice: &ProxyChoice,
         host: &str,
         secure: bool,
-    ) -> Result<Option<Proxy>, SocketError> {
+    ) -> Result<Option<Proxy>, Error> {
         match choice {
             ProxyChoice::Direct => Ok(None),
             ProxyChoice::Url(url) => Proxy::parse(url, "").map(Some),
@@ -168,7 +168,7 @@ impl Proxy {
         host: &str,
         port: u16,
         no_delay: bool,
-    ) -> Result<Connected, SocketError> {
+    ) -> Result<Connected, Error> {
         let remote_dns = match self.kind {
             Kind::Http => {
                 let mut tcp = self.reach(no_delay).await?;
@@ -214,8 +214,7 @@ impl Proxy {
             }
         }
         Err(last.unwrap_or_else(|| {
-            SocketError::new(
-                Api::ConnectSocket,
+            Error::new(
                 ErrorKind::Dns,
                 format_args!("host {host:?} has no addresses"),
             )
@@ -223,24 +222,23 @@ impl Proxy {
     }
 
     /// The TCP connection to the proxy itself.
-    async fn reach(&self, no_delay: bool) -> Result<Connected, SocketError> {
+    async fn reach(&self, no_delay: bool) -> Result<Connected, Error> {
         connect_tcp(&self.host, self.port, no_delay)
             .await
             .map_err(|e| {
-                SocketError::new(
-                    Api::ConnectSocket,
+                Error::new(
                     ErrorKind::Proxy,
-                    format_args!("cannot reach proxy {}: {}", self.name(), e.reason()),
+                    format_args!("cannot reach proxy {}: {}", self.name(), e.reason),
                 )
                 .with_source(e)
             })
     }
 
-    fn refused(&self, reason: impl fmt::Display) -> SocketError {
-        SocketError::new(Api::ConnectSocket, ErrorKind::Proxy, reason)
+    fn refused(&self, reason: impl fmt::Display) -> Error {
+        Error::new(ErrorKind::Proxy, reason)
     }
 
-    fn lost(&self, during: &str, e: std::io::Error) -> SocketError {
+    fn lost(&self, during: &str, e: std::io::Error) -> Error {
         let what = if e.kind() == std::io::ErrorKind::UnexpectedEof {
             "closed the connection".to_owned()
         } else {
@@ -261,12 +259,7 @@ impl Proxy {
         }
     }
 
-    async fn http_connect(
-        &self,
-        io: &mut TcpStream,
-        host: &str,
-        port: u16,
-    ) -> Result<(), SocketError> {
+    async fn http_connect(&self, io: &mut TcpStream, host: &str, port: u16) -> Result<(), Error> {
         let target = authority(host, port);
         let mut request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
         if let Some(c) = &self.credentials {
@@ -512,20 +505,20 @@ impl Proxy {
 /// How a SOCKS5 negotiation failed: the proxy's reply to CONNECT (worth
 /// trying the next address), or anything else.
 enum Socks5Error {
-    Reply(SocketError),
-    Other(SocketError),
+    Reply(Error),
+    Other(Error),
 }
 
 impl Socks5Error {
-    fn into_inner(self) -> SocketError {
+    fn into_inner(self) -> Error {
         match self {
             Socks5Error::Reply(e) | Socks5Error::Other(e) => e,
         }
     }
 }
 
-impl From<SocketError> for Socks5Error {
-    fn from(e: SocketError) -> Self {
+impl From<Error> for Socks5Error {
+    fn from(e: Error) -> Self {
         Socks5Error::Other(e)
     }
 }
@@ -562,7 +555,7 @@ fn from_env(
     get: &dyn Fn(&str) -> Option<String>,
     host: &str,
     secure: bool,
-) -> Result<Option<Proxy>, SocketError> {
+) -> Result<Option<Proxy>, Error> {
     match env_proxy(get, host, secure) {
         Some((name, value)) => Proxy::parse(value.trim(), &format!(" in {name}")).map(Some),
         None => Ok(None),
@@ -599,7 +592,7 @@ pub(crate) fn in_use(
     choice: &ProxyChoice,
     host: &str,
     secure: bool,
-) -> Result<Option<ProxyInUse>, SocketError> {
+) -> Result<Option<ProxyInUse>, Error> {
     let (url, source) = match choice {
         ProxyChoice::Direct => return Ok(None),
         ProxyChoice::Url(url) => (url.clone(), ProxySource::Options),
@@ -715,8 +708,8 @@ mod tests {
         assert_eq!(Proxy::parse("http://p", "").unwrap().port, 80);
 
         let e = Proxy::parse("https://u:secret@p:1", "").unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
-        assert!(!e.reason().contains("secret"), "{}", e.reason());
+        assert_eq!(e.kind, ErrorKind::InvalidArgument);
+        assert!(!e.reason.contains("secret"), "{}", e.reason);
         assert!(Proxy::parse("ftp://p", "").is_err());
         assert!(Proxy::parse("http://", "").is_err());
     }
@@ -756,10 +749,10 @@ mod tests {
         let vars = [("HTTP_PROXY", "ftp://p")];
         let e = from_env(&env(&vars), "example.com", false).unwrap_err();
         assert!(
-            e.reason()
+            e.reason
                 .starts_with("invalid proxy URL \"ftp://p\" in HTTP_PROXY"),
             "{}",
-            e.reason()
+            e.reason
         );
     }
 
@@ -801,10 +794,10 @@ mod tests {
     #[test]
     fn passwords_stay_out_of_errors() {
         let e = Proxy::parse("gopher://u:topsecret@h", " in ALL_PROXY").unwrap_err();
-        assert!(!e.reason().contains("topsecret"), "{}", e.reason());
-        assert!(e.reason().contains("in ALL_PROXY"), "{}", e.reason());
+        assert!(!e.reason.contains("topsecret"), "{}", e.reason);
+        assert!(e.reason.contains("in ALL_PROXY"), "{}", e.reason);
         assert_eq!(
-            e.reason(),
+            e.reason,
             "invalid proxy URL \"gopher://u:***@h\" in ALL_PROXY: \
              unsupported scheme \"gopher\"; use http://, socks5:// or socks5h://"
         );
@@ -818,7 +811,7 @@ mod tests {
             "socks5://u:%FFtopsecret@p",
         ] {
             let e = Proxy::parse(raw, "").unwrap_err();
-            assert!(!e.err_msg().contains("topsecret"), "{}", e.err_msg());
+            assert!(!e.reason.contains("topsecret"), "{}", e.reason);
             assert!(!format!("{e:?}").contains("topsecret"), "{e:?}");
         }
         // Nor in `Debug` of a parsed proxy.
@@ -830,7 +823,7 @@ mod tests {
     fn socks_lengths_are_checked() {
         let long = "u".repeat(256);
         let e = Proxy::parse(&format!("socks5://{long}:p@h"), "").unwrap_err();
-        assert!(e.reason().contains("255 bytes"), "{}", e.reason());
+        assert!(e.reason.contains("255 bytes"), "{}", e.reason);
         assert!(Proxy::parse(&format!("http://{long}:p@h"), "").is_ok());
     }
 }

@@ -21,7 +21,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use crate::error::{Api, ErrorKind, SocketError};
+use super::Error;
+use crate::error::ErrorKind;
 use crate::options::{Pem, TlsOptions};
 
 /// How many non-default configurations are kept for reuse.
@@ -49,8 +50,8 @@ impl fmt::Debug for TlsConfig {
     }
 }
 
-fn tls_error(reason: impl fmt::Display) -> SocketError {
-    SocketError::new(Api::ConnectSocket, ErrorKind::Tls, reason)
+fn tls_error(reason: impl fmt::Display) -> Error {
+    Error::new(ErrorKind::Tls, reason)
 }
 
 /// A cached configuration, for the provider at this address.
@@ -70,7 +71,7 @@ impl TlsConfig {
     /// configuration also shares its TLS session cache, so later connections
     /// resume sessions. PEM files are read here, on each call, so that
     /// changes to them count.
-    pub(crate) fn new(options: &TlsOptions) -> Result<TlsConfig, SocketError> {
+    pub(crate) fn new(options: &TlsOptions) -> Result<TlsConfig, Error> {
         if let Some(own) = &options.client_config {
             return Ok(TlsConfig::of_application(&own.0));
         }
@@ -82,7 +83,7 @@ impl TlsConfig {
     fn with_provider(
         options: &TlsOptions,
         provider: &'static Arc<CryptoProvider>,
-    ) -> Result<TlsConfig, SocketError> {
+    ) -> Result<TlsConfig, Error> {
         // Providers are never freed (the process default is `'static`, the
         // built-in one too): the address is the provider's identity.
         let id = Arc::as_ptr(provider) as usize;
@@ -163,7 +164,7 @@ impl TlsConfig {
         &self,
         host: &str,
         tcp: TcpStream,
-    ) -> Result<TlsStream<TcpStream>, SocketError> {
+    ) -> Result<TlsStream<TcpStream>, Error> {
         let name = ServerName::try_from(host.to_owned())
             .map_err(|e| tls_error(format_args!("invalid TLS server name {host:?}: {e}")))?;
         TlsConnector::from(self.config.clone())
@@ -177,7 +178,7 @@ impl TlsConfig {
 /// (`invalid peer certificate: UnknownIssuer`, `... not valid for name ...`,
 /// `... certificate expired ...`, `received fatal alert: ...`), and for an
 /// unknown issuer the `roots_note` of the configuration if it has one.
-fn handshake_error(host: &str, e: io::Error, roots_note: Option<&str>) -> SocketError {
+fn handshake_error(host: &str, e: io::Error, roots_note: Option<&str>) -> Error {
     let reason = match rustls_error(&e) {
         Some(tls) => match (tls, roots_note) {
             (
@@ -226,7 +227,7 @@ impl PartialEq for ClientAuth {
 impl Eq for ClientAuth {}
 
 impl Material {
-    fn load(options: &TlsOptions) -> Result<Material, SocketError> {
+    fn load(options: &TlsOptions) -> Result<Material, Error> {
         let mut ca = Vec::new();
         for pem in &options.ca {
             ca.extend(certificates(pem, "CA certificates")?);
@@ -255,7 +256,7 @@ fn origin(pem: &Pem) -> String {
     }
 }
 
-fn read(pem: &Pem, what: &str) -> Result<Vec<u8>, SocketError> {
+fn read(pem: &Pem, what: &str) -> Result<Vec<u8>, Error> {
     match pem {
         Pem::Bytes(b) => Ok(b.clone()),
         Pem::File(path) => std::fs::read(path).map_err(|e| {
@@ -268,7 +269,7 @@ fn read(pem: &Pem, what: &str) -> Result<Vec<u8>, SocketError> {
     }
 }
 
-fn certificates(pem: &Pem, what: &str) -> Result<Vec<CertificateDer<'static>>, SocketError> {
+fn certificates(pem: &Pem, what: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
     let bytes = read(pem, what)?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
@@ -284,7 +285,7 @@ fn certificates(pem: &Pem, what: &str) -> Result<Vec<CertificateDer<'static>>, S
     Ok(certs)
 }
 
-fn private_key(pem: &Pem) -> Result<PrivateKeyDer<'static>, SocketError> {
+fn private_key(pem: &Pem) -> Result<PrivateKeyDer<'static>, Error> {
     let bytes = read(pem, "private key")?;
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
         let why = match e {
@@ -303,7 +304,7 @@ fn private_key(pem: &Pem) -> Result<PrivateKeyDer<'static>, SocketError> {
 /// The crypto provider of new configurations: the process default if the
 /// application installed one (rustls's advice: libraries use the provider
 /// the application chose), else the built-in one of the crate features.
-fn provider() -> Result<&'static Arc<CryptoProvider>, SocketError> {
+fn provider() -> Result<&'static Arc<CryptoProvider>, Error> {
     CryptoProvider::get_default()
         .or_else(built_in_provider)
         .ok_or_else(|| {
@@ -353,7 +354,7 @@ struct SystemRoots {
 /// one that partly loads is used, and its errors are kept to explain an
 /// unknown issuer later.
 #[cfg(all(feature = "native-roots", not(any(target_vendor = "apple", windows))))]
-fn system_roots() -> Result<Arc<SystemRoots>, SocketError> {
+fn system_roots() -> Result<Arc<SystemRoots>, Error> {
     static LOADED: Mutex<Option<Arc<SystemRoots>>> = Mutex::new(None);
     let mut loaded = LOADED.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(roots) = &*loaded {
@@ -394,7 +395,7 @@ fn summary(problems: &[String]) -> String {
     out
 }
 
-fn build(material: &Material, provider: &Arc<CryptoProvider>) -> Result<TlsConfig, SocketError> {
+fn build(material: &Material, provider: &Arc<CryptoProvider>) -> Result<TlsConfig, Error> {
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| tls_error(format_args!("unusable TLS crypto provider: {e}")))?;
@@ -426,7 +427,7 @@ type Verifier = (Arc<dyn ServerCertVerifier>, Option<Arc<str>>);
 /// webpki against the Mozilla roots (unless turned off), the system's CA
 /// bundle (`native-roots`) and the application's CAs.
 #[cfg(not(all(feature = "native-roots", any(target_vendor = "apple", windows))))]
-fn verifier(material: &Material, provider: &Arc<CryptoProvider>) -> Result<Verifier, SocketError> {
+fn verifier(material: &Material, provider: &Arc<CryptoProvider>) -> Result<Verifier, Error> {
     use rustls::client::WebPkiServerVerifier;
     use rustls::RootCertStore;
 
@@ -468,7 +469,7 @@ fn verifier(material: &Material, provider: &Arc<CryptoProvider>) -> Result<Verif
 /// are left out: given as extra roots they would be trusted whatever the
 /// system's own distrust decisions say.
 #[cfg(all(feature = "native-roots", any(target_vendor = "apple", windows)))]
-fn verifier(material: &Material, provider: &Arc<CryptoProvider>) -> Result<Verifier, SocketError> {
+fn verifier(material: &Material, provider: &Arc<CryptoProvider>) -> Result<Verifier, Error> {
     let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(
         material.ca.iter().cloned(),
         provider.clone(),
@@ -600,9 +601,9 @@ mod tests {
         }
         let e = TlsConfig::new(&TlsOptions::default()).unwrap_err();
         assert!(
-            e.reason().starts_with("no TLS crypto provider"),
+            e.reason.starts_with("no TLS crypto provider"),
             "{}",
-            e.reason()
+            e.reason
         );
     }
 
@@ -640,8 +641,8 @@ mod tests {
             ..TlsOptions::default()
         };
         let e = TlsConfig::new(&options).unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::Tls);
-        assert!(e.reason().contains("no certificate"), "{}", e.reason());
+        assert_eq!(e.kind, ErrorKind::Tls);
+        assert!(e.reason.contains("no certificate"), "{}", e.reason);
 
         let options = TlsOptions {
             ca: vec![Pem::File("/nonexistent/ca.pem".into())],
@@ -649,10 +650,10 @@ mod tests {
         };
         let e = TlsConfig::new(&options).unwrap_err();
         assert!(
-            e.reason()
+            e.reason
                 .starts_with("cannot read the CA certificates file \"/nonexistent/ca.pem\""),
             "{}",
-            e.reason()
+            e.reason
         );
     }
 
@@ -667,9 +668,9 @@ mod tests {
         }
         let e = TlsConfig::new(&options).unwrap_err();
         assert!(
-            e.reason().starts_with("no trusted root certificates"),
+            e.reason.starts_with("no trusted root certificates"),
             "{}",
-            e.reason()
+            e.reason
         );
     }
 }

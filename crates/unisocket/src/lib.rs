@@ -98,6 +98,11 @@
 
 #![warn(missing_docs)]
 
+/// The code blocks of README.md, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
+
 mod connect;
 mod data;
 mod driver;

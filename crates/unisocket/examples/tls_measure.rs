@@ -1,6 +1,7 @@
 //! Compares the rustls crypto providers as unisocket's TLS default: the
 //! `wss://` handshake time and the echo throughput of each, against a local
-//! TLS echo server. The figures in the README's TLS section come from it.
+//! TLS echo server. The figures in benches/README.md ("TLS crypto
+//! providers") and in the README's TLS section come from it.
 //!
 //! ```text
 //! cargo run --release --example tls_measure --features ring -- [--runs 5] [--handshakes 200]

@@ -4,7 +4,7 @@
 //! stdout carries one JSON object per event instead.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use unisocket::proto::connection::is_valid_sent_code;
 use unisocket::redact;
 use unisocket::{
-    connect_socket, CloseEvent, CloseOptions, ConnectOptions, Data, ErrorKind, OpenEvent,
-    PingPongEvent, ProxySource, SocketError,
+    connect_socket, CloseEvent, CloseOptions, Completion, ConnectOptions, Data, ErrorKind,
+    OpenEvent, PingPongEvent, ProxySource, SendSuccess, SocketError,
 };
 
 use crate::exit;
@@ -60,8 +60,9 @@ pub struct ClientArgs {
     #[arg(short = 'x', long = "execute", value_name = "MESSAGE")]
     pub execute: Vec<String>,
     /// After the last message (of -x, or of stdin when it is not a
-    /// terminal): how long to print replies before closing. Replies that
-    /// arrive after the close frame is sent are dropped, as in a browser.
+    /// terminal): close once no message has arrived for SECONDS (each
+    /// message starts the wait again); 0 closes at once. Messages that
+    /// arrive until the server's close frame are printed, after ours too.
     /// Ctrl-D on a terminal closes at once.
     #[arg(short = 'w', long, value_name = "SECONDS", default_value_t = 2.0)]
     pub wait: f64,
@@ -182,6 +183,8 @@ fn plan(url: String, args: &ClientArgs) -> Result<Plan, String> {
     if args.compress {
         o = o.per_message_deflate(true);
     }
+    // What the server sent before it saw our close frame is printed too.
+    o = o.receive_while_closing(true);
     Ok(Plan {
         url,
         options: o,
@@ -537,14 +540,36 @@ pub fn run(url: String, args: ClientArgs) -> i32 {
     code
 }
 
-/// Waits `wait` for the server to close; `None` if it did not.
+/// Waits for the server to close, until no message has arrived for `idle`
+/// (every message, signalled by `activity`, starts the wait again); `None`
+/// if the server did not close.
 async fn wait_for_close(
-    wait: Duration,
+    idle: Duration,
+    activity: &Notify,
     done_rx: &mut oneshot::Receiver<CloseEvent>,
 ) -> Option<CloseEvent> {
-    match tokio::time::timeout(wait, done_rx).await {
-        Ok(ev) => ev.ok(),
-        Err(_) => None,
+    if idle.is_zero() {
+        return None;
+    }
+    loop {
+        tokio::select! {
+            biased;
+            ev = &mut *done_rx => return ev.ok(),
+            () = activity.notified() => {}
+            () = tokio::time::sleep(idle) => return None,
+        }
+    }
+}
+
+/// The most stdin lines sent and not yet written to the connection.
+const SENDS_IN_FLIGHT: usize = 64;
+
+/// Waits for the oldest send in flight; reports its failure.
+async fn settle_oldest(sending: &mut VecDeque<Completion<SendSuccess>>, printer: &Printer) {
+    if let Some(send) = sending.pop_front() {
+        if let Err(e) = send.await {
+            printer.error(e.err_msg());
+        }
     }
 }
 
@@ -595,6 +620,8 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
     let failed_after_open = Arc::new(AtomicBool::new(false));
     let (done_tx, mut done_rx) = oneshot::channel::<CloseEvent>();
     let done_tx = Mutex::new(Some(done_tx));
+    // Signalled by every message: the wait before closing starts again.
+    let activity = Arc::new(Notify::new());
 
     // Every event is printed from the task's callbacks, which run one at a
     // time and in order (open, messages, error, close), so what is printed
@@ -606,8 +633,11 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
             o.store(true, Ordering::SeqCst);
             p.open(&u, ev);
         });
-        let p = printer.clone();
-        task.on_message(move |ev| p.message(&ev.data));
+        let (p, a) = (printer.clone(), activity.clone());
+        task.on_message(move |ev| {
+            p.message(&ev.data);
+            a.notify_one();
+        });
         if args.show_ping_pong {
             let p = printer.clone();
             task.on_ping_pong(move |ev| p.ping_pong(ev));
@@ -669,55 +699,67 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
         }
     };
 
-    // Messages that arrive after our close frame is sent are dropped (as in
-    // a browser), so after the last message we wait for replies first.
-    let closed_by_server = if args.execute.is_empty() {
-        let interactive = std::io::stdin().is_terminal();
-        let mut lines = stdin_lines();
-        let mut n = 0u64;
-        let ended = loop {
-            tokio::select! {
-                ev = &mut done_rx => break ev.ok(),
-                line = lines.recv() => match line {
-                    Some(Ok(bytes)) => {
-                        n += 1;
-                        match to_data(bytes) {
-                            Ok(data) => {
-                                if let Err(e) = task.send(data).await {
-                                    printer.error(e.err_msg());
+    // After the last message, wait for the replies to stop before closing
+    // (a script's requests are answered first); those that still arrive
+    // after our close frame are printed too, until the server's close.
+    // `None`: we close.
+    let closed_by_server = 'sending: {
+        if !args.execute.is_empty() {
+            for m in &args.execute {
+                let data = if args.binary {
+                    Data::from(m.clone().into_bytes())
+                } else {
+                    Data::from(m.clone())
+                };
+                if let Err(e) = task.send(data).await {
+                    printer.error(e.err_msg());
+                    break;
+                }
+            }
+        } else {
+            let interactive = std::io::stdin().is_terminal();
+            let mut lines = stdin_lines();
+            let mut n = 0u64;
+            // Sends in flight, oldest first: a few are awaited together so
+            // that stdin is not read one round trip at a time; at most
+            // `SENDS_IN_FLIGHT`, so that a slow server slows stdin down.
+            let mut sending = VecDeque::new();
+            loop {
+                tokio::select! {
+                    ev = &mut done_rx => break 'sending ev.ok(),
+                    line = lines.recv() => match line {
+                        Some(Ok(bytes)) => {
+                            n += 1;
+                            match to_data(bytes) {
+                                Ok(data) => {
+                                    sending.push_back(task.send(data));
+                                    if sending.len() >= SENDS_IN_FLIGHT {
+                                        settle_oldest(&mut sending, &printer).await;
+                                    }
                                 }
+                                Err(_) => printer.error(&format!(
+                                    "line {n} of stdin is not UTF-8 and was not sent (use --binary)"
+                                )),
                             }
-                            Err(_) => printer.error(&format!(
-                                "line {n} of stdin is not UTF-8 and was not sent (use --binary)"
-                            )),
                         }
-                    }
-                    Some(Err(e)) => {
-                        printer.error(&format!("cannot read stdin: {e}"));
-                        break None;
-                    }
-                    None => break None,
-                },
+                        Some(Err(e)) => {
+                            printer.error(&format!("cannot read stdin: {e}"));
+                            break;
+                        }
+                        None => break,
+                    },
+                }
             }
-        };
-        match ended {
-            // Ctrl-D on a terminal: the user has seen the replies; close now.
-            None if !interactive && n > 0 => wait_for_close(wait, &mut done_rx).await,
-            other => other,
-        }
-    } else {
-        for m in &args.execute {
-            let data = if args.binary {
-                Data::from(m.clone().into_bytes())
-            } else {
-                Data::from(m.clone())
-            };
-            if let Err(e) = task.send(data).await {
-                printer.error(e.err_msg());
-                break;
+            while !sending.is_empty() {
+                settle_oldest(&mut sending, &printer).await;
+            }
+            // Ctrl-D on a terminal: the user has seen the replies; close
+            // now. So with an empty stdin: there is nothing to wait for.
+            if interactive || n == 0 {
+                break 'sending None;
             }
         }
-        wait_for_close(wait, &mut done_rx).await
+        wait_for_close(wait, &activity, &mut done_rx).await
     };
 
     let ev = match closed_by_server {

@@ -27,7 +27,7 @@ Examples:
   unisocket                                   demo: embedded echo server and a live session
   unisocket ws://127.0.0.1:9001               interactive: stdin lines out, messages in
   unisocket wss://example.com/ws -H 'Authorization: Bearer t0k' -p chat.v1
-  unisocket ws://127.0.0.1:9001 -x hello -w 1 send, print replies for 1 s, close
+  unisocket ws://127.0.0.1:9001 -x hello -w 1 send, print replies until 1 s passes without one, close
   unisocket ws://127.0.0.1:9001 --json < lines.txt
   unisocket serve --port 9001 --mode broadcast
   unisocket bench ws://127.0.0.1:9001 --conns 8 --size 1024 --duration 5

@@ -208,6 +208,7 @@ pub struct ConnectOptions {
     pub(crate) limits: Limits,
     pub(crate) max_held_bytes: usize,
     pub(crate) close_timeout: Duration,
+    pub(crate) receive_while_closing: bool,
     pub(crate) max_send_frame_size: Option<usize>,
     pub(crate) queue_until_open: bool,
     pub(crate) deflate: Option<DeflateConfig>,
@@ -390,6 +391,7 @@ impl ConnectOptions {
             limits: Limits::default(),
             max_held_bytes: 16 << 20,
             close_timeout: Duration::from_secs(5),
+            receive_while_closing: false,
             max_send_frame_size: None,
             queue_until_open: false,
             deflate: None,
@@ -588,6 +590,30 @@ impl ConnectOptions {
     #[must_use]
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.close_timeout = timeout;
+        self
+    }
+
+    /// Keep delivering the messages that arrive after `close` sent the
+    /// close frame, until the server's close frame (default off: they are
+    /// dropped, as in a browser, whose `readyState` is CLOSING then). The
+    /// server may still be sending what it sent before it saw our close;
+    /// with this, `on_message` and `recv` get all of it, in order, before
+    /// `on_close`. The wait for the server's close frame stays bounded by
+    /// [`close_timeout`](Self::close_timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::ConnectOptions;
+    ///
+    /// // A script that sends its requests, closes, and wants every reply
+    /// // the server sent before it answered the close.
+    /// let options = ConnectOptions::new("ws://127.0.0.1:9001").receive_while_closing(true);
+    /// # drop(options);
+    /// ```
+    #[must_use]
+    pub fn receive_while_closing(mut self, on: bool) -> Self {
+        self.receive_while_closing = on;
         self
     }
 

@@ -169,6 +169,10 @@ pub struct Config {
     pub max_send_frame_size: Option<usize>,
     /// How long to wait for the peer's close frame after sending ours. Default 5 s.
     pub close_timeout: Duration,
+    /// Keep delivering the messages that arrive after our close frame was
+    /// sent, until the peer's close frame. Default `false`: they are
+    /// dropped, as in a browser (`readyState` CLOSING).
+    pub receive_while_closing: bool,
     /// Send a ping every `interval` and fail when nothing at all arrives
     /// within `timeout` after one (see [`Connection::heartbeat_failed`]).
     pub heartbeat: Option<Heartbeat>,
@@ -183,6 +187,7 @@ impl Default for Config {
             limits: Limits::default(),
             max_send_frame_size: None,
             close_timeout: Duration::from_secs(5),
+            receive_while_closing: false,
             heartbeat: None,
             deflate: None,
         }
@@ -849,6 +854,17 @@ impl Connection {
         self.frame = None;
     }
 
+    /// Whether received messages are delivered: while open, and after our
+    /// close frame with [`Config::receive_while_closing`]. Once false, never
+    /// true again (the state only moves on).
+    fn receiving(&self) -> bool {
+        match self.state {
+            State::Open => true,
+            State::CloseSent => self.config.receive_while_closing,
+            State::Closed => false,
+        }
+    }
+
     fn decode(&mut self) -> Result<Option<Event>, ProtocolError> {
         loop {
             if self.frame.is_none() {
@@ -875,6 +891,7 @@ impl Connection {
                 }
                 self.frame = Some(CurrentFrame { header, checked: 0 });
             }
+            let receiving = self.receiving();
             let Some(frame) = self.frame.as_mut() else {
                 return Ok(None);
             };
@@ -893,7 +910,7 @@ impl Connection {
                     .is_some_and(|p| p.text && !p.compressed),
                 _ => false,
             };
-            if is_text && available > frame.checked && self.state == State::Open {
+            if is_text && available > frame.checked && receiving {
                 self.utf8
                     .feed(&source[frame.checked..available])
                     .map_err(|_| ProtocolError::InvalidUtf8)?;
@@ -1062,7 +1079,7 @@ impl Connection {
                 wire: 0,
             },
         };
-        let open = self.state == State::Open;
+        let open = self.receiving();
         if partial.compressed {
             partial.wire += payload.len();
             if open {
@@ -1121,8 +1138,9 @@ impl Connection {
             )]
             // SAFETY: `bytes` is the whole message, and every byte of it went
             // through `self.utf8` since the message began: each frame's
-            // payload in `decode` as it arrived (the connection is open here,
-            // so it was open for every frame: it never reopens), or, when
+            // payload in `decode` as it arrived (the connection is receiving
+            // here, so it was receiving for every frame: `receiving` never
+            // turns true again once false), or, when
             // compressed, each inflated piece above. The validator accepted
             // them all, and `finish` just checked that the message does not
             // end inside a character.

@@ -1488,6 +1488,59 @@ fn peer_error_after_our_close_sends_no_second_close_frame() {
     p.assert_dead();
 }
 
+#[test]
+fn messages_after_our_close_are_dropped_unless_receive_while_closing() {
+    // A message begun before our close and ended after it, a whole one, a
+    // binary one, a text one split inside a character, then the close.
+    let stream = concat(&[
+        &frag(false, OP_TEXT, b"be"),
+        &frag(true, OP_CONTINUATION, b"fore"),
+        &server_text("after"),
+        &frag(true, OP_BINARY, b"\x01\x02"),
+        &frag(false, OP_TEXT, &"€".as_bytes()[..1]),
+        &frag(true, OP_CONTINUATION, &"€".as_bytes()[1..]),
+        &server_close(Some(1000), ""),
+    ]);
+    let split = frag(false, OP_TEXT, b"be").len();
+    for (receive, expected) in [
+        (false, vec![closed(1000, "")]),
+        (
+            true,
+            vec![
+                text("before"),
+                text("after"),
+                binary(b"\x01\x02"),
+                text("€"),
+                closed(1000, ""),
+            ],
+        ),
+    ] {
+        let mut p = Pair::with_config(Config {
+            receive_while_closing: receive,
+            ..Config::default()
+        })
+        .chunked(3);
+        assert_eq!(p.deliver(&stream[..split]), no_events());
+        p.client.close(1000, "", Instant::now()).unwrap();
+        assert_eq!(
+            p.server_messages(),
+            vec![Message::Close(Some(1000), String::new())]
+        );
+        assert_eq!(p.deliver(&stream[split..]), expected, "{receive}");
+        p.assert_dead();
+    }
+    // Text that is not UTF-8 after our close still fails the connection.
+    let mut p = Pair::with_config(Config {
+        receive_while_closing: true,
+        ..Config::default()
+    });
+    p.client.close(1000, "", Instant::now()).unwrap();
+    assert_eq!(
+        p.deliver(&frag(true, OP_TEXT, b"\xc3\x28")),
+        vec![Err(ProtocolError::InvalidUtf8)]
+    );
+}
+
 // ---------------------------------------------------------------------------
 // 10. Limits
 // ---------------------------------------------------------------------------

@@ -66,6 +66,14 @@ pub struct ClientArgs {
     /// Ctrl-D on a terminal closes at once.
     #[arg(short = 'w', long, value_name = "SECONDS", default_value_t = 2.0)]
     pub wait: f64,
+    /// Close (with --close-code) and exit once N messages have arrived;
+    /// later ones are not printed.
+    #[arg(short = 'n', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Do not read stdin: listen (after the -x messages, if any) until the
+    /// server closes or --count messages have arrived.
+    #[arg(long)]
+    pub no_stdin: bool,
     /// Send a ping every SECONDS.
     #[arg(long, value_name = "SECONDS")]
     pub ping_interval: Option<f64>,
@@ -541,22 +549,30 @@ pub fn run(url: String, args: ClientArgs) -> i32 {
 }
 
 /// Waits for the server to close, until no message has arrived for `idle`
-/// (every message, signalled by `activity`, starts the wait again); `None`
-/// if the server did not close.
+/// (every message, signalled by `activity`, starts the wait again; `None`:
+/// no limit) or until `count_done` is signalled; `None` if the server did
+/// not close.
 async fn wait_for_close(
-    idle: Duration,
+    idle: Option<Duration>,
     activity: &Notify,
+    count_done: &Notify,
     done_rx: &mut oneshot::Receiver<CloseEvent>,
 ) -> Option<CloseEvent> {
-    if idle.is_zero() {
+    if idle.is_some_and(|d| d.is_zero()) {
         return None;
     }
     loop {
         tokio::select! {
             biased;
             ev = &mut *done_rx => return ev.ok(),
+            () = count_done.notified() => return None,
             () = activity.notified() => {}
-            () = tokio::time::sleep(idle) => return None,
+            () = async {
+                match idle {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            } => return None,
         }
     }
 }
@@ -622,6 +638,8 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
     let done_tx = Mutex::new(Some(done_tx));
     // Signalled by every message: the wait before closing starts again.
     let activity = Arc::new(Notify::new());
+    // Signalled once --count messages have arrived.
+    let count_done = Arc::new(Notify::new());
 
     // Every event is printed from the task's callbacks, which run one at a
     // time and in order (open, messages, error, close), so what is printed
@@ -633,10 +651,20 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
             o.store(true, Ordering::SeqCst);
             p.open(&u, ev);
         });
-        let (p, a) = (printer.clone(), activity.clone());
+        let (p, a, c) = (printer.clone(), activity.clone(), count_done.clone());
+        let count = args.count;
+        let mut received = 0u64;
         task.on_message(move |ev| {
+            // With --count, the messages after the Nth are not printed.
+            if count.is_some_and(|n| received >= n) {
+                return;
+            }
+            received += 1;
             p.message(&ev.data);
             a.notify_one();
+            if count == Some(received) {
+                c.notify_one();
+            }
         });
         if args.show_ping_pong {
             let p = printer.clone();
@@ -716,7 +744,7 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
                     break;
                 }
             }
-        } else {
+        } else if !args.no_stdin {
             let interactive = std::io::stdin().is_terminal();
             let mut lines = stdin_lines();
             let mut n = 0u64;
@@ -727,6 +755,7 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
             loop {
                 tokio::select! {
                     ev = &mut done_rx => break 'sending ev.ok(),
+                    () = count_done.notified() => break 'sending None,
                     line = lines.recv() => match line {
                         Some(Ok(bytes)) => {
                             n += 1;
@@ -759,7 +788,9 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
                 break 'sending None;
             }
         }
-        wait_for_close(wait, &activity, &mut done_rx).await
+        // --no-stdin: listen until the server closes or --count is reached.
+        let idle = (!args.no_stdin).then_some(wait);
+        wait_for_close(idle, &activity, &count_done, &mut done_rx).await
     };
 
     let ev = match closed_by_server {

@@ -521,6 +521,11 @@ impl Notes {
 /// An echo script that notes the close code and reason it received.
 fn echo_script(conn: &mut Conn, notes: &Notes) {
     conn.accept(None);
+    echo_script_after_accept(conn, notes);
+}
+
+/// [`echo_script`] once the connection is accepted.
+fn echo_script_after_accept(conn: &mut Conn, notes: &Notes) {
     if let Some(p) = conn.echo_until_close() {
         if p.len() >= 2 {
             let code = u16::from_be_bytes([p[0], p[1]]);
@@ -735,6 +740,90 @@ fn the_wait_before_closing_starts_again_with_every_reply() {
         10,
         "replies sent when the close came"
     );
+}
+
+#[test]
+fn count_exits_after_n_messages_and_closes_with_1000() {
+    // The server sends ten messages, then echoes and notes the close.
+    let raw = RawServer::start(|conn, notes| {
+        conn.accept(None);
+        for i in 1..=10 {
+            conn.write_frame(1, format!("m{i}").as_bytes());
+        }
+        echo_script_after_accept(conn, notes);
+    });
+    // stdin stays open: the count alone ends the client.
+    let mut s = Spawned::start(&[&raw.url(), "--count", "3"]);
+    let stdin = s.stdin.take();
+    let out = s.finish();
+    drop(stdin);
+    out.expect_code(0);
+    assert_eq!(out.stdout, "m1\nm2\nm3\n");
+    wait_until("the close", || !raw.notes().is_empty());
+    assert_eq!(raw.notes(), ["close 1000 \"\""]);
+
+    // -x with --count: the replies to two requests, then exit.
+    let server = Serve::start(&["-q"]);
+    let out = run(
+        &[
+            &server.url,
+            "-x",
+            "a",
+            "-x",
+            "b",
+            "-x",
+            "c",
+            "-n",
+            "2",
+            "--no-stdin",
+        ],
+        b"",
+    );
+    out.expect_code(0);
+    assert_eq!(out.stdout, "a\nb\n");
+
+    let zero = run(&[&raw.url(), "--count", "0"], b"");
+    zero.expect_code(2);
+}
+
+#[test]
+fn no_stdin_listens_until_the_server_closes() {
+    // The server sends one message, waits for the test's word, sends one
+    // more and closes; it notes every data frame the client sent.
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let go_rx = Mutex::new(go_rx);
+    let raw = RawServer::start(move |conn, notes| {
+        conn.accept(None);
+        conn.write_frame(1, b"first");
+        let _ = go_rx.lock().unwrap().recv_timeout(LIMIT);
+        conn.write_frame(1, b"late");
+        conn.write_frame(CLOSE, &Conn::close_payload(1000, "done"));
+        while let Ok((op, p)) = conn.read_frame() {
+            if op == CLOSE {
+                break;
+            }
+            notes.add(format!("data {op} {}", String::from_utf8_lossy(&p)));
+        }
+        notes.add("end".to_owned());
+    });
+    let mut s = Spawned::start(&[&raw.url(), "--no-stdin"]);
+    s.wait_stdout("first\n");
+    // Lines on stdin are not sent; its end does not end the session, nor
+    // does a silence longer than --wait (2 s by default).
+    s.write_stdin(b"not sent\n");
+    s.close_stdin();
+    thread::sleep(Duration::from_millis(2500));
+    go_tx.send(()).unwrap();
+    let out = s.finish();
+    out.expect_code(0);
+    assert_eq!(out.stdout, "first\nlate\n");
+    assert!(
+        out.stderr.contains("closed 1000 (normal closure) \"done\""),
+        "{}",
+        out.stderr
+    );
+    wait_until("the server's notes", || !raw.notes().is_empty());
+    assert_eq!(raw.notes(), ["end"]);
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use tokio::sync::{mpsc, oneshot, Notify};
-use unisocket::proto::connection::is_valid_sent_code;
+use unisocket::proto::connection::is_valid_endpoint_code;
 use unisocket::redact;
 use unisocket::{
     connect_socket, CloseEvent, CloseOptions, Completion, ConnectOptions, Data, ErrorKind,
@@ -97,9 +97,14 @@ pub struct ClientArgs {
     /// Do not verify the server's TLS certificate (dangerous: prints a warning).
     #[arg(short = 'k', long)]
     pub insecure: bool,
-    /// The close code sent at the end of stdin or -x (1000 or 3000-4999).
+    /// The close code we send (at the end of stdin or -x, or at --count):
+    /// 1000-1003, 1007-1011 or 3000-4999.
     #[arg(long, value_name = "CODE", default_value_t = 1000)]
     pub close_code: u16,
+    /// Exit 5 when the server closes with a code other than 1000 (normal),
+    /// 1001 (going away), none, or the echo of our --close-code.
+    #[arg(long)]
+    pub fail_on_close_code: bool,
     /// The close reason sent with it (at most 123 bytes of UTF-8).
     #[arg(
         long,
@@ -147,10 +152,11 @@ fn plan(url: String, args: &ClientArgs) -> Result<Plan, String> {
         .ping_interval
         .map(|s| seconds("ping-interval", s, false))
         .transpose()?;
-    if !is_valid_sent_code(args.close_code) {
+    if !is_valid_endpoint_code(args.close_code) {
         return Err(format!(
-            "--close-code {} is not allowed: use 1000 or 3000-4999",
-            args.close_code
+            "--close-code {} is not allowed: {}; a client may send 1000-1003, 1007-1011 or 3000-4999",
+            args.close_code,
+            why_not_sent(args.close_code)
         ));
     }
     if args.close_reason.len() > 123 {
@@ -201,6 +207,19 @@ fn plan(url: String, args: &ClientArgs) -> Result<Plan, String> {
         close_code: args.close_code,
         close_reason: args.close_reason.clone(),
     })
+}
+
+/// Why a client may not send close `code` (one `is_valid_endpoint_code`
+/// refuses), after RFC 6455 section 7.4 and the IANA registry.
+fn why_not_sent(code: u16) -> &'static str {
+    match code {
+        0..=999 => "codes below 1000 are not used",
+        1004 => "1004 is reserved",
+        1005 | 1006 | 1015 => "it only reports a close that had no code, no closing handshake or a failed TLS handshake, and is never sent",
+        1012..=1014 => "it is a server's (service restart, try again later, bad gateway)",
+        1016..=2999 => "1016-2999 are reserved for the protocol and its extensions",
+        _ => "codes above 4999 do not exist",
+    }
 }
 
 /// A `-H` argument without a colon, as an error may show it: the value of
@@ -793,11 +812,12 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
         wait_for_close(idle, &activity, &count_done, &mut done_rx).await
     };
 
+    let we_closed = closed_by_server.is_none();
     let ev = match closed_by_server {
         Some(ev) => ev,
         None => {
             let close = CloseOptions::default()
-                .code(close_code)
+                .endpoint_code(close_code)
                 .reason(close_reason);
             // A failure here (the server closed first) shows in the close event.
             let _ = task.close(close).await;
@@ -807,10 +827,15 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
             }
         }
     };
-    if ev.was_clean && !failed_after_open.load(Ordering::SeqCst) {
-        exit::OK
-    } else {
+    // The server's code is fine when normal, going away, absent, or the
+    // echo of ours.
+    let fine_code = matches!(ev.code, 1000 | 1001 | 1005) || (we_closed && ev.code == close_code);
+    if !ev.was_clean || failed_after_open.load(Ordering::SeqCst) {
         exit::ABNORMAL
+    } else if args.fail_on_close_code && !fine_code {
+        exit::CLOSE_CODE
+    } else {
+        exit::OK
     }
 }
 

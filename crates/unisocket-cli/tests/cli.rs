@@ -598,6 +598,7 @@ fn help_shows_an_example_for_each_mode_and_the_exit_codes() {
         "2 usage error",
         "3 could not connect",
         "4 abnormal close",
+        "5 the server closed with an error code",
     ] {
         assert!(top.stdout.contains(needle), "--help lacks {needle:?}");
     }
@@ -1000,6 +1001,63 @@ fn close_code_and_reason_are_sent_and_echoed_back() {
     run(&[&raw.url(), "--close-code", "3000"], b"").expect_code(0);
     wait_until("the close", || !raw.notes().is_empty());
     assert_eq!(raw.notes(), ["close 3000 \"\""]);
+}
+
+#[test]
+fn every_close_code_a_client_may_send_is_sent() {
+    let raw = RawServer::start(echo_script);
+    let codes = [
+        1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 4999,
+    ];
+    for code in codes {
+        run(&[&raw.url(), "--close-code", &code.to_string()], b"").expect_code(0);
+    }
+    wait_until("every close", || raw.notes().len() == codes.len());
+    let mut notes = raw.notes();
+    notes.sort();
+    let mut expected: Vec<String> = codes.iter().map(|c| format!("close {c} \"\"")).collect();
+    expected.sort();
+    assert_eq!(notes, expected);
+}
+
+#[test]
+fn fail_on_close_code_exits_5_when_the_server_closes_with_an_error_code() {
+    // The server closes first with the code the client sends it.
+    let raw = RawServer::start(|conn, _| {
+        conn.accept(None);
+        if let Ok((_, p)) = conn.read_frame() {
+            let code: u16 = String::from_utf8_lossy(&p).parse().unwrap();
+            conn.write_frame(CLOSE, &Conn::close_payload(code, "bye"));
+            let _ = conn.read_frame();
+        }
+    });
+    for (code, flag, exit) in [
+        ("1008", true, 5),
+        ("1008", false, 0),
+        ("4000", true, 5),
+        ("1000", true, 0),
+        ("1001", true, 0),
+    ] {
+        let mut args = vec![raw.url(), "-x".into(), code.into(), "-w".into(), "5".into()];
+        if flag {
+            args.push("--fail-on-close-code".into());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run(&args, b"");
+        assert_eq!(out.code(), exit, "{args:?}: {out:?}");
+        assert!(
+            out.stderr.contains(&format!("closed {code}")),
+            "{}",
+            out.stderr
+        );
+    }
+    // Our own code, echoed by the server, is not the server's error.
+    let echo = RawServer::start(echo_script);
+    run(
+        &[&echo.url(), "--close-code", "4001", "--fail-on-close-code"],
+        b"",
+    )
+    .expect_code(0);
 }
 
 #[test]
@@ -1576,7 +1634,23 @@ fn usage_errors_exit_2_before_connecting() {
         ),
         (
             vec![&url, "--close-code", "1005"],
-            "--close-code 1005 is not allowed",
+            "--close-code 1005 is not allowed: it only reports",
+        ),
+        (
+            vec![&url, "--close-code", "1004"],
+            "--close-code 1004 is not allowed: 1004 is reserved; a client may send 1000-1003, 1007-1011 or 3000-4999",
+        ),
+        (
+            vec![&url, "--close-code", "1012"],
+            "--close-code 1012 is not allowed: it is a server's",
+        ),
+        (
+            vec![&url, "--close-code", "2999"],
+            "--close-code 2999 is not allowed: 1016-2999 are reserved",
+        ),
+        (
+            vec![&url, "--close-code", "5000"],
+            "--close-code 5000 is not allowed: codes above 4999",
         ),
         (vec![&url, "--close-code", "70000"], "error: invalid value"),
         (

@@ -1161,6 +1161,8 @@ impl<T: Into<Data>> From<T> for SendOptions {
 /// ```
 pub struct CloseOptions {
     pub(crate) code: u16,
+    /// Set by `endpoint_code`: every code an endpoint may send is allowed.
+    pub(crate) endpoint: bool,
     pub(crate) reason: String,
     pub(crate) callbacks: Callbacks<CloseSuccess>,
 }
@@ -1178,6 +1180,7 @@ impl Default for CloseOptions {
     fn default() -> Self {
         CloseOptions {
             code: 1000,
+            endpoint: false,
             reason: String::new(),
             callbacks: Callbacks::default(),
         }
@@ -1203,6 +1206,36 @@ impl CloseOptions {
     #[must_use]
     pub fn code(mut self, code: u16) -> Self {
         self.code = code;
+        self.endpoint = false;
+        self
+    }
+
+    /// The close code, any that RFC 6455 lets an endpoint send: beyond
+    /// [`code`](Self::code)'s 1000 and 3000-4999 (the browser's), also
+    /// 1001-1003 and 1007-1011 (going away, protocol error, unsupported
+    /// data, invalid payload, policy violation, message too big, missing
+    /// extension, internal error). This is beyond the uni-app API.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// use unisocket::{connect_socket, CloseOptions, ConnectOptions, ErrorKind};
+    ///
+    /// let task = connect_socket(ConnectOptions::new("ws://"));
+    /// // 1008 passes the check (the task, which never opened, is not connected)...
+    /// let err = task.close(CloseOptions::default().endpoint_code(1008)).await.unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::NotConnected);
+    /// // ... 1005 ("no code") never does.
+    /// let err = task.close(CloseOptions::default().endpoint_code(1005)).await.unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn endpoint_code(mut self, code: u16) -> Self {
+        self.code = code;
+        self.endpoint = true;
         self
     }
 

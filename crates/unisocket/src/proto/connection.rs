@@ -299,7 +299,7 @@ pub enum State {
 ///
 /// let mut conn = Connection::new(Config::default());
 /// let now = Instant::now();
-/// assert_eq!(conn.close(1001, "", now), Err(SendError::InvalidCloseCode(1001)));
+/// assert_eq!(conn.close(1005, "", now), Err(SendError::InvalidCloseCode(1005)));
 /// assert_eq!(conn.close(1000, &"x".repeat(124), now), Err(SendError::ReasonTooLong(124)));
 /// conn.close(1000, "bye", now).unwrap();
 /// assert_eq!(conn.send_text("late"), Err(SendError::Closing));
@@ -308,7 +308,8 @@ pub enum State {
 pub enum SendError {
     /// A close frame has been sent or received; no more data may be sent.
     Closing,
-    /// The close code is not one an application may send (1000 or 3000-4999).
+    /// The close code is not one an endpoint may send (see
+    /// [`is_valid_endpoint_code`]).
     InvalidCloseCode(u16),
     /// The close reason is over 123 bytes.
     ReasonTooLong(usize),
@@ -320,7 +321,7 @@ impl std::fmt::Display for SendError {
             SendError::Closing => f.write_str("the connection is closing"),
             SendError::InvalidCloseCode(code) => write!(
                 f,
-                "close code {code} may not be sent (use 1000 or 3000-4999)"
+                "close code {code} may not be sent (use 1000-1003, 1007-1011 or 3000-4999)"
             ),
             SendError::ReasonTooLong(n) => {
                 write!(f, "close reason is {n} bytes; at most 123 are allowed")
@@ -362,6 +363,25 @@ pub fn is_valid_received_code(code: u16) -> bool {
 /// ```
 pub fn is_valid_sent_code(code: u16) -> bool {
     code == 1000 || (3000..=4999).contains(&code)
+}
+
+/// Whether an endpoint may send this close code (RFC 6455 section 7.4.1
+/// and the IANA registry): 1000-1003, 1007-1011 and 3000-4999. What
+/// [`Connection::close`] accepts; the browser API accepts fewer (see
+/// [`is_valid_sent_code`]).
+///
+/// # Examples
+///
+/// ```
+/// use unisocket::proto::connection::is_valid_endpoint_code;
+///
+/// assert!(is_valid_endpoint_code(1001)); // going away
+/// assert!(is_valid_endpoint_code(1008)); // policy violation
+/// assert!(!is_valid_endpoint_code(1005)); // "no code": never on the wire
+/// assert!(!is_valid_endpoint_code(1012)); // service restart: a server's
+/// ```
+pub fn is_valid_endpoint_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999)
 }
 
 struct CurrentFrame {
@@ -1311,8 +1331,9 @@ impl Connection {
     /// answer by `now + close_timeout`.
     ///
     /// # Errors
-    /// [`SendError::InvalidCloseCode`] for a code other than 1000 or
-    /// 3000-4999, [`SendError::ReasonTooLong`] for a reason over 123 bytes,
+    /// [`SendError::InvalidCloseCode`] for a code an endpoint may not send
+    /// (see [`is_valid_endpoint_code`]), [`SendError::ReasonTooLong`] for a
+    /// reason over 123 bytes,
     /// [`SendError::Closing`] when a close frame was already sent or received.
     ///
     /// # Examples
@@ -1331,7 +1352,7 @@ impl Connection {
     /// assert_eq!(conn.state(), State::Closed);
     /// ```
     pub fn close(&mut self, code: u16, reason: &str, now: Instant) -> Result<(), SendError> {
-        if !is_valid_sent_code(code) {
+        if !is_valid_endpoint_code(code) {
             return Err(SendError::InvalidCloseCode(code));
         }
         if reason.len() > 123 {

@@ -1192,11 +1192,21 @@ fn close_reason_not_utf8_fails_with_1007() {
 fn sent_close_codes_and_reasons_are_checked() {
     let now = Instant::now();
     let mut p = Pair::new();
-    for code in [0u16, 999, 1001, 1005, 1006, 1015, 2000, 2999, 5000] {
+    for code in [0u16, 999, 1004, 1005, 1006, 1012, 1015, 2000, 2999, 5000] {
         assert_eq!(
             p.client.close(code, "", now),
             Err(SendError::InvalidCloseCode(code)),
             "code {code}"
+        );
+    }
+    for code in [
+        1001u16, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 4999,
+    ] {
+        let mut other = Pair::new();
+        assert_eq!(other.client.close(code, "", now), Ok(()), "code {code}");
+        assert_eq!(
+            other.server_messages(),
+            vec![Message::Close(Some(code), String::new())]
         );
     }
     assert_eq!(

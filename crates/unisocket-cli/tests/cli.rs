@@ -2099,3 +2099,98 @@ fn server_text_control_characters_are_escaped_on_a_terminal() {
         "{title:?}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Bounded memory when stdout is blocked or the server never reads.
+
+/// A kibibyte count from a `/proc/PID/status` line such as `VmHWM:  1234 kB`.
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Starts a server that writes `frame` over and over, up to `total` bytes,
+/// never reading; returns its URL and the bytes written so far.
+fn flood_server(frame: Vec<u8>, total: usize) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let written = Arc::new(AtomicUsize::new(0));
+    let w = written.clone();
+    thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        let mut stream: Box<dyn Stream> = Box::new(tcp);
+        let request = read_request(&mut *stream).unwrap();
+        let mut conn = Conn { stream, request };
+        conn.accept(None);
+        while w.load(Ordering::SeqCst) < total {
+            if conn.stream.write_all(&frame).is_err() {
+                return;
+            }
+            w.fetch_add(frame.len(), Ordering::SeqCst);
+        }
+    });
+    (url, written)
+}
+
+/// Runs the client against a flooding server with its stdout unread until
+/// the server stalls (what it has written stops growing for a second) or
+/// has written everything; returns the client's peak resident memory in
+/// MiB and what the server wrote.
+fn peak_memory_against_a_flood(frame: Vec<u8>, total: usize) -> (u64, usize) {
+    let (url, written) = flood_server(frame, total);
+    let mut child = unisocket()
+        .args([url.as_str(), "--no-stdin"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut last = usize::MAX;
+    loop {
+        thread::sleep(Duration::from_secs(1));
+        let now = written.load(Ordering::SeqCst);
+        if now == last || now >= total {
+            break;
+        }
+        last = now;
+    }
+    let hwm_mib = proc_status_kib(pid, "VmHWM:") / 1024;
+    let _ = child.kill();
+    let _ = child.wait();
+    (hwm_mib, written.load(Ordering::SeqCst))
+}
+
+#[test]
+fn memory_stays_bounded_when_stdout_is_blocked_or_the_server_never_reads() {
+    // 1 KiB text messages, 200 MiB in all, while nobody reads the client's
+    // stdout: the client must stop reading (the server stalls) instead of
+    // holding the messages. 64 MiB covers the binary, the runtime, the
+    // library's 16 MiB of held messages and the socket buffers.
+    const TOTAL: usize = 200 << 20;
+    let mut text = vec![0x81, 126, 0x04, 0x00];
+    text.extend(std::iter::repeat_n(b'x', 1024));
+    let (hwm, written) = peak_memory_against_a_flood(text, TOTAL);
+    eprintln!(
+        "text flood: peak {hwm} MiB, the server wrote {} MiB",
+        written >> 20
+    );
+    assert!(written < TOTAL, "the server was never slowed down");
+    assert!(hwm < 64, "peak resident memory {hwm} MiB");
+
+    // 125-byte pings from a server that never reads: the pongs cannot go
+    // out, and the client must stop reading pings rather than queue pongs.
+    let mut ping = vec![0x89, 125];
+    ping.extend(std::iter::repeat_n(b'p', 125));
+    let (hwm, written) = peak_memory_against_a_flood(ping, TOTAL);
+    eprintln!(
+        "ping flood: peak {hwm} MiB, the server wrote {} MiB",
+        written >> 20
+    );
+    assert!(written < TOTAL, "the server was never slowed down");
+    assert!(hwm < 64, "peak resident memory {hwm} MiB");
+}

@@ -4,7 +4,7 @@
 //! stdout carries one JSON object per event instead.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use tokio::sync::{mpsc, oneshot};
-use unisocket::proto::connection::is_valid_sent_code;
+use tokio::sync::{mpsc, oneshot, Notify};
+use unisocket::proto::connection::is_valid_endpoint_code;
 use unisocket::redact;
 use unisocket::{
-    connect_socket, CloseEvent, CloseOptions, ConnectOptions, Data, ErrorKind, OpenEvent,
-    PingPongEvent, ProxySource, SocketError,
+    connect_socket, CloseEvent, CloseOptions, Completion, ConnectOptions, Data, ErrorKind,
+    OpenEvent, PingPongEvent, ProxySource, SendSuccess, SocketError,
 };
 
 use crate::exit;
@@ -60,11 +60,20 @@ pub struct ClientArgs {
     #[arg(short = 'x', long = "execute", value_name = "MESSAGE")]
     pub execute: Vec<String>,
     /// After the last message (of -x, or of stdin when it is not a
-    /// terminal): how long to print replies before closing. Replies that
-    /// arrive after the close frame is sent are dropped, as in a browser.
+    /// terminal): close once no message has arrived for SECONDS (each
+    /// message starts the wait again); 0 closes at once. Messages that
+    /// arrive until the server's close frame are printed, after ours too.
     /// Ctrl-D on a terminal closes at once.
     #[arg(short = 'w', long, value_name = "SECONDS", default_value_t = 2.0)]
     pub wait: f64,
+    /// Close (with --close-code) and exit once N messages have arrived;
+    /// later ones are not printed.
+    #[arg(short = 'n', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Do not read stdin: listen (after the -x messages, if any) until the
+    /// server closes or --count messages have arrived.
+    #[arg(long)]
+    pub no_stdin: bool,
     /// Send a ping every SECONDS.
     #[arg(long, value_name = "SECONDS")]
     pub ping_interval: Option<f64>,
@@ -88,9 +97,14 @@ pub struct ClientArgs {
     /// Do not verify the server's TLS certificate (dangerous: prints a warning).
     #[arg(short = 'k', long)]
     pub insecure: bool,
-    /// The close code sent at the end of stdin or -x (1000 or 3000-4999).
+    /// The close code we send (at the end of stdin or -x, or at --count):
+    /// 1000-1003, 1007-1011 or 3000-4999.
     #[arg(long, value_name = "CODE", default_value_t = 1000)]
     pub close_code: u16,
+    /// Exit 5 when the server closes with a code other than 1000 (normal),
+    /// 1001 (going away), none, or the echo of our --close-code.
+    #[arg(long)]
+    pub fail_on_close_code: bool,
     /// The close reason sent with it (at most 123 bytes of UTF-8).
     #[arg(
         long,
@@ -138,10 +152,11 @@ fn plan(url: String, args: &ClientArgs) -> Result<Plan, String> {
         .ping_interval
         .map(|s| seconds("ping-interval", s, false))
         .transpose()?;
-    if !is_valid_sent_code(args.close_code) {
+    if !is_valid_endpoint_code(args.close_code) {
         return Err(format!(
-            "--close-code {} is not allowed: use 1000 or 3000-4999",
-            args.close_code
+            "--close-code {} is not allowed: {}; a client may send 1000-1003, 1007-1011 or 3000-4999",
+            args.close_code,
+            why_not_sent(args.close_code)
         ));
     }
     if args.close_reason.len() > 123 {
@@ -182,6 +197,8 @@ fn plan(url: String, args: &ClientArgs) -> Result<Plan, String> {
     if args.compress {
         o = o.per_message_deflate(true);
     }
+    // What the server sent before it saw our close frame is printed too.
+    o = o.receive_while_closing(true);
     Ok(Plan {
         url,
         options: o,
@@ -190,6 +207,19 @@ fn plan(url: String, args: &ClientArgs) -> Result<Plan, String> {
         close_code: args.close_code,
         close_reason: args.close_reason.clone(),
     })
+}
+
+/// Why a client may not send close `code` (one `is_valid_endpoint_code`
+/// refuses), after RFC 6455 section 7.4 and the IANA registry.
+fn why_not_sent(code: u16) -> &'static str {
+    match code {
+        0..=999 => "codes below 1000 are not used",
+        1004 => "1004 is reserved",
+        1005 | 1006 | 1015 => "it only reports a close that had no code, no closing handshake or a failed TLS handshake, and is never sent",
+        1012..=1014 => "it is a server's (service restart, try again later, bad gateway)",
+        1016..=2999 => "1016-2999 are reserved for the protocol and its extensions",
+        _ => "codes above 4999 do not exist",
+    }
 }
 
 /// A `-H` argument without a colon, as an error may show it: the value of
@@ -537,14 +567,44 @@ pub fn run(url: String, args: ClientArgs) -> i32 {
     code
 }
 
-/// Waits `wait` for the server to close; `None` if it did not.
+/// Waits for the server to close, until no message has arrived for `idle`
+/// (every message, signalled by `activity`, starts the wait again; `None`:
+/// no limit) or until `count_done` is signalled; `None` if the server did
+/// not close.
 async fn wait_for_close(
-    wait: Duration,
+    idle: Option<Duration>,
+    activity: &Notify,
+    count_done: &Notify,
     done_rx: &mut oneshot::Receiver<CloseEvent>,
 ) -> Option<CloseEvent> {
-    match tokio::time::timeout(wait, done_rx).await {
-        Ok(ev) => ev.ok(),
-        Err(_) => None,
+    if idle.is_some_and(|d| d.is_zero()) {
+        return None;
+    }
+    loop {
+        tokio::select! {
+            biased;
+            ev = &mut *done_rx => return ev.ok(),
+            () = count_done.notified() => return None,
+            () = activity.notified() => {}
+            () = async {
+                match idle {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            } => return None,
+        }
+    }
+}
+
+/// The most stdin lines sent and not yet written to the connection.
+const SENDS_IN_FLIGHT: usize = 64;
+
+/// Waits for the oldest send in flight; reports its failure.
+async fn settle_oldest(sending: &mut VecDeque<Completion<SendSuccess>>, printer: &Printer) {
+    if let Some(send) = sending.pop_front() {
+        if let Err(e) = send.await {
+            printer.error(e.err_msg());
+        }
     }
 }
 
@@ -595,6 +655,10 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
     let failed_after_open = Arc::new(AtomicBool::new(false));
     let (done_tx, mut done_rx) = oneshot::channel::<CloseEvent>();
     let done_tx = Mutex::new(Some(done_tx));
+    // Signalled by every message: the wait before closing starts again.
+    let activity = Arc::new(Notify::new());
+    // Signalled once --count messages have arrived.
+    let count_done = Arc::new(Notify::new());
 
     // Every event is printed from the task's callbacks, which run one at a
     // time and in order (open, messages, error, close), so what is printed
@@ -606,8 +670,21 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
             o.store(true, Ordering::SeqCst);
             p.open(&u, ev);
         });
-        let p = printer.clone();
-        task.on_message(move |ev| p.message(&ev.data));
+        let (p, a, c) = (printer.clone(), activity.clone(), count_done.clone());
+        let count = args.count;
+        let mut received = 0u64;
+        task.on_message(move |ev| {
+            // With --count, the messages after the Nth are not printed.
+            if count.is_some_and(|n| received >= n) {
+                return;
+            }
+            received += 1;
+            p.message(&ev.data);
+            a.notify_one();
+            if count == Some(received) {
+                c.notify_one();
+            }
+        });
         if args.show_ping_pong {
             let p = printer.clone();
             task.on_ping_pong(move |ev| p.ping_pong(ev));
@@ -669,62 +746,78 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
         }
     };
 
-    // Messages that arrive after our close frame is sent are dropped (as in
-    // a browser), so after the last message we wait for replies first.
-    let closed_by_server = if args.execute.is_empty() {
-        let interactive = std::io::stdin().is_terminal();
-        let mut lines = stdin_lines();
-        let mut n = 0u64;
-        let ended = loop {
-            tokio::select! {
-                ev = &mut done_rx => break ev.ok(),
-                line = lines.recv() => match line {
-                    Some(Ok(bytes)) => {
-                        n += 1;
-                        match to_data(bytes) {
-                            Ok(data) => {
-                                if let Err(e) = task.send(data).await {
-                                    printer.error(e.err_msg());
+    // After the last message, wait for the replies to stop before closing
+    // (a script's requests are answered first); those that still arrive
+    // after our close frame are printed too, until the server's close.
+    // `None`: we close.
+    let closed_by_server = 'sending: {
+        if !args.execute.is_empty() {
+            for m in &args.execute {
+                let data = if args.binary {
+                    Data::from(m.clone().into_bytes())
+                } else {
+                    Data::from(m.clone())
+                };
+                if let Err(e) = task.send(data).await {
+                    printer.error(e.err_msg());
+                    break;
+                }
+            }
+        } else if !args.no_stdin {
+            let interactive = std::io::stdin().is_terminal();
+            let mut lines = stdin_lines();
+            let mut n = 0u64;
+            // Sends in flight, oldest first: a few are awaited together so
+            // that stdin is not read one round trip at a time; at most
+            // `SENDS_IN_FLIGHT`, so that a slow server slows stdin down.
+            let mut sending = VecDeque::new();
+            loop {
+                tokio::select! {
+                    ev = &mut done_rx => break 'sending ev.ok(),
+                    () = count_done.notified() => break 'sending None,
+                    line = lines.recv() => match line {
+                        Some(Ok(bytes)) => {
+                            n += 1;
+                            match to_data(bytes) {
+                                Ok(data) => {
+                                    sending.push_back(task.send(data));
+                                    if sending.len() >= SENDS_IN_FLIGHT {
+                                        settle_oldest(&mut sending, &printer).await;
+                                    }
                                 }
+                                Err(_) => printer.error(&format!(
+                                    "line {n} of stdin is not UTF-8 and was not sent (use --binary)"
+                                )),
                             }
-                            Err(_) => printer.error(&format!(
-                                "line {n} of stdin is not UTF-8 and was not sent (use --binary)"
-                            )),
                         }
-                    }
-                    Some(Err(e)) => {
-                        printer.error(&format!("cannot read stdin: {e}"));
-                        break None;
-                    }
-                    None => break None,
-                },
+                        Some(Err(e)) => {
+                            printer.error(&format!("cannot read stdin: {e}"));
+                            break;
+                        }
+                        None => break,
+                    },
+                }
             }
-        };
-        match ended {
-            // Ctrl-D on a terminal: the user has seen the replies; close now.
-            None if !interactive && n > 0 => wait_for_close(wait, &mut done_rx).await,
-            other => other,
-        }
-    } else {
-        for m in &args.execute {
-            let data = if args.binary {
-                Data::from(m.clone().into_bytes())
-            } else {
-                Data::from(m.clone())
-            };
-            if let Err(e) = task.send(data).await {
-                printer.error(e.err_msg());
-                break;
+            while !sending.is_empty() {
+                settle_oldest(&mut sending, &printer).await;
+            }
+            // Ctrl-D on a terminal: the user has seen the replies; close
+            // now. So with an empty stdin: there is nothing to wait for.
+            if interactive || n == 0 {
+                break 'sending None;
             }
         }
-        wait_for_close(wait, &mut done_rx).await
+        // --no-stdin: listen until the server closes or --count is reached.
+        let idle = (!args.no_stdin).then_some(wait);
+        wait_for_close(idle, &activity, &count_done, &mut done_rx).await
     };
 
+    let we_closed = closed_by_server.is_none();
     let ev = match closed_by_server {
         Some(ev) => ev,
         None => {
             let close = CloseOptions::default()
-                .code(close_code)
+                .endpoint_code(close_code)
                 .reason(close_reason);
             // A failure here (the server closed first) shows in the close event.
             let _ = task.close(close).await;
@@ -734,10 +827,15 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
             }
         }
     };
-    if ev.was_clean && !failed_after_open.load(Ordering::SeqCst) {
-        exit::OK
-    } else {
+    // The server's code is fine when normal, going away, absent, or the
+    // echo of ours.
+    let fine_code = matches!(ev.code, 1000 | 1001 | 1005) || (we_closed && ev.code == close_code);
+    if !ev.was_clean || failed_after_open.load(Ordering::SeqCst) {
         exit::ABNORMAL
+    } else if args.fail_on_close_code && !fine_code {
+        exit::CLOSE_CODE
+    } else {
+        exit::OK
     }
 }
 

@@ -20,6 +20,9 @@ pub mod exit {
     pub const CONNECT: i32 = 3;
     /// The connection ended abnormally: no closing handshake, or an error after open.
     pub const ABNORMAL: i32 = 4;
+    /// With `--fail-on-close-code`: the server closed cleanly, but with an
+    /// error code (not 1000, 1001, none, or the echo of ours).
+    pub const CLOSE_CODE: i32 = 5;
 }
 
 const EXAMPLES: &str = "\
@@ -27,13 +30,14 @@ Examples:
   unisocket                                   demo: embedded echo server and a live session
   unisocket ws://127.0.0.1:9001               interactive: stdin lines out, messages in
   unisocket wss://example.com/ws -H 'Authorization: Bearer t0k' -p chat.v1
-  unisocket ws://127.0.0.1:9001 -x hello -w 1 send, print replies for 1 s, close
+  unisocket ws://127.0.0.1:9001 -x hello -w 1 send, print replies until 1 s passes without one, close
   unisocket ws://127.0.0.1:9001 --json < lines.txt
   unisocket serve --port 9001 --mode broadcast
   unisocket bench ws://127.0.0.1:9001 --conns 8 --size 1024 --duration 5
 
 Exit codes:
-  0 clean close   1 other failure   2 usage error   3 could not connect   4 abnormal close";
+  0 clean close   1 other failure   2 usage error   3 could not connect   4 abnormal close
+  5 the server closed with an error code (with --fail-on-close-code)";
 
 /// A WebSocket client, test server and benchmark built on the uni-app socket API.
 ///

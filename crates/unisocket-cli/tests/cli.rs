@@ -521,6 +521,11 @@ impl Notes {
 /// An echo script that notes the close code and reason it received.
 fn echo_script(conn: &mut Conn, notes: &Notes) {
     conn.accept(None);
+    echo_script_after_accept(conn, notes);
+}
+
+/// [`echo_script`] once the connection is accepted.
+fn echo_script_after_accept(conn: &mut Conn, notes: &Notes) {
     if let Some(p) = conn.echo_until_close() {
         if p.len() >= 2 {
             let code = u16::from_be_bytes([p[0], p[1]]);
@@ -593,6 +598,7 @@ fn help_shows_an_example_for_each_mode_and_the_exit_codes() {
         "2 usage error",
         "3 could not connect",
         "4 abnormal close",
+        "5 the server closed with an error code",
     ] {
         assert!(top.stdout.contains(needle), "--help lacks {needle:?}");
     }
@@ -647,8 +653,178 @@ fn execute_sends_each_message_prints_replies_and_closes_after_wait() {
     let out = run(&[&server.url, "-x", "one", "-x", "two", "-w", "0.5"], b"");
     out.expect_code(0);
     assert_eq!(out.stdout, "one\ntwo\n");
-    assert!(out.took >= Duration::from_millis(500), "{:?}", out.took);
-    assert!(out.took < Duration::from_secs(5), "{:?}", out.took);
+}
+
+/// `1\n2\n...n\n`, as `seq n` prints it.
+fn seq(n: usize) -> String {
+    (1..=n).map(|i| format!("{i}\n")).collect()
+}
+
+#[test]
+fn piped_stdin_gets_every_reply_with_the_default_wait_and_with_wait_0() {
+    // `seq 100000 | unisocket URL`: every echo is printed, in order, with
+    // the idle wait before closing, and with -w 0 (close at the end of
+    // stdin), where most echoes arrive after our close frame was sent.
+    let server = Serve::start(&["-q"]);
+    let input = seq(100_000);
+    for wait in [None, Some("0")] {
+        let mut args = vec![server.url.as_str()];
+        if let Some(w) = wait {
+            args.extend(["-w", w]);
+        }
+        let out = run(&args, input.as_bytes());
+        out.expect_code(0);
+        assert_eq!(
+            out.stdout.lines().count(),
+            100_000,
+            "-w {wait:?}: {}",
+            out.stderr
+        );
+        assert!(
+            out.stdout == input,
+            "-w {wait:?}: the echoes differ from stdin"
+        );
+    }
+}
+
+#[test]
+fn the_wait_before_closing_starts_again_with_every_reply() {
+    // The server answers one request with ten replies, 300 ms apart (3 s
+    // in all, more than the 2 s of the default --wait), and notes how many
+    // it had sent when the client's close frame came: all ten, since each
+    // reply starts the client's wait again.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        tcp.set_read_timeout(Some(LIMIT)).unwrap();
+        let reader = tcp.try_clone().unwrap();
+        let mut stream: Box<dyn Stream> = Box::new(tcp);
+        let request = read_request(&mut *stream).unwrap();
+        let mut conn = Conn {
+            stream,
+            request: request.clone(),
+        };
+        conn.accept(None);
+        let _ = conn.read_frame();
+        let sent = Arc::new(AtomicUsize::new(0));
+        let (closed_tx, closed_rx) = std::sync::mpsc::channel();
+        let s = sent.clone();
+        thread::spawn(move || {
+            let mut input = Conn {
+                stream: Box::new(reader),
+                request,
+            };
+            while let Ok((op, payload)) = input.read_frame() {
+                if op == CLOSE {
+                    let _ = closed_tx.send((s.load(Ordering::SeqCst), payload));
+                    return;
+                }
+            }
+        });
+        for i in 1..=10 {
+            conn.write_frame(1, format!("reply {i}").as_bytes());
+            sent.store(i, Ordering::SeqCst);
+            thread::sleep(Duration::from_millis(300));
+        }
+        let (sent_then, payload) = closed_rx.recv().unwrap();
+        conn.write_frame(CLOSE, &payload);
+        let _ = tx.send(sent_then);
+    });
+    let out = run(&[&url], b"request\n");
+    out.expect_code(0);
+    let expected: String = (1..=10).map(|i| format!("reply {i}\n")).collect();
+    assert_eq!(out.stdout, expected);
+    assert_eq!(
+        rx.recv_timeout(LIMIT).unwrap(),
+        10,
+        "replies sent when the close came"
+    );
+}
+
+#[test]
+fn count_exits_after_n_messages_and_closes_with_1000() {
+    // The server sends ten messages, then echoes and notes the close.
+    let raw = RawServer::start(|conn, notes| {
+        conn.accept(None);
+        for i in 1..=10 {
+            conn.write_frame(1, format!("m{i}").as_bytes());
+        }
+        echo_script_after_accept(conn, notes);
+    });
+    // stdin stays open: the count alone ends the client.
+    let mut s = Spawned::start(&[&raw.url(), "--count", "3"]);
+    let stdin = s.stdin.take();
+    let out = s.finish();
+    drop(stdin);
+    out.expect_code(0);
+    assert_eq!(out.stdout, "m1\nm2\nm3\n");
+    wait_until("the close", || !raw.notes().is_empty());
+    assert_eq!(raw.notes(), ["close 1000 \"\""]);
+
+    // -x with --count: the replies to two requests, then exit.
+    let server = Serve::start(&["-q"]);
+    let out = run(
+        &[
+            &server.url,
+            "-x",
+            "a",
+            "-x",
+            "b",
+            "-x",
+            "c",
+            "-n",
+            "2",
+            "--no-stdin",
+        ],
+        b"",
+    );
+    out.expect_code(0);
+    assert_eq!(out.stdout, "a\nb\n");
+
+    let zero = run(&[&raw.url(), "--count", "0"], b"");
+    zero.expect_code(2);
+}
+
+#[test]
+fn no_stdin_listens_until_the_server_closes() {
+    // The server sends one message, waits for the test's word, sends one
+    // more and closes; it notes every data frame the client sent.
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let go_rx = Mutex::new(go_rx);
+    let raw = RawServer::start(move |conn, notes| {
+        conn.accept(None);
+        conn.write_frame(1, b"first");
+        let _ = go_rx.lock().unwrap().recv_timeout(LIMIT);
+        conn.write_frame(1, b"late");
+        conn.write_frame(CLOSE, &Conn::close_payload(1000, "done"));
+        while let Ok((op, p)) = conn.read_frame() {
+            if op == CLOSE {
+                break;
+            }
+            notes.add(format!("data {op} {}", String::from_utf8_lossy(&p)));
+        }
+        notes.add("end".to_owned());
+    });
+    let mut s = Spawned::start(&[&raw.url(), "--no-stdin"]);
+    s.wait_stdout("first\n");
+    // Lines on stdin are not sent; its end does not end the session, nor
+    // does a silence longer than --wait (2 s by default).
+    s.write_stdin(b"not sent\n");
+    s.close_stdin();
+    thread::sleep(Duration::from_millis(2500));
+    go_tx.send(()).unwrap();
+    let out = s.finish();
+    out.expect_code(0);
+    assert_eq!(out.stdout, "first\nlate\n");
+    assert!(
+        out.stderr.contains("closed 1000 (normal closure) \"done\""),
+        "{}",
+        out.stderr
+    );
+    wait_until("the server's notes", || !raw.notes().is_empty());
+    assert_eq!(raw.notes(), ["end"]);
 }
 
 #[test]
@@ -825,6 +1001,63 @@ fn close_code_and_reason_are_sent_and_echoed_back() {
     run(&[&raw.url(), "--close-code", "3000"], b"").expect_code(0);
     wait_until("the close", || !raw.notes().is_empty());
     assert_eq!(raw.notes(), ["close 3000 \"\""]);
+}
+
+#[test]
+fn every_close_code_a_client_may_send_is_sent() {
+    let raw = RawServer::start(echo_script);
+    let codes = [
+        1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 4999,
+    ];
+    for code in codes {
+        run(&[&raw.url(), "--close-code", &code.to_string()], b"").expect_code(0);
+    }
+    wait_until("every close", || raw.notes().len() == codes.len());
+    let mut notes = raw.notes();
+    notes.sort();
+    let mut expected: Vec<String> = codes.iter().map(|c| format!("close {c} \"\"")).collect();
+    expected.sort();
+    assert_eq!(notes, expected);
+}
+
+#[test]
+fn fail_on_close_code_exits_5_when_the_server_closes_with_an_error_code() {
+    // The server closes first with the code the client sends it.
+    let raw = RawServer::start(|conn, _| {
+        conn.accept(None);
+        if let Ok((_, p)) = conn.read_frame() {
+            let code: u16 = String::from_utf8_lossy(&p).parse().unwrap();
+            conn.write_frame(CLOSE, &Conn::close_payload(code, "bye"));
+            let _ = conn.read_frame();
+        }
+    });
+    for (code, flag, exit) in [
+        ("1008", true, 5),
+        ("1008", false, 0),
+        ("4000", true, 5),
+        ("1000", true, 0),
+        ("1001", true, 0),
+    ] {
+        let mut args = vec![raw.url(), "-x".into(), code.into(), "-w".into(), "5".into()];
+        if flag {
+            args.push("--fail-on-close-code".into());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run(&args, b"");
+        assert_eq!(out.code(), exit, "{args:?}: {out:?}");
+        assert!(
+            out.stderr.contains(&format!("closed {code}")),
+            "{}",
+            out.stderr
+        );
+    }
+    // Our own code, echoed by the server, is not the server's error.
+    let echo = RawServer::start(echo_script);
+    run(
+        &[&echo.url(), "--close-code", "4001", "--fail-on-close-code"],
+        b"",
+    )
+    .expect_code(0);
 }
 
 #[test]
@@ -1401,7 +1634,23 @@ fn usage_errors_exit_2_before_connecting() {
         ),
         (
             vec![&url, "--close-code", "1005"],
-            "--close-code 1005 is not allowed",
+            "--close-code 1005 is not allowed: it only reports",
+        ),
+        (
+            vec![&url, "--close-code", "1004"],
+            "--close-code 1004 is not allowed: 1004 is reserved; a client may send 1000-1003, 1007-1011 or 3000-4999",
+        ),
+        (
+            vec![&url, "--close-code", "1012"],
+            "--close-code 1012 is not allowed: it is a server's",
+        ),
+        (
+            vec![&url, "--close-code", "2999"],
+            "--close-code 2999 is not allowed: 1016-2999 are reserved",
+        ),
+        (
+            vec![&url, "--close-code", "5000"],
+            "--close-code 5000 is not allowed: codes above 4999",
         ),
         (vec![&url, "--close-code", "70000"], "error: invalid value"),
         (
@@ -1849,4 +2098,99 @@ fn server_text_control_characters_are_escaped_on_a_terminal() {
         !String::from_utf8_lossy(&title.stdout).contains("pwned"),
         "{title:?}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Bounded memory when stdout is blocked or the server never reads.
+
+/// A kibibyte count from a `/proc/PID/status` line such as `VmHWM:  1234 kB`.
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Starts a server that writes `frame` over and over, up to `total` bytes,
+/// never reading; returns its URL and the bytes written so far.
+fn flood_server(frame: Vec<u8>, total: usize) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let written = Arc::new(AtomicUsize::new(0));
+    let w = written.clone();
+    thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        let mut stream: Box<dyn Stream> = Box::new(tcp);
+        let request = read_request(&mut *stream).unwrap();
+        let mut conn = Conn { stream, request };
+        conn.accept(None);
+        while w.load(Ordering::SeqCst) < total {
+            if conn.stream.write_all(&frame).is_err() {
+                return;
+            }
+            w.fetch_add(frame.len(), Ordering::SeqCst);
+        }
+    });
+    (url, written)
+}
+
+/// Runs the client against a flooding server with its stdout unread until
+/// the server stalls (what it has written stops growing for a second) or
+/// has written everything; returns the client's peak resident memory in
+/// MiB and what the server wrote.
+fn peak_memory_against_a_flood(frame: Vec<u8>, total: usize) -> (u64, usize) {
+    let (url, written) = flood_server(frame, total);
+    let mut child = unisocket()
+        .args([url.as_str(), "--no-stdin"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut last = usize::MAX;
+    loop {
+        thread::sleep(Duration::from_secs(1));
+        let now = written.load(Ordering::SeqCst);
+        if now == last || now >= total {
+            break;
+        }
+        last = now;
+    }
+    let hwm_mib = proc_status_kib(pid, "VmHWM:") / 1024;
+    let _ = child.kill();
+    let _ = child.wait();
+    (hwm_mib, written.load(Ordering::SeqCst))
+}
+
+#[test]
+fn memory_stays_bounded_when_stdout_is_blocked_or_the_server_never_reads() {
+    // 1 KiB text messages, 200 MiB in all, while nobody reads the client's
+    // stdout: the client must stop reading (the server stalls) instead of
+    // holding the messages. 64 MiB covers the binary, the runtime, the
+    // library's 16 MiB of held messages and the socket buffers.
+    const TOTAL: usize = 200 << 20;
+    let mut text = vec![0x81, 126, 0x04, 0x00];
+    text.extend(std::iter::repeat_n(b'x', 1024));
+    let (hwm, written) = peak_memory_against_a_flood(text, TOTAL);
+    eprintln!(
+        "text flood: peak {hwm} MiB, the server wrote {} MiB",
+        written >> 20
+    );
+    assert!(written < TOTAL, "the server was never slowed down");
+    assert!(hwm < 64, "peak resident memory {hwm} MiB");
+
+    // 125-byte pings from a server that never reads: the pongs cannot go
+    // out, and the client must stop reading pings rather than queue pongs.
+    let mut ping = vec![0x89, 125];
+    ping.extend(std::iter::repeat_n(b'p', 125));
+    let (hwm, written) = peak_memory_against_a_flood(ping, TOTAL);
+    eprintln!(
+        "ping flood: peak {hwm} MiB, the server wrote {} MiB",
+        written >> 20
+    );
+    assert!(written < TOTAL, "the server was never slowed down");
+    assert!(hwm < 64, "peak resident memory {hwm} MiB");
 }

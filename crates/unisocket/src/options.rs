@@ -211,6 +211,7 @@ pub struct ConnectOptions {
     pub(crate) limits: Limits,
     pub(crate) max_held_bytes: usize,
     pub(crate) close_timeout: Duration,
+    pub(crate) receive_while_closing: bool,
     pub(crate) max_send_frame_size: Option<usize>,
     pub(crate) queue_until_open: bool,
     pub(crate) deflate: Option<DeflateConfig>,
@@ -393,6 +394,7 @@ impl ConnectOptions {
             limits: Limits::default(),
             max_held_bytes: 16 << 20,
             close_timeout: Duration::from_secs(5),
+            receive_while_closing: false,
             max_send_frame_size: None,
             queue_until_open: false,
             deflate: None,
@@ -591,6 +593,30 @@ impl ConnectOptions {
     #[must_use]
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.close_timeout = timeout;
+        self
+    }
+
+    /// Keep delivering the messages that arrive after `close` sent the
+    /// close frame, until the server's close frame (default off: they are
+    /// dropped, as in a browser, whose `readyState` is CLOSING then). The
+    /// server may still be sending what it sent before it saw our close;
+    /// with this, `on_message` and `recv` get all of it, in order, before
+    /// `on_close`. The wait for the server's close frame stays bounded by
+    /// [`close_timeout`](Self::close_timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::ConnectOptions;
+    ///
+    /// // A script that sends its requests, closes, and wants every reply
+    /// // the server sent before it answered the close.
+    /// let options = ConnectOptions::new("ws://127.0.0.1:9001").receive_while_closing(true);
+    /// # drop(options);
+    /// ```
+    #[must_use]
+    pub fn receive_while_closing(mut self, on: bool) -> Self {
+        self.receive_while_closing = on;
         self
     }
 
@@ -1173,6 +1199,8 @@ impl<T: Into<Data>> From<T> for SendOptions {
 /// ```
 pub struct CloseOptions {
     pub(crate) code: u16,
+    /// Set by `endpoint_code`: every code an endpoint may send is allowed.
+    pub(crate) endpoint: bool,
     pub(crate) reason: String,
     pub(crate) callbacks: Callbacks<CloseSuccess>,
 }
@@ -1190,6 +1218,7 @@ impl Default for CloseOptions {
     fn default() -> Self {
         CloseOptions {
             code: 1000,
+            endpoint: false,
             reason: String::new(),
             callbacks: Callbacks::default(),
         }
@@ -1215,6 +1244,36 @@ impl CloseOptions {
     #[must_use]
     pub fn code(mut self, code: u16) -> Self {
         self.code = code;
+        self.endpoint = false;
+        self
+    }
+
+    /// The close code, any that RFC 6455 lets an endpoint send: beyond
+    /// [`code`](Self::code)'s 1000 and 3000-4999 (the browser's), also
+    /// 1001-1003 and 1007-1011 (going away, protocol error, unsupported
+    /// data, invalid payload, policy violation, message too big, missing
+    /// extension, internal error). This is beyond the uni-app API.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// use unisocket::{connect_socket, CloseOptions, ConnectOptions, ErrorKind};
+    ///
+    /// let task = connect_socket(ConnectOptions::new("ws://"));
+    /// // 1008 passes the check (the task, which never opened, is not connected)...
+    /// let err = task.close(CloseOptions::default().endpoint_code(1008)).await.unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::NotConnected);
+    /// // ... 1005 ("no code") never does.
+    /// let err = task.close(CloseOptions::default().endpoint_code(1005)).await.unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn endpoint_code(mut self, code: u16) -> Self {
+        self.code = code;
+        self.endpoint = true;
         self
     }
 

@@ -19,7 +19,7 @@ use crate::error::{Api, ErrorKind, SocketError};
 use crate::events::{CloseEvent, ErrorEvent, MessageEvent, OpenEvent, PingPongEvent};
 use crate::ledger::{Aside, Ledger, Outcome};
 use crate::options::{Callbacks, CloseOptions, CloseSuccess, SendOptions, SendSuccess};
-use crate::proto::connection::{check_close, check_ping};
+use crate::proto::connection::{check_browser_close, check_close, check_ping};
 use crate::reconnect::ReconnectEvent;
 
 /// How far the driver reads ahead of a consumer that takes messages with
@@ -1337,18 +1337,26 @@ impl SocketTask {
     /// # Ok(()) }
     /// ```
     ///
-    /// The code must be 1000 or 3000-4999 and the reason at most 123 bytes
+    /// The code must be 1000 or 3000-4999 (or, with
+    /// [`CloseOptions::endpoint_code`], 1001-1003 and 1007-1011 too) and the
+    /// reason at most 123 bytes
     /// of UTF-8, or the call fails at once. Closing while CONNECTING aborts
     /// the attempt. The [`Completion`] resolves when the closing handshake
     /// has completed or its timeout has passed.
     pub fn close(&self, options: CloseOptions) -> Completion<CloseSuccess> {
         let CloseOptions {
             code,
+            endpoint,
             reason,
             callbacks,
         } = options;
         let (reply, completion) = Reply::new(Api::CloseSocket, 0, callbacks, &self.shared);
-        if let Err(e) = check_close(code, &reason) {
+        let checked = if endpoint {
+            check_close(code, &reason)
+        } else {
+            check_browser_close(code, &reason)
+        };
+        if let Err(e) = checked {
             reply.settle(Err(SocketError::invalid_argument(Api::CloseSocket, e)));
         } else if self.ready_state() == ReadyState::Closed {
             reply.settle(Err(SocketError::not_connected(Api::CloseSocket)));

@@ -169,6 +169,10 @@ pub struct Config {
     pub max_send_frame_size: Option<usize>,
     /// How long to wait for the peer's close frame after sending ours. Default 5 s.
     pub close_timeout: Duration,
+    /// Keep delivering the messages that arrive after our close frame was
+    /// sent, until the peer's close frame. Default `false`: they are
+    /// dropped, as in a browser (`readyState` CLOSING).
+    pub receive_while_closing: bool,
     /// Send a ping every `interval` and fail when nothing at all arrives
     /// within `timeout` after one (see [`Connection::heartbeat_failed`]).
     pub heartbeat: Option<Heartbeat>,
@@ -183,6 +187,7 @@ impl Default for Config {
             limits: Limits::default(),
             max_send_frame_size: None,
             close_timeout: Duration::from_secs(5),
+            receive_while_closing: false,
             heartbeat: None,
             deflate: None,
         }
@@ -294,7 +299,7 @@ pub enum State {
 ///
 /// let mut conn = Connection::new(Config::default());
 /// let now = Instant::now();
-/// assert_eq!(conn.close(1001, "", now), Err(SendError::InvalidCloseCode(1001)));
+/// assert_eq!(conn.close(1005, "", now), Err(SendError::InvalidCloseCode(1005)));
 /// assert_eq!(conn.close(1000, &"x".repeat(124), now), Err(SendError::ReasonTooLong(124)));
 /// conn.close(1000, "bye", now).unwrap();
 /// assert_eq!(conn.send_text("late"), Err(SendError::Closing));
@@ -304,8 +309,12 @@ pub enum State {
 pub enum SendError {
     /// A close frame has been sent or received; no more data may be sent.
     Closing,
-    /// The close code is not one an application may send (1000 or 3000-4999).
+    /// The close code is not one an endpoint may send (see
+    /// [`is_valid_endpoint_code`]).
     InvalidCloseCode(u16),
+    /// The close code is one an endpoint may send but a browser's
+    /// `WebSocket.close` refuses (see [`check_browser_close`]).
+    BrowserCloseCode(u16),
     /// The close reason is over 123 bytes.
     ReasonTooLong(usize),
     /// The ping payload is over 125 bytes.
@@ -316,7 +325,11 @@ impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SendError::Closing => f.write_str("the connection is closing"),
-            SendError::InvalidCloseCode(code) => {
+            SendError::InvalidCloseCode(code) => write!(
+                f,
+                "close code {code} is not allowed: use 1000-1003, 1007-1011 or 3000-4999"
+            ),
+            SendError::BrowserCloseCode(code) => {
                 write!(f, "close code {code} is not allowed: use 1000 or 3000-4999")
             }
             SendError::ReasonTooLong(n) => {
@@ -329,11 +342,12 @@ impl std::fmt::Display for SendError {
     }
 }
 
-/// Checks a close code and reason an application asks to send: the code
-/// must be one [`is_valid_sent_code`] accepts, the reason at most 123 bytes
+/// Checks a close code and reason an endpoint asks to send: the code must
+/// be one [`is_valid_endpoint_code`] accepts, the reason at most 123 bytes
 /// (a close frame's payload is at most 125, two of them the code). The one
-/// place these rules live: [`Connection::close`] and the API's `close`
-/// both ask it.
+/// place these rules live: [`Connection::close`] asks it, and so does the
+/// API's `close`, through [`check_browser_close`] unless the application
+/// asked for an endpoint's codes.
 ///
 /// # Examples
 ///
@@ -341,18 +355,38 @@ impl std::fmt::Display for SendError {
 /// use unisocket::proto::connection::check_close;
 /// use unisocket::proto::SendError;
 ///
-/// assert_eq!(check_close(4000, "bye"), Ok(()));
-/// assert_eq!(check_close(1001, ""), Err(SendError::InvalidCloseCode(1001)));
+/// assert_eq!(check_close(1008, "policy"), Ok(()));
+/// assert_eq!(check_close(1005, ""), Err(SendError::InvalidCloseCode(1005)));
 /// assert_eq!(check_close(1000, &"r".repeat(124)), Err(SendError::ReasonTooLong(124)));
 /// ```
 pub fn check_close(code: u16, reason: &str) -> Result<(), SendError> {
-    if !is_valid_sent_code(code) {
+    if !is_valid_endpoint_code(code) {
         return Err(SendError::InvalidCloseCode(code));
     }
     if reason.len() > 123 {
         return Err(SendError::ReasonTooLong(reason.len()));
     }
     Ok(())
+}
+
+/// [`check_close`] with the browser's rule for the code on top: only the
+/// codes [`is_valid_sent_code`] accepts (1000 and 3000-4999), as
+/// `WebSocket.close` and uni-app's `SocketTask.close` take.
+///
+/// # Examples
+///
+/// ```
+/// use unisocket::proto::connection::check_browser_close;
+/// use unisocket::proto::SendError;
+///
+/// assert_eq!(check_browser_close(4000, "bye"), Ok(()));
+/// assert_eq!(check_browser_close(1001, ""), Err(SendError::BrowserCloseCode(1001)));
+/// ```
+pub fn check_browser_close(code: u16, reason: &str) -> Result<(), SendError> {
+    if !is_valid_sent_code(code) {
+        return Err(SendError::BrowserCloseCode(code));
+    }
+    check_close(code, reason)
 }
 
 /// Checks a ping payload an application asks to send: at most 125 bytes,
@@ -407,6 +441,25 @@ pub fn is_valid_received_code(code: u16) -> bool {
 /// ```
 pub fn is_valid_sent_code(code: u16) -> bool {
     code == 1000 || (3000..=4999).contains(&code)
+}
+
+/// Whether an endpoint may send this close code (RFC 6455 section 7.4.1
+/// and the IANA registry): 1000-1003, 1007-1011 and 3000-4999. What
+/// [`Connection::close`] accepts; the browser API accepts fewer (see
+/// [`is_valid_sent_code`]).
+///
+/// # Examples
+///
+/// ```
+/// use unisocket::proto::connection::is_valid_endpoint_code;
+///
+/// assert!(is_valid_endpoint_code(1001)); // going away
+/// assert!(is_valid_endpoint_code(1008)); // policy violation
+/// assert!(!is_valid_endpoint_code(1005)); // "no code": never on the wire
+/// assert!(!is_valid_endpoint_code(1012)); // service restart: a server's
+/// ```
+pub fn is_valid_endpoint_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999)
 }
 
 struct CurrentFrame {
@@ -899,6 +952,17 @@ impl Connection {
         self.frame = None;
     }
 
+    /// Whether received messages are delivered: while open, and after our
+    /// close frame with [`Config::receive_while_closing`]. Once false, never
+    /// true again (the state only moves on).
+    fn receiving(&self) -> bool {
+        match self.state {
+            State::Open => true,
+            State::CloseSent => self.config.receive_while_closing,
+            State::Closed => false,
+        }
+    }
+
     fn decode(&mut self) -> Result<Option<Event>, ProtocolError> {
         loop {
             if self.frame.is_none() {
@@ -925,6 +989,7 @@ impl Connection {
                 }
                 self.frame = Some(CurrentFrame { header, checked: 0 });
             }
+            let receiving = self.receiving();
             let Some(frame) = self.frame.as_mut() else {
                 return Ok(None);
             };
@@ -943,7 +1008,7 @@ impl Connection {
                     .is_some_and(|p| p.text && !p.compressed),
                 _ => false,
             };
-            if is_text && available > frame.checked && self.state == State::Open {
+            if is_text && available > frame.checked && receiving {
                 self.utf8
                     .feed(&source[frame.checked..available])
                     .map_err(|_| ProtocolError::InvalidUtf8)?;
@@ -1112,7 +1177,7 @@ impl Connection {
                 wire: 0,
             },
         };
-        let open = self.state == State::Open;
+        let open = self.receiving();
         if partial.compressed {
             partial.wire += payload.len();
             if open {
@@ -1171,8 +1236,9 @@ impl Connection {
             )]
             // SAFETY: `bytes` is the whole message, and every byte of it went
             // through `self.utf8` since the message began: each frame's
-            // payload in `decode` as it arrived (the connection is open here,
-            // so it was open for every frame: it never reopens), or, when
+            // payload in `decode` as it arrived (the connection is receiving
+            // here, so it was receiving for every frame: `receiving` never
+            // turns true again once false), or, when
             // compressed, each inflated piece above. The validator accepted
             // them all, and `finish` just checked that the message does not
             // end inside a character.
@@ -1347,8 +1413,9 @@ impl Connection {
     /// answer by `now + close_timeout`.
     ///
     /// # Errors
-    /// [`SendError::InvalidCloseCode`] for a code other than 1000 or
-    /// 3000-4999, [`SendError::ReasonTooLong`] for a reason over 123 bytes,
+    /// [`SendError::InvalidCloseCode`] for a code an endpoint may not send
+    /// (see [`is_valid_endpoint_code`]), [`SendError::ReasonTooLong`] for a
+    /// reason over 123 bytes,
     /// [`SendError::Closing`] when a close frame was already sent or received.
     ///
     /// # Examples

@@ -1194,11 +1194,21 @@ fn close_reason_not_utf8_fails_with_1007() {
 fn sent_close_codes_and_reasons_are_checked() {
     let now = Instant::now();
     let mut p = Pair::new();
-    for code in [0u16, 999, 1001, 1005, 1006, 1015, 2000, 2999, 5000] {
+    for code in [0u16, 999, 1004, 1005, 1006, 1012, 1015, 2000, 2999, 5000] {
         assert_eq!(
             p.client.close(code, "", now),
             Err(SendError::InvalidCloseCode(code)),
             "code {code}"
+        );
+    }
+    for code in [
+        1001u16, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 4999,
+    ] {
+        let mut other = Pair::new();
+        assert_eq!(other.client.close(code, "", now), Ok(()), "code {code}");
+        assert_eq!(
+            other.server_messages(),
+            vec![Message::Close(Some(code), String::new())]
         );
     }
     assert_eq!(
@@ -1488,6 +1498,59 @@ fn peer_error_after_our_close_sends_no_second_close_frame() {
         vec![Message::Close(Some(1000), "bye".into())]
     );
     p.assert_dead();
+}
+
+#[test]
+fn messages_after_our_close_are_dropped_unless_receive_while_closing() {
+    // A message begun before our close and ended after it, a whole one, a
+    // binary one, a text one split inside a character, then the close.
+    let stream = concat(&[
+        &frag(false, OP_TEXT, b"be"),
+        &frag(true, OP_CONTINUATION, b"fore"),
+        &server_text("after"),
+        &frag(true, OP_BINARY, b"\x01\x02"),
+        &frag(false, OP_TEXT, &"€".as_bytes()[..1]),
+        &frag(true, OP_CONTINUATION, &"€".as_bytes()[1..]),
+        &server_close(Some(1000), ""),
+    ]);
+    let split = frag(false, OP_TEXT, b"be").len();
+    for (receive, expected) in [
+        (false, vec![closed(1000, "")]),
+        (
+            true,
+            vec![
+                text("before"),
+                text("after"),
+                binary(b"\x01\x02"),
+                text("€"),
+                closed(1000, ""),
+            ],
+        ),
+    ] {
+        let mut p = Pair::with_config(Config {
+            receive_while_closing: receive,
+            ..Config::default()
+        })
+        .chunked(3);
+        assert_eq!(p.deliver(&stream[..split]), no_events());
+        p.client.close(1000, "", Instant::now()).unwrap();
+        assert_eq!(
+            p.server_messages(),
+            vec![Message::Close(Some(1000), String::new())]
+        );
+        assert_eq!(p.deliver(&stream[split..]), expected, "{receive}");
+        p.assert_dead();
+    }
+    // Text that is not UTF-8 after our close still fails the connection.
+    let mut p = Pair::with_config(Config {
+        receive_while_closing: true,
+        ..Config::default()
+    });
+    p.client.close(1000, "", Instant::now()).unwrap();
+    assert_eq!(
+        p.deliver(&frag(true, OP_TEXT, b"\xc3\x28")),
+        vec![Err(ProtocolError::InvalidUtf8)]
+    );
 }
 
 // ---------------------------------------------------------------------------

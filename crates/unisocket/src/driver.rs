@@ -751,158 +751,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
         Poll::Ready(end)
     }
 
+    /// The driver's turns, until the connection ends or must wait: each
+    /// takes the handles' commands, writes, ends the connection if it is
+    /// over, reads (or delivers what an earlier read left), and keeps the
+    /// protocol's deadlines.
     fn poll_turns(&mut self, cx: &mut Context<'_>) -> Poll<End> {
         loop {
-            let mut progress = false;
-            let mut yield_to_app = false;
-            // Commands from the handles.
-            for taken in 0..COMMAND_BATCH {
-                if self.conn.write_buf().len() >= WRITE_AHEAD && !self.shared.close_queued(cx) {
-                    // Taken once these bytes are written (the write below
-                    // makes progress, or wakes the task when it can).
-                    break;
-                }
-                match self.shared.poll_command(cx) {
-                    Poll::Ready(cmd) => {
-                        self.command(cmd);
-                        self.burst |= taken == QUIET_QUEUE;
-                        progress = true;
-                    }
-                    Poll::Pending => break,
-                }
+            let mut progress = self.take_commands(cx);
+            match self.write(cx) {
+                Ok(wrote) => progress |= wrote,
+                Err(e) => return Poll::Ready(End::Io(e)),
             }
-            // Writes.
-            loop {
-                if self.out.is_empty() {
-                    if self.conn.write_buf().is_empty() {
-                        // TLS may hold records the socket did not take yet.
-                        if let Poll::Ready(Err(e)) = Pin::new(&mut self.io).poll_flush(cx) {
-                            return Poll::Ready(End::Io(e));
-                        }
-                        break;
-                    }
-                    // Swap rather than split: both buffers keep their
-                    // allocations, so steady traffic allocates nothing.
-                    self.out.clear();
-                    // The two write buffers swap, so both shrink in turn.
-                    if self.quiet_reads > QUIET_READS && self.out.capacity() > SMALL_WRITE {
-                        self.out = BytesMut::new();
-                    }
-                    std::mem::swap(&mut self.out, self.conn.write_buf());
-                    if self.out.len() > SMALL_WRITE {
-                        // Bursts are being sent: keep the buffers.
-                        self.quiet_reads = 0;
-                        self.wrote_large = true;
-                    }
-                    self.moved += self.out.len() as u64;
-                }
-                match Pin::new(&mut self.io).poll_write(cx, &self.out) {
-                    Poll::Ready(Ok(0)) => {
-                        return Poll::Ready(End::Io(std::io::ErrorKind::WriteZero.into()))
-                    }
-                    Poll::Ready(Ok(n)) => {
-                        self.out.advance(n);
-                        self.written += n as u64;
-                        self.activity += 1;
-                        self.settle_written();
-                        progress = true;
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(End::Io(e)),
-                    Poll::Pending => break,
-                }
+            if self.fail_after_held_messages(cx) {
+                continue;
             }
-            if self.pending_failure.is_some() && self.shared.held_empty(cx) {
-                if let Some(e) = self.pending_failure.take() {
-                    self.conn.fail(&e);
-                    self.shared.set_closing();
-                    self.failure = Some(SocketError::protocol(e));
-                    continue;
-                }
+            if let Some(end) = self.ended() {
+                return Poll::Ready(end);
             }
-            if let Some(timeout) = self.conn.heartbeat_failed() {
-                if self.failure.is_none() {
-                    self.shared.set_closing();
-                    self.failure = Some(SocketError::new(
-                        Api::ConnectSocket,
-                        ErrorKind::HeartbeatTimeout,
-                        format_args!("no pong within {} ms", timeout.as_millis()),
-                    ));
-                }
-                // The peer is gone: nothing more will be written to it.
-                return Poll::Ready(End::Abandoned);
+            let (read, yield_to_app) = match self.read_or_deliver(cx) {
+                Ok(turn) => turn,
+                Err(e) => return Poll::Ready(End::Io(e)),
+            };
+            progress |= read;
+            if !progress && !yield_to_app {
+                self.start_release_clock();
             }
-            if self.conn.state() == State::Closed {
-                let flushed = self.out.is_empty() && self.conn.write_buf().is_empty();
-                let deadline = *self
-                    .flush_deadline
-                    .get_or_insert_with(|| Instant::now() + self.conn.config().close_timeout);
-                if self.conn.timed_out() || (!flushed && Instant::now() >= deadline) {
-                    return Poll::Ready(End::Abandoned);
-                }
-                if flushed {
-                    return Poll::Ready(End::Closed);
-                }
-            } else if self.more_events && !self.shared.held_full(cx) {
-                // The rest of an earlier read, before reading more.
-                yield_to_app = self.process_events();
-                progress = true;
-            } else if !self.eof
-                && self.pending_failure.is_none()
-                && !self.shared.held_full(cx)
-                && !self.write_backlog_full()
-            {
-                // Reads (paused while the output is backed up: see
-                // `write_backlog_full`; the write above wakes the task as it
-                // drains).
-                let (read, yield_now) = match self.read(cx) {
-                    Ok(r) => r,
-                    Err(e) => return Poll::Ready(End::Io(e)),
-                };
-                progress |= read;
-                yield_to_app = yield_now;
-            }
-            if !progress && !yield_to_app && self.release_at.is_none() && self.holds_grown_buffers()
-            {
-                // About to wait: the clock starts for giving them back.
-                self.release_at = Some((Instant::now() + IDLE_RELEASE, self.activity));
-            }
-            // The protocol's deadlines (close handshake, heartbeat), the
-            // flush deadline and the release of grown buffers.
-            let deadline = [
-                self.conn.poll_timeout(),
-                self.flush_deadline,
-                self.release_at.map(|(at, _)| at),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
-            if let Some(deadline) = deadline {
-                let deadline = tokio::time::Instant::from_std(deadline);
-                let sleep = self
-                    .sleep
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                if sleep.deadline() != deadline {
-                    sleep.as_mut().reset(deadline);
-                }
-                if sleep.as_mut().poll(cx).is_ready() {
-                    let now = Instant::now();
-                    self.conn.handle_timeout(now);
-                    if let Some((at, seen)) = self.release_at {
-                        if now >= at {
-                            // Idle all along: give them back. Otherwise the
-                            // clock starts again at the next wait.
-                            self.release_at = None;
-                            if self.activity == seen {
-                                self.release_grown_buffers();
-                            }
-                        }
-                    }
-                    // A ping may have gone out: lowering the mark wakes the
-                    // reader for what already came.
-                    self.set_low_water();
-                    progress = true;
-                }
-            }
+            progress |= self.poll_deadlines(cx);
             if yield_to_app {
                 // Let the application take the messages (and answer them)
                 // before the next turn writes and delivers the rest.
@@ -914,6 +788,194 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
                 return Poll::Pending;
             }
         }
+    }
+
+    /// Takes commands from the handles, up to [`COMMAND_BATCH`], while the
+    /// connection's write buffer has room ([`WRITE_AHEAD`]; a `close` is
+    /// taken regardless). Says whether it took any.
+    fn take_commands(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        for taken in 0..COMMAND_BATCH {
+            if self.conn.write_buf().len() >= WRITE_AHEAD && !self.shared.close_queued(cx) {
+                // Taken once these bytes are written (the write makes
+                // progress, or wakes the task when it can).
+                break;
+            }
+            match self.shared.poll_command(cx) {
+                Poll::Ready(cmd) => {
+                    self.command(cmd);
+                    self.burst |= taken == QUIET_QUEUE;
+                    progress = true;
+                }
+                Poll::Pending => break,
+            }
+        }
+        progress
+    }
+
+    /// Writes what the connection queued until the transport would block;
+    /// settles the sends whose last byte went out. Says whether it wrote.
+    fn write(&mut self, cx: &mut Context<'_>) -> std::io::Result<bool> {
+        let mut progress = false;
+        loop {
+            if self.out.is_empty() {
+                if self.conn.write_buf().is_empty() {
+                    // TLS may hold records the socket did not take yet.
+                    if let Poll::Ready(Err(e)) = Pin::new(&mut self.io).poll_flush(cx) {
+                        return Err(e);
+                    }
+                    return Ok(progress);
+                }
+                self.take_output();
+            }
+            match Pin::new(&mut self.io).poll_write(cx, &self.out) {
+                Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(n)) => {
+                    self.out.advance(n);
+                    self.written += n as u64;
+                    self.activity += 1;
+                    self.settle_written();
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => return Ok(progress),
+            }
+        }
+    }
+
+    /// Moves the connection's queued bytes into `out`, to be written.
+    fn take_output(&mut self) {
+        // Swap rather than split: both buffers keep their allocations, so
+        // steady traffic allocates nothing.
+        self.out.clear();
+        // The two write buffers swap, so both shrink in turn.
+        if self.quiet_reads > QUIET_READS && self.out.capacity() > SMALL_WRITE {
+            self.out = BytesMut::new();
+        }
+        std::mem::swap(&mut self.out, self.conn.write_buf());
+        if self.out.len() > SMALL_WRITE {
+            // Bursts are being sent: keep the buffers.
+            self.quiet_reads = 0;
+            self.wrote_large = true;
+        }
+        self.moved += self.out.len() as u64;
+    }
+
+    /// Fails the connection for the protocol error found behind messages
+    /// that were held, once the application has taken them. Says whether
+    /// it did (the turn starts again, to write the close frame).
+    fn fail_after_held_messages(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.pending_failure.is_none() || !self.shared.held_empty(cx) {
+            return false;
+        }
+        let Some(e) = self.pending_failure.take() else {
+            return false;
+        };
+        self.conn.fail(&e);
+        self.shared.set_closing();
+        self.failure = Some(SocketError::protocol(e));
+        true
+    }
+
+    /// How the connection ends, if it does now: the heartbeat found the
+    /// peer gone, or the protocol is closed and its last bytes were written
+    /// (or may no longer be: the close or flush deadline passed).
+    fn ended(&mut self) -> Option<End> {
+        if let Some(timeout) = self.conn.heartbeat_failed() {
+            if self.failure.is_none() {
+                self.shared.set_closing();
+                self.failure = Some(SocketError::new(
+                    Api::ConnectSocket,
+                    ErrorKind::HeartbeatTimeout,
+                    format_args!("no pong within {} ms", timeout.as_millis()),
+                ));
+            }
+            // The peer is gone: nothing more will be written to it.
+            return Some(End::Abandoned);
+        }
+        if self.conn.state() != State::Closed {
+            return None;
+        }
+        let flushed = self.out.is_empty() && self.conn.write_buf().is_empty();
+        let deadline = *self
+            .flush_deadline
+            .get_or_insert_with(|| Instant::now() + self.conn.config().close_timeout);
+        if self.conn.timed_out() || (!flushed && Instant::now() >= deadline) {
+            return Some(End::Abandoned);
+        }
+        flushed.then_some(End::Closed)
+    }
+
+    /// Delivers the rest of an earlier read, or reads, while the
+    /// application has room for more and the output is not backed up (see
+    /// [`Driver::write_backlog_full`]; the write wakes the task as it
+    /// drains). Says whether it made progress and whether to yield to the
+    /// application (see [`Driver::process_events`]).
+    fn read_or_deliver(&mut self, cx: &mut Context<'_>) -> std::io::Result<(bool, bool)> {
+        if self.conn.state() == State::Closed {
+            Ok((false, false))
+        } else if self.more_events && !self.shared.held_full(cx) {
+            Ok((true, self.process_events()))
+        } else if !self.eof
+            && self.pending_failure.is_none()
+            && !self.shared.held_full(cx)
+            && !self.write_backlog_full()
+        {
+            self.read(cx)
+        } else {
+            Ok((false, false))
+        }
+    }
+
+    /// About to wait with buffers grown by traffic: the clock starts for
+    /// giving them back (see [`IDLE_RELEASE`]).
+    fn start_release_clock(&mut self) {
+        if self.release_at.is_none() && self.holds_grown_buffers() {
+            self.release_at = Some((Instant::now() + IDLE_RELEASE, self.activity));
+        }
+    }
+
+    /// Keeps the protocol's deadlines (close handshake, heartbeat), the
+    /// flush deadline and the release of grown buffers: sleeps until the
+    /// earliest, and handles it once it has passed. Says whether one did.
+    fn poll_deadlines(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = [
+            self.conn.poll_timeout(),
+            self.flush_deadline,
+            self.release_at.map(|(at, _)| at),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let Some(deadline) = deadline else {
+            return false;
+        };
+        let deadline = tokio::time::Instant::from_std(deadline);
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if sleep.deadline() != deadline {
+            sleep.as_mut().reset(deadline);
+        }
+        if sleep.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        let now = Instant::now();
+        self.conn.handle_timeout(now);
+        if let Some((at, seen)) = self.release_at {
+            if now >= at {
+                // Idle all along: give them back. Otherwise the clock starts
+                // again at the next wait.
+                self.release_at = None;
+                if self.activity == seen {
+                    self.release_grown_buffers();
+                }
+            }
+        }
+        // A ping may have gone out: lowering the mark wakes the reader for
+        // what already came.
+        self.set_low_water();
+        true
     }
 
     /// Reads and hands over what the socket has. While reads fill their

@@ -2,13 +2,11 @@
 //! [`proto::Connection`](crate::proto::Connection) over the transport (read
 //! loop, write queue, close deadline) and reports to the shared task state.
 
-use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::thread::LocalKey;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
@@ -25,6 +23,10 @@ use crate::proto::{self, handshake, Connection, Event, HandshakeError, State};
 use crate::reconnect::{ReconnectEvent, ReconnectPolicy};
 use crate::task::{fail_command, Command, Reply, Shared};
 use crate::transport;
+
+mod buffers;
+
+use buffers::{take_spare, Buffers, MAX_READ, QUIET_QUEUE, SPARE_READS, SPARE_WRITES};
 
 /// Where to connect, checked and split up by `connect_socket`.
 #[derive(Debug, Clone)]
@@ -508,114 +510,38 @@ struct Driver<S> {
     flush_deadline: Option<Instant>,
     /// Messages of the current read, handed to the task together.
     batch: Vec<Data>,
-    /// How much the next read asks for: doubles while reads fill it, halves
-    /// while they do not, so idle connections hold small buffers.
-    read_hint: usize,
-    /// Reads since a large frame went by (either way); buffers shrink only
-    /// after many small ones, not after every large message.
-    quiet_reads: u32,
-    /// A wake-up took more than `QUIET_QUEUE` commands or messages at once:
-    /// the queues may have grown, and shrink once the connection is quiet.
-    burst: bool,
     /// The read buffer may hold more whole events than the last turn took.
     more_events: bool,
-    /// The transport's receive low-water mark (see [`LOW_WATER_MAX`]).
-    low_water: usize,
-    /// Reads and writes so far (see `release_at`).
-    activity: u64,
-    /// A write of more than [`SMALL_WRITE`] bytes went out since the buffers
-    /// were last given back (a written buffer's `capacity` no longer says
-    /// how large it is).
-    wrote_large: bool,
-    /// While the connection holds buffers grown by its traffic: when it
-    /// gives them back, unless `activity` moved on from the count kept here
-    /// (see [`IDLE_RELEASE`]).
-    release_at: Option<(Instant, u64)>,
+    /// Buffer sizes and the clock for giving grown buffers back (see
+    /// `buffers.rs`, where the memory policy lives).
+    mem: Buffers,
 }
 
-/// The smallest read: what a quiet connection holds (its messages are cut
-/// from the read buffer, so one that the application still holds keeps it).
-/// Reads that fill it double the next one.
-const MIN_READ: usize = 512;
-/// The largest read of small traffic (large frames reserve their length).
-const MAX_READ: usize = 64 * 1024;
-/// How many reads without a large frame (or a write over `SMALL_WRITE`)
-/// before write buffers over `SMALL_WRITE` and long queues shrink back.
-/// Without this, each connection would keep buffers the size of the largest
-/// burst it ever saw. (Read buffers shrink as soon as reads are small again:
-/// see `Driver::give_back_buffers`.)
-const QUIET_READS: u32 = 64;
-/// Write buffers up to this size are kept when traffic is quiet.
-const SMALL_WRITE: usize = 1024;
-/// Write buffers up to this size stay with a waiting connection when the
-/// thread has a spare already (larger ones are freed).
-const KEEP_WRITE: usize = 256;
-/// Queues (sends in flight, commands, jobs) up to this many entries are kept
-/// when traffic is quiet.
-const QUIET_QUEUE: usize = 4;
+// How the driver takes turns between the handles, the socket and the
+// application. The measurements behind each value are in
+// `benches/README.md` ("Driver constants").
 
-/// How many commands one wake-up takes before it writes.
+/// Commands one wake-up takes before it writes: sends are batched, and the
+/// socket still gets data early.
 const COMMAND_BATCH: usize = 64;
-/// How many bytes of frames are encoded ahead of the socket: enough to
-/// batch small messages into one write, small enough that the buffer stays
-/// in the CPU's cache and the peer gets data early. Measured on loopback
-/// (stream-1k and stream-64k in `benches/`): 16 KiB beat 8, 32, 64 and
-/// 128 KiB and no limit, by 10-40 %.
+/// Bytes of frames encoded ahead of the socket: small messages go out in
+/// one write, and the buffer stays in the CPU's cache.
 const WRITE_AHEAD: usize = 16 * 1024;
-/// How many messages, or bytes of messages, one turn hands to the
-/// application before the driver writes what it answered: the peer gets
-/// the first answers while the rest of a read is still being delivered, so
-/// both ends work at once instead of in turn. Measured on loopback
-/// (stream-32 and stream-1k in `benches/`, 64 in flight): 16 messages or
-/// 16 KiB gave 1.3-1.5x the messages per second of delivering a whole read
-/// at once; 8 messages cost more in writes than they gained, and 32 gained
-/// about half as much.
+/// Messages one turn hands to the application before the driver writes its
+/// answers: both ends work at once instead of in turn.
 const DELIVER_MESSAGES: usize = 16;
-/// See [`DELIVER_MESSAGES`].
+/// Bytes of messages one turn hands over (see [`DELIVER_MESSAGES`]).
 const DELIVER_BYTES: usize = 16 * 1024;
-/// How many bytes the driver reads in a row, while each read fills its
-/// buffer, before it writes again: large messages are then read in runs
-/// and answered in runs, as the peers do, rather than one read and one
-/// write in turn. Measured on loopback (stream-64k in `benches/`, 16 in
-/// flight, medians of 6 alternating runs): 4 530 MB/s against 4 126 (binary),
-/// 3 796 against 2 713 (text); 256 KiB did as well on binary.
+/// Bytes read in a row, while reads fill their buffer, before writing
+/// again: large messages are read in runs and answered in runs.
 const READ_BURST: usize = 1024 * 1024;
-/// The driver stops reading while more than this many bytes that the
-/// application did not send wait to be written (pongs, close frames,
-/// heartbeat pings: see `Driver::write_backlog_full`), and reads again once
-/// the peer has taken them. A server that makes us answer and never reads
-/// could otherwise keep us reading, and answering, for as long as it likes.
-///
-/// Below what the pongs that may wait reach (`proto` keeps up to
-/// [`WAITING_PONGS`] of them, one per ping, 4 192 bytes at most): a ping
-/// flood at a peer that does not read pauses reading once the socket
-/// buffers are full and a few pongs wait, and TCP holds the rest of the
-/// flood at the server (`tests/hostile.rs`). A burst of pings at a peer
-/// that reads is answered ping by ping, as the kernel takes the pongs at
-/// once.
+/// Bytes of the connection's own frames (pongs, close, heartbeat pings)
+/// that may wait unwritten before reading pauses: a peer that makes us
+/// answer and never reads cannot keep us reading. Below what the waiting
+/// pongs reach, so that a ping flood at a peer that does not read pauses
+/// reading (`tests/hostile.rs`).
 const WRITE_BACKLOG_MAX: usize = 2 * 1024;
 const _: () = assert!(WRITE_BACKLOG_MAX < WAITING_PONGS * MAX_PONG);
-/// While a large frame misses at least [`LOW_WATER_MIN`] bytes, the driver
-/// asks the transport to wake it only once that many, up to this, can be
-/// read (`SO_RCVLOWAT`), not for every piece that arrives. Without it a
-/// driver that reads as soon as data comes (callbacks answer at once) fell
-/// into reading in small pieces, waking several times per message, and the
-/// peer sent in small pieces in turn. Measured on loopback (`benches/`,
-/// medians of 5 alternating runs, callbacks): 1 MiB binary 3 006 → 3 311
-/// msg/s, 1 MiB text 1 897 → 2 554, 64 KiB binary 51k → 73k; async
-/// unchanged within noise. The mark never exceeds what the frame still
-/// misses, so it cannot wait for bytes that are not coming.
-const LOW_WATER_MAX: usize = 256 * 1024;
-/// See [`LOW_WATER_MAX`].
-const LOW_WATER_MIN: usize = 16 * 1024;
-/// A connection that neither read nor wrote for this long (one to two
-/// times it) gives back the buffers its traffic grew: read buffers sized
-/// for large or many messages, its pool of large-message buffers, write
-/// buffers of large sends, long queues. Without this, an idle connection
-/// kept the memory of the largest traffic it had seen, hundreds of KiB
-/// (`tests/memory.rs`). Traffic with shorter pauses keeps its buffers
-/// and allocates nothing when it resumes.
-const IDLE_RELEASE: Duration = Duration::from_secs(1);
 
 impl Driver<transport::Stream> {
     /// The driver of a connection that just opened; reports the open.
@@ -650,56 +576,8 @@ impl Driver<transport::Stream> {
             eof: false,
             flush_deadline: None,
             batch: Vec::new(),
-            read_hint: MIN_READ,
-            quiet_reads: 0,
-            burst: false,
             more_events: false,
-            low_water: 1,
-            activity: 0,
-            wrote_large: false,
-            release_at: None,
-        }
-    }
-}
-
-thread_local! {
-    /// Read buffers that quiet connections gave back (none of their messages
-    /// still held), for the next ones on this thread that read.
-    static SPARE_READS: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
-    /// The same for write buffers.
-    static SPARE_WRITES: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
-}
-
-/// How many read buffers a thread keeps for its quiet connections.
-const SPARE_READ_BUFFERS: usize = 4;
-/// How many write buffers: they are never shared, so one will do.
-const SPARE_WRITE_BUFFERS: usize = 1;
-
-type Spares = LocalKey<RefCell<Vec<BytesMut>>>;
-
-/// Moves an empty buffer to the thread's `spares` if they hold fewer than
-/// `max`, and says whether it did; if not, the connection keeps it (freeing
-/// it, and allocating one for the next message, would cost each message two
-/// calls to the allocator).
-fn give_back(spares: &'static Spares, max: usize, buf: &mut BytesMut) -> bool {
-    // `try_with` fails only while the thread exits.
-    spares
-        .try_with(|spares| {
-            let mut spares = spares.borrow_mut();
-            let room = spares.len() < max;
-            if room {
-                spares.push(std::mem::take(buf));
-            }
-            room
-        })
-        .unwrap_or(false)
-}
-
-/// Into a buffer that has no room, one of the thread's `spares`.
-fn take_spare(spares: &'static Spares, buf: &mut BytesMut) {
-    if buf.capacity() == 0 {
-        if let Ok(Some(b)) = spares.try_with(|spares| spares.borrow_mut().pop()) {
-            *buf = b;
+            mem: Buffers::new(),
         }
     }
 }
@@ -804,7 +682,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
             match self.shared.poll_command(cx) {
                 Poll::Ready(cmd) => {
                     self.command(cmd);
-                    self.burst |= taken == QUIET_QUEUE;
+                    self.mem.burst |= taken == QUIET_QUEUE;
                     progress = true;
                 }
                 Poll::Pending => break,
@@ -833,7 +711,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
                 Poll::Ready(Ok(n)) => {
                     self.out.advance(n);
                     self.written += n as u64;
-                    self.activity += 1;
+                    self.mem.activity += 1;
                     self.settle_written();
                     progress = true;
                 }
@@ -841,24 +719,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
                 Poll::Pending => return Ok(progress),
             }
         }
-    }
-
-    /// Moves the connection's queued bytes into `out`, to be written.
-    fn take_output(&mut self) {
-        // Swap rather than split: both buffers keep their allocations, so
-        // steady traffic allocates nothing.
-        self.out.clear();
-        // The two write buffers swap, so both shrink in turn.
-        if self.quiet_reads > QUIET_READS && self.out.capacity() > SMALL_WRITE {
-            self.out = BytesMut::new();
-        }
-        std::mem::swap(&mut self.out, self.conn.write_buf());
-        if self.out.len() > SMALL_WRITE {
-            // Bursts are being sent: keep the buffers.
-            self.quiet_reads = 0;
-            self.wrote_large = true;
-        }
-        self.moved += self.out.len() as u64;
     }
 
     /// Fails the connection for the protocol error found behind messages
@@ -927,14 +787,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
         }
     }
 
-    /// About to wait with buffers grown by traffic: the clock starts for
-    /// giving them back (see [`IDLE_RELEASE`]).
-    fn start_release_clock(&mut self) {
-        if self.release_at.is_none() && self.holds_grown_buffers() {
-            self.release_at = Some((Instant::now() + IDLE_RELEASE, self.activity));
-        }
-    }
-
     /// Keeps the protocol's deadlines (close handshake, heartbeat), the
     /// flush deadline and the release of grown buffers: sleeps until the
     /// earliest, and handles it once it has passed. Says whether one did.
@@ -942,7 +794,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
         let deadline = [
             self.conn.poll_timeout(),
             self.flush_deadline,
-            self.release_at.map(|(at, _)| at),
+            self.mem.release_at.map(|(at, _)| at),
         ]
         .into_iter()
         .flatten()
@@ -962,12 +814,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
         }
         let now = Instant::now();
         self.conn.handle_timeout(now);
-        if let Some((at, seen)) = self.release_at {
+        if let Some((at, seen)) = self.mem.release_at {
             if now >= at {
                 // Idle all along: give them back. Otherwise the clock starts
                 // again at the next wait.
-                self.release_at = None;
-                if self.activity == seen {
+                self.mem.release_at = None;
+                if self.mem.activity == seen {
                     self.release_grown_buffers();
                 }
             }
@@ -986,7 +838,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
     fn read(&mut self, cx: &mut Context<'_>) -> std::io::Result<(bool, bool)> {
         let (mut progress, mut yield_to_app, mut burst) = (false, false, 0);
         loop {
-            let hint = self.read_hint;
+            let hint = self.mem.read_hint();
             let large = self.conn.receiving_large_frame();
             let buf = self.conn.read_buf();
             take_spare(&SPARE_READS, buf);
@@ -1004,7 +856,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
                     return Ok((true, yield_to_app));
                 }
                 Poll::Ready(Ok(n)) => {
-                    self.activity += 1;
+                    self.mem.activity += 1;
                     self.conn.handle_activity();
                     self.adapt_read_size(n, spare);
 
@@ -1052,23 +904,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
         queued.saturating_sub(sent.max(self.written)) > WRITE_BACKLOG_MAX as u64
     }
 
-    /// Sets the transport's low-water mark for what the current large frame
-    /// still misses, or back to 1 byte (one system call, when it changes).
-    /// While a heartbeat ping waits for an answer it is 1: bytes that trickle
-    /// in are the answer, and must not wait in the kernel for the mark.
-    fn set_low_water(&mut self) {
-        let missing = self.conn.large_frame_missing();
-        let mark = if missing >= LOW_WATER_MIN && !self.conn.heartbeat_waiting() {
-            missing.min(LOW_WATER_MAX)
-        } else {
-            1
-        };
-        if mark != self.low_water {
-            self.io.set_recv_low_water(mark);
-            self.low_water = mark;
-        }
-    }
-
     /// Hands over every whole message still in the read buffer, when the
     /// stream ended or failed: they came before the end (a burst reads on
     /// while some wait for their turn), so they are delivered first. A
@@ -1085,128 +920,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
         yield_to_app
     }
 
-    /// While the connection waits, it gives its empty buffers back to the
-    /// thread's spares when they have room, unless its reads are large (a
-    /// busy connection keeps them). Buffers grown by a burst are freed, so a
-    /// quiet connection holds at most a small read and a small write buffer.
-    fn give_back_buffers(&mut self) {
-        // (The queues of a burst give their room back once the connection
-        // is idle: see `release_grown_buffers`.)
-        let quiet = self.read_hint == MIN_READ && !self.conn.receiving_large_frame();
-        if quiet {
-            self.conn.stop_preparing_reads();
-        }
-        let buf = self.conn.current_read_buf();
-        if quiet && buf.is_empty() && buf.capacity() > 0 {
-            if buf.capacity() > MIN_READ {
-                // The buffer of a burst that is over: the messages cut from
-                // it keep it as long as they live, the connection does not.
-                // (A new buffer also forgets the burst's size, which a
-                // shared one passes on to the buffer it is replaced by.)
-                *buf = BytesMut::new();
-            } else if buf.try_reclaim(MIN_READ) {
-                // No message shares it any more. One that does stays, to be
-                // reclaimed by this connection's next read.
-                give_back(&SPARE_READS, SPARE_READ_BUFFERS, buf);
-            }
-        }
-        let write = self.conn.write_buf();
-        let largest = self.out.capacity().max(write.capacity());
-        if self.out.is_empty() && write.is_empty() && largest > 0 && largest <= SMALL_WRITE {
-            let (larger, smaller) = if self.out.capacity() >= write.capacity() {
-                (&mut self.out, write)
-            } else {
-                (write, &mut self.out)
-            };
-            if give_back(&SPARE_WRITES, SPARE_WRITE_BUFFERS, larger) {
-                // Of the two write buffers, the larger was given back.
-                *smaller = BytesMut::new();
-            } else if largest > KEEP_WRITE {
-                // The buffers of a burst: freed.
-                *larger = BytesMut::new();
-                *smaller = BytesMut::new();
-            }
-            // Otherwise the connection keeps its small buffers.
-        }
-    }
-
-    /// Whether the connection holds buffers or queues that its traffic grew
-    /// beyond what a quiet connection keeps, and that it could give back.
-    /// (Buffers of bytes still to be written, to a peer that stopped
-    /// reading, are not: a connection waiting on them sleeps until the
-    /// socket takes them, rather than waking every `IDLE_RELEASE`.)
-    fn holds_grown_buffers(&mut self) -> bool {
-        let write = self.conn.write_buf();
-        let (write_empty, write_room) = (write.is_empty(), write.capacity());
-        let writes_done = self.out.is_empty() && write_empty && self.sends.is_empty();
-        self.read_hint > MIN_READ
-            || self.conn.keeps_large_buffers()
-            || self.burst
-            || self.batch.capacity() > QUIET_QUEUE
-            || (writes_done
-                && (self.wrote_large
-                    || self.out.capacity() > SMALL_WRITE
-                    || write_room > SMALL_WRITE
-                    || self.sends.capacity() > QUIET_QUEUE))
-    }
-
-    /// The connection was idle for [`IDLE_RELEASE`]: it gives back what its
-    /// traffic grew (the next wait gives a small read buffer to the thread).
-    fn release_grown_buffers(&mut self) {
-        self.read_hint = MIN_READ;
-        self.conn.release_idle_buffers();
-        let write = self.conn.write_buf();
-        if self.out.is_empty() && write.is_empty() {
-            // (Bytes still to be written, to a peer that reads slowly, keep
-            // their buffers until the next release.)
-            for buf in [&mut self.out, write] {
-                if self.wrote_large || buf.capacity() > SMALL_WRITE {
-                    *buf = BytesMut::new();
-                }
-            }
-            self.wrote_large = false;
-        }
-        self.burst = false;
-        self.shrink_queues();
-        if self.conn.poll_timeout().is_none() && self.flush_deadline.is_none() {
-            // No deadline left: the timer is freed too.
-            self.sleep = None;
-        }
-    }
-
-    /// Sizes the next read from this one (`n` bytes into `spare` room), and
-    /// shrinks the queues once large frames have stopped.
-    fn adapt_read_size(&mut self, n: usize, spare: usize) {
-        if n >= spare {
-            self.read_hint = (self.read_hint * 2).min(MAX_READ);
-        } else if n < self.read_hint / 4 {
-            self.read_hint = (self.read_hint / 2).max(MIN_READ);
-        }
-        if spare > MAX_READ {
-            // A large frame is being received.
-            self.quiet_reads = 0;
-        } else {
-            self.quiet_reads = self.quiet_reads.saturating_add(1);
-        }
-        if self.quiet_reads > QUIET_READS && self.quiet_reads % (QUIET_READS + 1) == 0 {
-            // Every `QUIET_READS` reads of a quiet spell: the queues give
-            // back the room of the bursts before (a spell can last the
-            // connection's whole life, with bursts now and then).
-            self.shrink_queues();
-        }
-    }
-
-    /// Frees the room of drained queues beyond `QUIET_QUEUE` entries.
-    fn shrink_queues(&mut self) {
-        if self.sends.is_empty() && self.sends.capacity() > QUIET_QUEUE {
-            self.sends = VecDeque::new();
-        }
-        if self.batch.capacity() > QUIET_QUEUE {
-            self.batch = Vec::new();
-        }
-        self.shared.shrink_queues(QUIET_QUEUE);
-    }
-
     /// Decodes and hands over one turn's messages; says whether the driver
     /// should yield so that the application can take them (they were held
     /// for `recv` and the read buffer has more). Listeners have run by now,
@@ -1214,7 +927,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
     fn process_events(&mut self) -> bool {
         let mut batch = std::mem::take(&mut self.batch);
         self.decode_into(&mut batch);
-        self.burst |= batch.len() > QUIET_QUEUE;
+        self.mem.burst |= batch.len() > QUIET_QUEUE;
         let held = self.shared.messages(&mut batch);
         self.batch = batch;
         held && self.more_events
@@ -1421,46 +1134,5 @@ mod tests {
         drop(running);
         assert!(open_size <= 1024, "open future: {open_size} bytes");
         assert!(run_size <= 1280, "run future: {run_size} bytes");
-    }
-
-    /// Quiet connections give empty read and write buffers back to their
-    /// thread, and the next connection that reads or writes takes them; a
-    /// thread keeps at most a few, and a connection keeps what they do not
-    /// take.
-    #[test]
-    fn spare_buffers_go_round_and_stay_bounded() {
-        let spares = || SPARE_READS.with(|s| s.borrow().len());
-        assert_eq!(spares(), 0);
-        for _ in 0..SPARE_READ_BUFFERS {
-            let mut buf = BytesMut::with_capacity(MIN_READ);
-            assert!(give_back(&SPARE_READS, SPARE_READ_BUFFERS, &mut buf));
-            assert_eq!(buf.capacity(), 0, "given back");
-        }
-        // The spares are full: the connection keeps its buffer.
-        let mut kept = BytesMut::with_capacity(MIN_READ);
-        assert!(!give_back(&SPARE_READS, SPARE_READ_BUFFERS, &mut kept));
-        assert_eq!(kept.capacity(), MIN_READ);
-        assert_eq!(spares(), SPARE_READ_BUFFERS);
-        let mut buf = BytesMut::new();
-        take_spare(&SPARE_READS, &mut buf);
-        assert!(buf.capacity() >= MIN_READ);
-        assert_eq!(spares(), SPARE_READ_BUFFERS - 1);
-        // A buffer with room keeps it.
-        let mut other = BytesMut::with_capacity(8);
-        take_spare(&SPARE_READS, &mut other);
-        assert_eq!((other.capacity(), spares()), (8, SPARE_READ_BUFFERS - 1));
-
-        let mut write = BytesMut::new();
-        take_spare(&SPARE_WRITES, &mut write);
-        assert_eq!(write.capacity(), 0);
-        let mut spare = BytesMut::with_capacity(100);
-        assert!(give_back(&SPARE_WRITES, SPARE_WRITE_BUFFERS, &mut spare));
-        let mut second = BytesMut::with_capacity(100);
-        assert!(!give_back(&SPARE_WRITES, SPARE_WRITE_BUFFERS, &mut second));
-        take_spare(&SPARE_WRITES, &mut write);
-        assert!(write.capacity() >= 100);
-        let mut again = BytesMut::new();
-        take_spare(&SPARE_WRITES, &mut again);
-        assert_eq!(again.capacity(), 0, "the one spare was taken");
     }
 }

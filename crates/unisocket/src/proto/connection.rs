@@ -593,7 +593,7 @@ pub struct Connection {
 /// takes the place of the last one: a burst of pings gets all its answers
 /// (as peers expect, Autobahn 2.10 and 2.11 among them), a flood of them
 /// no more than this many frames (4 KiB at most).
-pub(crate) const WAITING_PONGS: usize = 32;
+pub const WAITING_PONGS: usize = 32;
 
 /// Where a pong frame sits in the stream of bytes written (see
 /// [`Connection::queue_pong`]).
@@ -694,8 +694,23 @@ impl Connection {
     }
 
     /// [`Connection::read_buf`] as it is, with no buffer prepared for the
-    /// next read: for looking at it (or freeing it) rather than reading.
-    pub(crate) fn current_read_buf(&mut self) -> &mut BytesMut {
+    /// next read: for looking at it (how much waits to be decoded), or for
+    /// taking an empty one away while the connection is quiet, rather than
+    /// for reading.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::proto::{Config, Connection, Event};
+    /// use unisocket::Data;
+    ///
+    /// let mut conn = Connection::new(Config::default());
+    /// // Two messages, "a" and "b", in one read.
+    /// conn.read_buf().extend_from_slice(&[0x81, 0x01, b'a', 0x81, 0x01, b'b']);
+    /// assert_eq!(conn.poll_event(), Ok(Some(Event::Message(Data::from("a")))));
+    /// assert_eq!(conn.current_read_buf().len(), 3); // "b" waits to be decoded
+    /// ```
+    pub fn current_read_buf(&mut self) -> &mut BytesMut {
         match &mut self.large {
             Some(own) => own,
             None => &mut self.read,
@@ -703,14 +718,42 @@ impl Connection {
     }
 
     /// The traffic went quiet: the next read needs no buffer prepared for
-    /// another large frame (see `read_buf`).
-    pub(crate) fn stop_preparing_reads(&mut self) {
+    /// another large frame (see [`Connection::read_buf`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::proto::{Config, Connection};
+    ///
+    /// let mut conn = Connection::new(Config::default());
+    /// conn.stop_preparing_reads();
+    /// assert!(!conn.keeps_large_buffers());
+    /// ```
+    pub fn stop_preparing_reads(&mut self) {
         self.prepared_read = 0;
     }
 
     /// Whether the connection keeps buffers for large frames: a pool of
-    /// them, or a read buffer prepared for the next one.
-    pub(crate) fn keeps_large_buffers(&self) -> bool {
+    /// them, or a read buffer prepared for the next one. A driver that
+    /// finds the connection idle gives them back with
+    /// [`Connection::release_idle_buffers`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::proto::{Config, Connection, Event};
+    ///
+    /// let mut conn = Connection::new(Config::default());
+    /// assert!(!conn.keeps_large_buffers());
+    /// // A 65535-byte binary frame: its buffer is kept for the next one.
+    /// conn.read_buf().extend_from_slice(&[0x82, 126, 0xFF, 0xFF]);
+    /// conn.read_buf().extend_from_slice(&[0; 65535]);
+    /// assert!(matches!(conn.poll_event(), Ok(Some(Event::Message(_)))));
+    /// assert!(conn.keeps_large_buffers());
+    /// conn.release_idle_buffers();
+    /// assert!(!conn.keeps_large_buffers());
+    /// ```
+    pub fn keeps_large_buffers(&self) -> bool {
         self.pool.is_some() || self.prepared_read > 0
     }
 
@@ -719,7 +762,7 @@ impl Connection {
     /// Messages the application still holds keep their own buffers, which
     /// are freed with them; the next large frame starts a new pool. A large
     /// frame half received keeps its buffer.
-    pub(crate) fn release_idle_buffers(&mut self) {
+    pub fn release_idle_buffers(&mut self) {
         self.pool = None;
         self.stop_preparing_reads();
         self.scratch = Vec::new();
@@ -816,7 +859,19 @@ impl Connection {
     /// How many bytes wait in the write buffer, not yet taken by the caller
     /// (what [`Connection::write_buf`] would hold, less a pong that still
     /// waits to take the place of one the caller is taking).
-    pub(crate) fn unwritten(&self) -> usize {
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::proto::{Config, Connection};
+    ///
+    /// let mut conn = Connection::new(Config::default());
+    /// conn.send_binary(b"abc").unwrap();
+    /// assert_eq!(conn.unwritten(), 9); // 2 header bytes, the mask key, 3 bytes
+    /// let _ = conn.write_buf().split_to(4); // the transport took 4
+    /// assert_eq!(conn.unwritten(), 5);
+    /// ```
+    pub fn unwritten(&self) -> usize {
         self.write.len()
     }
 
@@ -1746,7 +1801,7 @@ impl Connection {
 
 /// The largest client pong frame: 2 header bytes, the mask key, 125
 /// payload bytes.
-pub(crate) const MAX_PONG: usize = 2 + 4 + 125;
+pub const MAX_PONG: usize = 2 + 4 + 125;
 
 /// The length of a client pong frame with `payload_len` bytes of payload
 /// (at most 125): header, mask key and payload.

@@ -19,7 +19,7 @@ use crate::events::{CloseEvent, Headers, OpenEvent, PingPongEvent, Profile};
 use crate::options::{CloseSuccess, SendSuccess};
 use crate::proto::connection::{MAX_PONG, WAITING_PONGS};
 use crate::proto::deflate::{DeflateConfig, DeflateParams};
-use crate::proto::{self, handshake, Connection, Event, HandshakeError, State};
+use crate::proto::{self, handshake, Connection, Ending, Event, HandshakeError, State};
 use crate::reconnect::{ReconnectEvent, ReconnectPolicy};
 use crate::task::{fail_command, Command, Reply, Shared};
 use crate::transport;
@@ -498,8 +498,6 @@ struct Driver<S> {
     sends: VecDeque<(u64, Reply<SendSuccess>)>,
     close_replies: Vec<Reply<CloseSuccess>>,
     sleep: Option<Pin<Box<Sleep>>>,
-    peer_close: Option<(u16, String)>,
-    failure: Option<SocketError>,
     /// A protocol error found while messages before it are still held: the
     /// connection fails once they are consumed, so that the application can
     /// still answer them (as a pull-based client would).
@@ -570,8 +568,6 @@ impl Driver<transport::Stream> {
             sends: VecDeque::new(),
             close_replies: Vec::new(),
             sleep: None,
-            peer_close: None,
-            failure: None,
             pending_failure: None,
             eof: false,
             flush_deadline: None,
@@ -608,7 +604,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
                     // rather than closing as if all were well.
                     self.conn.fail(&e);
                     self.shared.set_closing();
-                    self.failure = Some(SocketError::protocol(e));
                 } else if self.conn.state() == State::Open
                     && self.conn.close(code, &reason, Instant::now()).is_ok()
                 {
@@ -733,7 +728,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
         };
         self.conn.fail(&e);
         self.shared.set_closing();
-        self.failure = Some(SocketError::protocol(e));
         true
     }
 
@@ -741,15 +735,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
     /// peer gone, or the protocol is closed and its last bytes were written
     /// (or may no longer be: the close or flush deadline passed).
     fn ended(&mut self) -> Option<End> {
-        if let Some(timeout) = self.conn.heartbeat_failed() {
-            if self.failure.is_none() {
-                self.shared.set_closing();
-                self.failure = Some(SocketError::new(
-                    Api::ConnectSocket,
-                    ErrorKind::HeartbeatTimeout,
-                    format_args!("no pong within {} ms", timeout.as_millis()),
-                ));
-            }
+        if self.conn.heartbeat_failed().is_some() {
+            self.shared.set_closing();
             // The peer is gone: nothing more will be written to it.
             return Some(End::Abandoned);
         }
@@ -915,7 +902,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
         }
         if let Some(e) = self.pending_failure.take() {
             self.shared.set_closing();
-            self.failure.get_or_insert(SocketError::protocol(e));
+            self.conn.fail(&e);
         }
         yield_to_app
     }
@@ -958,9 +945,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
                     self.shared.messages(batch);
                     self.shared.ping_pong(PingPongEvent::Pong(p));
                 }
-                Ok(Some(Event::Close { code, reason })) => {
+                Ok(Some(Event::Close { .. })) => {
+                    // How it closed is the connection's `ending`.
                     self.shared.set_closing();
-                    self.peer_close = Some((code, reason));
                 }
                 Ok(None) => return,
                 Err(e) => {
@@ -1004,67 +991,55 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
             End::Abandoned => None,
             End::Io(e) => Some(e),
         };
-        let err_reason = |e: &SocketError| e.reason().to_owned();
-        let (close, error) = if let Some(err) = self.failure.take() {
-            let code = err.close_code().unwrap_or(1006);
-            (
-                CloseEvent {
-                    code,
-                    reason: err_reason(&err),
-                    was_clean: false,
-                },
-                Some(err),
-            )
-        } else if let Some((code, reason)) = self.peer_close.take() {
-            (
+        let lost = |err: SocketError| {
+            let close = CloseEvent {
+                code: err.close_code().unwrap_or(1006),
+                reason: err.reason().to_owned(),
+                was_clean: false,
+            };
+            (close, Some(err))
+        };
+        // Why it ended, as the connection saw it; an I/O error counts after
+        // a failure and a clean close, which it may have followed.
+        let (close, error) = match (self.conn.ending(), io_error) {
+            (Some(Ending::Failed(e)), _) => lost(SocketError::protocol(e)),
+            (Some(Ending::HeartbeatTimedOut(timeout)), _) => lost(SocketError::new(
+                Api::ConnectSocket,
+                ErrorKind::HeartbeatTimeout,
+                format_args!("no pong within {} ms", timeout.as_millis()),
+            )),
+            (Some(Ending::Closed { code, reason }), _) => (
                 CloseEvent {
                     code,
                     reason,
                     was_clean: true,
                 },
                 None,
-            )
-        } else if let Some(e) = io_error {
-            let err = SocketError::new(
-                Api::ConnectSocket,
-                ErrorKind::Io,
-                format_args!("connection lost: {e}"),
-            )
-            .with_source(e);
-            (
-                CloseEvent {
-                    code: 1006,
-                    reason: err_reason(&err),
-                    was_clean: false,
-                },
-                Some(err),
-            )
-        } else if self.conn.timed_out() {
-            (
+            ),
+            (_, Some(e)) => lost(
+                SocketError::new(
+                    Api::ConnectSocket,
+                    ErrorKind::Io,
+                    format_args!("connection lost: {e}"),
+                )
+                .with_source(e),
+            ),
+            (Some(Ending::CloseTimedOut(timeout)), None) => (
                 CloseEvent {
                     code: 1006,
                     reason: format!(
                         "the server did not answer the close within {} ms",
-                        close_timeout.as_millis()
+                        timeout.as_millis()
                     ),
                     was_clean: false,
                 },
                 None,
-            )
-        } else {
-            let err = SocketError::new(
+            ),
+            _ => lost(SocketError::new(
                 Api::ConnectSocket,
                 ErrorKind::Closed,
                 "the server closed the connection without a close frame",
-            );
-            (
-                CloseEvent {
-                    code: 1006,
-                    reason: err_reason(&err),
-                    was_clean: false,
-                },
-                Some(err),
-            )
+            )),
         };
         let send_err = error.as_ref().map_or_else(
             || {

@@ -289,6 +289,49 @@ pub enum State {
     Closed,
 }
 
+/// Why a connection is [`State::Closed`]: the one answer a driver reports
+/// (see [`Connection::ending`]), rather than one it pieces together from
+/// the state, the timeouts and the errors.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Instant;
+/// use unisocket::proto::{Config, Connection, Ending};
+///
+/// let mut conn = Connection::new(Config::default());
+/// let now = Instant::now();
+/// conn.close(1000, "", now).unwrap();
+/// assert_eq!(conn.ending(), None); // still closing
+/// conn.handle_timeout(now + conn.config().close_timeout); // never answered
+/// assert_eq!(conn.ending(), Some(Ending::CloseTimedOut(conn.config().close_timeout)));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Ending {
+    /// The peer's close frame came: its code (1005 when it gave none) and
+    /// reason. A clean close, whoever closed first.
+    Closed {
+        /// The peer's close code.
+        code: u16,
+        /// The peer's close reason.
+        reason: String,
+    },
+    /// The peer broke the protocol or a limit, and the connection was
+    /// failed for it ([`Connection::fail`]; the close frame sent carries
+    /// [`ProtocolError::close_code`]), or the transport ended behind the
+    /// error.
+    Failed(ProtocolError),
+    /// The heartbeat heard nothing from the peer for this long after a ping;
+    /// no close frame was sent (nobody would read it).
+    HeartbeatTimedOut(Duration),
+    /// Our close frame went unanswered for this long
+    /// ([`Config::close_timeout`]).
+    CloseTimedOut(Duration),
+    /// The transport ended without the peer's close frame.
+    Eof,
+}
+
 /// Why a send was refused.
 ///
 /// # Examples
@@ -587,6 +630,9 @@ pub struct Connection {
     /// [`WAITING_PONGS`] of them, one per ping, before new pings take the
     /// place of the last one. Allocated at the first ping.
     pong_starts: Vec<u64>,
+    /// The peer's close frame, once it came (see [`Connection::ending`]);
+    /// boxed: one word until then.
+    peer_close: Option<Box<(u16, String)>>,
 }
 
 /// How many pongs may wait unsent, one per ping, before a newer ping's pong
@@ -658,6 +704,7 @@ impl Connection {
             pong: None,
             next_pong: None,
             pong_starts: Vec::new(),
+            peer_close: None,
         }
     }
 
@@ -912,6 +959,45 @@ impl Connection {
     /// ```
     pub fn timed_out(&self) -> bool {
         self.timed_out
+    }
+
+    /// Why the connection is closed, once it is [`State::Closed`]; `None`
+    /// before. A protocol error counts first (also one found before the
+    /// transport ended), then the heartbeat, the peer's close frame, our
+    /// close's timeout, and last the end of the transport.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket::proto::{Config, Connection, Ending};
+    ///
+    /// let mut conn = Connection::new(Config::default());
+    /// conn.read_buf().extend_from_slice(&[0x88, 0x02, 0x0F, 0xA0]); // the server closes, 4000
+    /// conn.poll_event().unwrap();
+    /// assert_eq!(conn.ending(), Some(Ending::Closed { code: 4000, reason: String::new() }));
+    ///
+    /// let mut conn = Connection::new(Config::default());
+    /// conn.handle_eof(); // the transport ended first
+    /// assert_eq!(conn.ending(), Some(Ending::Eof));
+    /// ```
+    pub fn ending(&self) -> Option<Ending> {
+        if self.state != State::Closed {
+            return None;
+        }
+        Some(if let Some(e) = &self.error {
+            Ending::Failed(e.clone())
+        } else if let Some(timeout) = self.heartbeat_failed() {
+            Ending::HeartbeatTimedOut(timeout)
+        } else if let Some(close) = &self.peer_close {
+            Ending::Closed {
+                code: close.0,
+                reason: close.1.clone(),
+            }
+        } else if self.timed_out {
+            Ending::CloseTimedOut(self.config.close_timeout)
+        } else {
+            Ending::Eof
+        })
     }
 
     /// The settings.
@@ -1327,6 +1413,7 @@ impl Connection {
         self.state = State::Closed;
         self.close_deadline = None;
         self.partial = None;
+        self.peer_close = Some(Box::new((code, reason.clone())));
         Ok(Event::Close { code, reason })
     }
 

@@ -42,5 +42,5 @@ mod test_server;
 #[cfg(test)]
 mod tests;
 
-pub use connection::{Config, Connection, Event, Heartbeat, Limits, SendError, State};
+pub use connection::{Config, Connection, Ending, Event, Heartbeat, Limits, SendError, State};
 pub use error::{HandshakeError, ProtocolError};

@@ -21,6 +21,7 @@ use unisocket::{
     SocketError,
 };
 
+use crate::diagnose;
 use crate::exit;
 use crate::style::{self, describe_close_code, Paint};
 
@@ -843,12 +844,16 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
             task.on_ping_pong(move |ev| p.ping_pong(ev));
         }
         let (p, o, f) = (printer.clone(), opened.clone(), failed_after_open.clone());
+        let given = diagnose::Given {
+            url: url.clone(),
+            client_cert: args.cert.is_some(),
+        };
         task.on_error(move |ev| {
             if o.load(Ordering::SeqCst) {
                 f.store(true, Ordering::SeqCst);
                 p.error(&after_open(&ev.error, ping_timeout));
             } else {
-                p.error(&ev.err_msg);
+                p.error(&diagnose::connect_failure(&ev.error, &given));
             }
         });
         if args.reconnect {

@@ -3,6 +3,7 @@
 mod bench;
 mod client;
 mod demo;
+mod diagnose;
 mod server;
 mod style;
 

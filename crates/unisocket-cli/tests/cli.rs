@@ -2534,3 +2534,199 @@ fn max_message_size_refuses_larger_messages_with_1009() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// TLS with the certificates people make, and failures as sentences.
+
+/// A self-signed server certificate with `CA:TRUE`, as `openssl req -x509
+/// -newkey rsa:2048 -nodes -subj /CN=localhost -addext
+/// subjectAltName=DNS:localhost` makes it, for `names`; expired in 2001
+/// with `expired`. Its PEM, and a server config that presents it.
+fn self_signed(names: &[&str], expired: bool) -> (String, Arc<rustls::ServerConfig>) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, names[0]);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    if expired {
+        params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+    }
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from_pem_slice(cert.pem().as_bytes()).unwrap()],
+            PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap(),
+        )
+        .unwrap();
+    (cert.pem(), Arc::new(config))
+}
+
+#[track_caller]
+fn expect_sentence(out: &Finished, needle: &str) {
+    out.expect_code(3);
+    assert!(
+        out.stderr.contains(needle),
+        "missing {needle:?}:\n{}",
+        out.stderr
+    );
+    for debug in [
+        "Other(",
+        "OtherError",
+        "UnknownIssuer",
+        "CaUsedAsEndEntity",
+        "DnsName(",
+    ] {
+        assert!(!out.stderr.contains(debug), "{debug:?} in:\n{}", out.stderr);
+    }
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+}
+
+#[test]
+fn a_self_signed_server_certificate_given_to_ca_is_trusted_for_its_names_only() {
+    let (pem, config) = self_signed(&["127.0.0.1"], false);
+    let raw = RawServer::start_tls(config, echo_script);
+    let url = format!("wss://127.0.0.1:{}/self", raw.addr.port());
+    let ca = temp_file("self-signed.pem", &pem);
+    let (other_pem, _) = self_signed(&["127.0.0.1"], false);
+    let other = temp_file("other-self-signed.pem", &other_pem);
+    let trusted = run(
+        &[&url, "--ca", ca.to_str().unwrap(), "-x", "t", "-w", "0.2"],
+        b"",
+    );
+    // Not given: refused, with what to do.
+    let untrusted = run(&[&url, "-x", "t"], b"");
+    // Another self-signed certificate with the same name does not vouch for it.
+    let wrong = run(&[&url, "--ca", other.to_str().unwrap(), "-x", "t"], b"");
+    let _ = std::fs::remove_file(&ca);
+    let _ = std::fs::remove_file(&other);
+    trusted.expect_code(0);
+    assert_eq!(trusted.stdout, "t\n");
+    for out in [&untrusted, &wrong] {
+        expect_sentence(
+            out,
+            "the server's certificate is a CA certificate (CA:TRUE, as `openssl req -x509` makes \
+             them) and not one we trust: give that very certificate with --ca FILE",
+        );
+    }
+
+    // Trusted, but for another name: the name is still checked.
+    let (pem, config) = self_signed(&["localhost"], false);
+    let raw = RawServer::start_tls(config, echo_script);
+    let ca = temp_file("self-signed-localhost.pem", &pem);
+    let url = format!("wss://127.0.0.1:{}/self", raw.addr.port());
+    let out = run(&[&url, "--ca", ca.to_str().unwrap(), "-x", "t"], b"");
+    // And its dates: an expired one is refused as expired.
+    let (pem, config) = self_signed(&["127.0.0.1"], true);
+    let expired_server = RawServer::start_tls(config, echo_script);
+    let expired_ca = temp_file("self-signed-expired.pem", &pem);
+    let expired_url = format!("wss://127.0.0.1:{}/self", expired_server.addr.port());
+    let expired = run(
+        &[
+            &expired_url,
+            "--ca",
+            expired_ca.to_str().unwrap(),
+            "-x",
+            "t",
+        ],
+        b"",
+    );
+    let _ = std::fs::remove_file(&ca);
+    let _ = std::fs::remove_file(&expired_ca);
+    expect_sentence(
+        &out,
+        "the server's certificate is not valid for 127.0.0.1: it is for localhost; \
+         connect with a name it has",
+    );
+    expect_sentence(&expired, "the server's certificate expired ");
+    assert!(expired.stderr.contains(" days ago"), "{}", expired.stderr);
+    assert_eq!(raw.requests.lock().unwrap().len(), 0);
+    assert_eq!(expired_server.requests.lock().unwrap().len(), 0);
+}
+
+#[test]
+fn tls_failures_are_sentences_with_a_hint() {
+    let pki = pki();
+    let raw = RawServer::start_tls(pki.config.clone(), echo_script);
+    let unknown = run(
+        &[&format!("wss://127.0.0.1:{}/", raw.addr.port()), "-x", "t"],
+        b"",
+    );
+    expect_sentence(
+        &unknown,
+        "TLS handshake with 127.0.0.1 failed: the server's certificate is not signed by a \
+         certificate authority we trust: give its CA certificate (or, if it is self-signed, \
+         the certificate itself) with --ca FILE",
+    );
+
+    // A server that requires a client certificate, and none given.
+    let mtls = mtls_pki();
+    let raw = RawServer::start_tls(mtls.config.clone(), echo_script);
+    let ca = temp_file("hint-mtls-ca.pem", &mtls.ca_pem);
+    let out = run(
+        &[
+            &format!("wss://127.0.0.1:{}/", raw.addr.port()),
+            "--ca",
+            ca.to_str().unwrap(),
+            "-x",
+            "t",
+        ],
+        b"",
+    );
+    let _ = std::fs::remove_file(&ca);
+    out.expect_code(3);
+    assert!(
+        out.stderr.contains("client certificate") && out.stderr.contains("--cert FILE --key FILE"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn ws_to_a_tls_port_and_wss_to_a_plain_port_say_what_is_likely_wrong() {
+    let pki = pki();
+    let tls = RawServer::start_tls(pki.config.clone(), echo_script);
+    let out = run(
+        &[&format!("ws://127.0.0.1:{}/", tls.addr.port()), "-x", "t"],
+        b"",
+    );
+    out.expect_code(3);
+    assert!(
+        out.stderr
+            .contains("(the server did not answer in HTTP: if it expects TLS, use a wss:// URL)"),
+        "{}",
+        out.stderr
+    );
+
+    // `unisocket serve` closes on a TLS ClientHello.
+    let server = Serve::start(&[]);
+    let url = server.url.replacen("ws://", "wss://", 1);
+    let out = run(&[&url, "-x", "t"], b"");
+    out.expect_code(3);
+    assert!(
+        out.stderr
+            .contains("(if it is a plain WebSocket server, use a ws:// URL)"),
+        "{}",
+        out.stderr
+    );
+
+    // A plain HTTP server answers the ClientHello with an HTTP error.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let _ = s.read(&mut [0u8; 4096]);
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    let out = run(&[&format!("wss://127.0.0.1:{port}/"), "-x", "t"], b"");
+    expect_sentence(
+        &out,
+        "the server did not answer in TLS (if it is a plain WebSocket server, use a ws:// URL)",
+    );
+}

@@ -41,6 +41,19 @@ pub struct ClientArgs {
     /// The server URL, `ws://host[:port]/path` or `wss://...`; without it,
     /// the demo runs.
     pub url: Option<String>,
+    /// The server URL, as wscat takes it (`-c URL`): the same as giving it
+    /// without -c.
+    #[arg(
+        short = 'c',
+        long = "connect",
+        value_name = "URL",
+        conflicts_with = "url"
+    )]
+    pub connect: Option<String>,
+    /// Follow redirects: not supported (the server's Location is not
+    /// available to us); a redirect is reported with the URL to use instead.
+    #[arg(short = 'L', long = "location", hide = true)]
+    pub location: bool,
     /// A request header "Name: value" (repeatable).
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
     pub headers: Vec<String>,
@@ -51,8 +64,15 @@ pub struct ClientArgs {
     /// (never printed).
     #[arg(long, value_name = "USER:PASS")]
     pub auth: Option<String>,
-    /// A subprotocol to offer, in order of preference (repeatable).
-    #[arg(short = 'p', long = "protocol", value_name = "NAME")]
+    /// A subprotocol to offer, in order of preference (repeatable; also -s
+    /// and --subprotocol, as in wscat).
+    #[arg(
+        short = 'p',
+        long = "protocol",
+        value_name = "NAME",
+        short_alias = 's',
+        alias = "subprotocol"
+    )]
     pub protocols: Vec<String>,
     /// Send stdin lines (and -x messages) as binary messages instead of text.
     #[arg(short = 'b', long)]
@@ -660,6 +680,24 @@ impl Printer {
 
 /// Runs the client; returns the exit code.
 pub fn run(url: String, args: ClientArgs) -> i32 {
+    if args.location {
+        eprintln!(
+            "unisocket: -L/--location: following redirects is not supported; a redirect \
+             (HTTP 3xx) is reported with the curl command that shows its Location, the URL \
+             to connect to instead"
+        );
+        return exit::USAGE;
+    }
+    let url = match websocket_url(&url) {
+        Some(ws) => {
+            eprintln!(
+                "unisocket: note: connecting to {} (a WebSocket URL starts with ws:// or wss://)",
+                redact::url(&ws)
+            );
+            ws
+        }
+        None => url,
+    };
     let plan = match plan(url, &args) {
         Ok(p) => p,
         Err(e) => {
@@ -717,6 +755,34 @@ fn after_open(e: &SocketError, ping_timeout: Option<Duration>) -> String {
         }
         _ => e.reason().to_owned(),
     }
+}
+
+/// The WebSocket URL meant by `url` when it is not one: `http://` and
+/// `https://` become `ws://` and `wss://`, and a bare `host[:port][/path]`
+/// gets `ws://`; `None` when `url` is already `ws://` or `wss://`, or has
+/// another scheme (refused later, with the reason).
+fn websocket_url(url: &str) -> Option<String> {
+    let lower = url.to_ascii_lowercase();
+    for (from, to) in [("http://", "ws://"), ("https://", "wss://")] {
+        if lower.starts_with(from) {
+            return Some(format!("{to}{}", &url[from.len()..]));
+        }
+    }
+    if url.contains("://") || url.is_empty() || url.starts_with(['/', ':']) {
+        return None;
+    }
+    // `host`, `host:port`, `host:port/path`, `[::1]:9001`, `user:pw@host`:
+    // no scheme at all. A word with a colon and no digits after it
+    // (`mailto:x`) is a scheme of another kind, left for the URL parser.
+    let authority = url.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    let port_ok = match host_port.rsplit_once(':') {
+        // A bare IPv6 address without brackets: not a URL.
+        Some((host, _)) if host.contains(':') && !host.ends_with(']') => false,
+        Some((_, port)) => !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()),
+        None => true,
+    };
+    port_ok.then(|| format!("ws://{url}"))
 }
 
 /// Waits for the server to close, until no message has arrived for `idle`
@@ -819,6 +885,12 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
     // is in the order it happened.
     let task = connect_socket(options);
     {
+        // First: an attempt may fail (and the next be scheduled) at once,
+        // and the library does not replay this event to later listeners.
+        if args.reconnect {
+            let p = printer.clone();
+            task.on_reconnecting(move |ev| p.reconnecting(ev));
+        }
         let (p, o, u) = (printer.clone(), opened.clone(), shown_url.clone());
         task.on_open(move |ev| {
             o.store(true, Ordering::SeqCst);
@@ -857,9 +929,8 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
             }
         });
         if args.reconnect {
-            let (p, f) = (printer.clone(), failed_after_open.clone());
-            task.on_reconnecting(move |ev| p.reconnecting(ev));
             // A connection lost and made again is not a failure of the session.
+            let f = failed_after_open.clone();
             task.on_open(move |_| f.store(false, Ordering::SeqCst));
         }
         let (p, o) = (printer.clone(), opened.clone());
@@ -1009,6 +1080,27 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_without_a_websocket_scheme_are_mapped() {
+        for (given, meant) in [
+            ("http://h:1/p", Some("ws://h:1/p")),
+            ("HTTPS://h/p?q", Some("wss://h/p?q")),
+            ("localhost:9001", Some("ws://localhost:9001")),
+            ("127.0.0.1:9001/chat", Some("ws://127.0.0.1:9001/chat")),
+            ("[::1]:9001", Some("ws://[::1]:9001")),
+            ("example.com", Some("ws://example.com")),
+            ("u:pw@h:80", Some("ws://u:pw@h:80")),
+            ("ws://h/", None),
+            ("wss://h/", None),
+            ("htp://h/", None),
+            ("mailto:x", None),
+            ("::1", None),
+            ("/path", None),
+        ] {
+            assert_eq!(websocket_url(given).as_deref(), meant, "{given:?}");
+        }
+    }
 
     #[test]
     fn a_header_argument_without_colon_hides_secret_values() {

@@ -33,6 +33,18 @@ pub fn connect_failure(e: &SocketError, given: &Given) -> String {
             None => format!("{msg}: {sentence}"),
         };
     }
+    if let (ErrorKind::Handshake, Some(300..=399)) = (e.kind(), e.http_status()) {
+        let http = match given.url.split_once("://") {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("wss") => format!("https://{rest}"),
+            Some((_, rest)) => format!("http://{rest}"),
+            None => given.url.clone(),
+        };
+        return format!(
+            "{msg}: a redirect, which unisocket does not follow (-L is not supported); \
+             `curl -sI {}` shows its Location header, the URL to connect to instead",
+            unisocket::redact::url(&http)
+        );
+    }
     match (e.kind(), handshake_error(e)) {
         // A TLS server sends an alert, or closes, on a plain HTTP request.
         (ErrorKind::Handshake, Some(HandshakeError::Malformed(_) | HandshakeError::Incomplete))

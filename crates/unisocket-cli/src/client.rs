@@ -17,9 +17,11 @@ use unisocket::proto::connection::is_valid_endpoint_code;
 use unisocket::redact;
 use unisocket::{
     connect_socket, CloseEvent, CloseOptions, Completion, ConnectOptions, Data, ErrorKind,
-    OpenEvent, PingPongEvent, ProxySource, SendSuccess, SocketError,
+    OpenEvent, PingPongEvent, ProxySource, ReconnectEvent, ReconnectPolicy, SendSuccess,
+    SocketError,
 };
 
+use crate::diagnose;
 use crate::exit;
 use crate::style::{self, describe_close_code, Paint};
 
@@ -39,11 +41,38 @@ pub struct ClientArgs {
     /// The server URL, `ws://host[:port]/path` or `wss://...`; without it,
     /// the demo runs.
     pub url: Option<String>,
+    /// The server URL, as wscat takes it (`-c URL`): the same as giving it
+    /// without -c.
+    #[arg(
+        short = 'c',
+        long = "connect",
+        value_name = "URL",
+        conflicts_with = "url"
+    )]
+    pub connect: Option<String>,
+    /// Follow redirects: not supported (the server's Location is not
+    /// available to us); a redirect is reported with the URL to use instead.
+    #[arg(short = 'L', long = "location", hide = true)]
+    pub location: bool,
     /// A request header "Name: value" (repeatable).
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
     pub headers: Vec<String>,
-    /// A subprotocol to offer, in order of preference (repeatable).
-    #[arg(short = 'p', long = "protocol", value_name = "NAME")]
+    /// The Origin header, as a browser page at ORIGIN would send it.
+    #[arg(long, value_name = "ORIGIN")]
+    pub origin: Option<String>,
+    /// Basic authentication: sends `Authorization: Basic base64(USER:PASS)`
+    /// (never printed).
+    #[arg(long, value_name = "USER:PASS")]
+    pub auth: Option<String>,
+    /// A subprotocol to offer, in order of preference (repeatable; also -s
+    /// and --subprotocol, as in wscat).
+    #[arg(
+        short = 'p',
+        long = "protocol",
+        value_name = "NAME",
+        short_alias = 's',
+        alias = "subprotocol"
+    )]
     pub protocols: Vec<String>,
     /// Send stdin lines (and -x messages) as binary messages instead of text.
     #[arg(short = 'b', long)]
@@ -77,6 +106,20 @@ pub struct ClientArgs {
     /// Send a ping every SECONDS.
     #[arg(long, value_name = "SECONDS")]
     pub ping_interval: Option<f64>,
+    /// Take the server as gone when nothing arrives within SECONDS after a
+    /// ping: the session ends with an error and exit code 4. Pings go out
+    /// every --ping-interval (default: every SECONDS).
+    #[arg(long, value_name = "SECONDS")]
+    pub ping_timeout: Option<f64>,
+    /// When the connection is lost (or the first attempt fails), connect
+    /// again, waiting 0.5 s to 30 s (doubling) between attempts; stdin lines
+    /// and -x messages wait meanwhile and are sent on the new connection.
+    /// A close with 1000 or 1001 ends the session as usual.
+    #[arg(long)]
+    pub reconnect: bool,
+    /// With --reconnect: give up after N failed attempts in a row (0: never).
+    #[arg(long, value_name = "N", default_value_t = 10, requires = "reconnect")]
+    pub reconnect_attempts: u32,
     /// Print pings and pongs (with the round-trip time of our pings).
     #[arg(short = 'P', long)]
     pub show_ping_pong: bool,
@@ -94,6 +137,12 @@ pub struct ClientArgs {
     /// Also trust the CA certificates of this PEM file (for wss://).
     #[arg(long, value_name = "FILE")]
     pub ca: Option<PathBuf>,
+    /// A client certificate (PEM, with its chain) for mutual TLS; needs --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
     /// Do not verify the server's TLS certificate (dangerous: prints a warning).
     #[arg(short = 'k', long)]
     pub insecure: bool,
@@ -113,6 +162,11 @@ pub struct ClientArgs {
         hide_default_value = true
     )]
     pub close_reason: String,
+    /// The largest message accepted from the server, in bytes (suffixes
+    /// K, M, G: powers of 1024; default 64M); a larger one ends the
+    /// connection with close code 1009 and exit code 4.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub max_message_size: Option<usize>,
     /// How long opening the connection may take (DNS, TCP, TLS, handshake).
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
     pub timeout: f64,
@@ -125,8 +179,11 @@ pub struct ClientArgs {
 struct Plan {
     url: String,
     options: ConnectOptions,
+    /// The request headers of -H, --origin and --auth, for -v.
+    headers: Vec<(String, String)>,
     wait: Duration,
     ping_interval: Option<Duration>,
+    ping_timeout: Option<Duration>,
     close_code: u16,
     close_reason: String,
 }
@@ -152,6 +209,10 @@ fn plan(url: String, args: &ClientArgs) -> Result<Plan, String> {
         .ping_interval
         .map(|s| seconds("ping-interval", s, false))
         .transpose()?;
+    let ping_timeout = args
+        .ping_timeout
+        .map(|s| seconds("ping-timeout", s, false))
+        .transpose()?;
     if !is_valid_endpoint_code(args.close_code) {
         return Err(format!(
             "--close-code {} is not allowed: {}; a client may send 1000-1003, 1007-1011 or 3000-4999",
@@ -166,6 +227,7 @@ fn plan(url: String, args: &ClientArgs) -> Result<Plan, String> {
         ));
     }
     let mut o = ConnectOptions::new(url.clone()).timeout(timeout);
+    let mut headers = Vec::new();
     for h in &args.headers {
         let (name, value) = h.split_once(':').ok_or_else(|| {
             format!(
@@ -176,7 +238,32 @@ fn plan(url: String, args: &ClientArgs) -> Result<Plan, String> {
         if name.trim().is_empty() {
             return Err(format!("header {h:?} has no name"));
         }
-        o = o.header(name.trim(), value.trim());
+        headers.push((name.trim().to_owned(), value.trim().to_owned()));
+    }
+    let given = |headers: &[(String, String)], name: &str| {
+        headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
+    };
+    if let Some(origin) = &args.origin {
+        if given(&headers, "origin") {
+            return Err("give the origin once: --origin or -H 'Origin: ...', not both".into());
+        }
+        headers.push(("Origin".to_owned(), origin.clone()));
+    }
+    if let Some(auth) = &args.auth {
+        if given(&headers, "authorization") {
+            return Err(
+                "give the credentials once: --auth or -H 'Authorization: ...', not both".into(),
+            );
+        }
+        if !auth.contains(':') {
+            // The argument is not shown: it may be the password alone.
+            return Err("--auth must be USER:PASSWORD, with a colon between them".into());
+        }
+        let basic = base64::engine::general_purpose::STANDARD.encode(auth);
+        headers.push(("Authorization".to_owned(), format!("Basic {basic}")));
+    }
+    for (name, value) in &headers {
+        o = o.header(name.clone(), value.clone());
     }
     if !args.protocols.is_empty() {
         o = o.protocols(args.protocols.clone());
@@ -191,8 +278,30 @@ fn plan(url: String, args: &ClientArgs) -> Result<Plan, String> {
             .map_err(|e| format!("cannot read the --ca file {}: {e}", ca.display()))?;
         o = o.ca_certificates_file(ca.clone());
     }
+    if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+        for (file, flag) in [(cert, "--cert"), (key, "--key")] {
+            std::fs::File::open(file)
+                .map_err(|e| format!("cannot read the {flag} file {}: {e}", file.display()))?;
+        }
+        o = o.client_certificate_files(cert.clone(), key.clone());
+    }
     if args.insecure {
         o = o.dangerous().accept_invalid_certs();
+    }
+    if let Some(timeout) = ping_timeout {
+        // The heartbeat sends the pings (every --ping-interval, else every
+        // --ping-timeout) and fails the connection when nothing answers.
+        o = o.heartbeat(ping_interval.unwrap_or(timeout), timeout);
+    }
+    if args.reconnect {
+        let attempts = (args.reconnect_attempts > 0).then_some(args.reconnect_attempts);
+        o = o
+            .reconnect(ReconnectPolicy::default().max_attempts(attempts))
+            // What is sent while reconnecting waits for the new connection.
+            .queue_until_open(true);
+    }
+    if let Some(max) = args.max_message_size {
+        o = o.max_message_size(max);
     }
     if args.compress {
         o = o.per_message_deflate(true);
@@ -202,11 +311,40 @@ fn plan(url: String, args: &ClientArgs) -> Result<Plan, String> {
     Ok(Plan {
         url,
         options: o,
+        headers,
         wait,
         ping_interval,
+        ping_timeout,
         close_code: args.close_code,
         close_reason: args.close_reason.clone(),
     })
+}
+
+/// A size in bytes: digits, then an optional K, M or G (powers of 1024,
+/// with or without `iB`/`B`).
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(digits);
+    let n: usize = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size in bytes (like 65536, 64K or 16M)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => {
+            return Err(format!(
+                "{s:?}: the unit must be K, M or G (powers of 1024)"
+            ))
+        }
+    };
+    match n.checked_mul(1 << shift) {
+        Some(0) => Err("the size must be at least 1 byte".to_owned()),
+        Some(v) => Ok(v),
+        None => Err(format!("{s:?} is too large")),
+    }
 }
 
 /// Why a client may not send close `code` (one `is_valid_endpoint_code`
@@ -310,7 +448,13 @@ impl Printer {
 
     /// `-v`: what we are about to send, secrets hidden. `url` is the URL as
     /// given; it is shown redacted.
-    fn request(&self, url: &str, args: &ClientArgs, options: &ConnectOptions) {
+    fn request(
+        &self,
+        url: &str,
+        args: &ClientArgs,
+        headers: &[(String, String)],
+        options: &ConnectOptions,
+    ) {
         if !self.verbose {
             return;
         }
@@ -330,12 +474,9 @@ impl Printer {
             self.stderr_line(&d(&format!("* proxy {} ({from})", proxy.url)));
         }
         let mut authorization = false;
-        for h in &args.headers {
-            if let Some((n, v)) = h.split_once(':') {
-                let (n, v) = (n.trim(), v.trim());
-                authorization |= n.eq_ignore_ascii_case("authorization");
-                self.stderr_line(&d(&format!("> {n}: {}", redact::header_value(n, v))));
-            }
+        for (n, v) in headers {
+            authorization |= n.eq_ignore_ascii_case("authorization");
+            self.stderr_line(&d(&format!("> {n}: {}", redact::header_value(n, v))));
         }
         // User info in the URL (the redacted URL differs) is sent as Basic
         // credentials, unless -H set an Authorization header.
@@ -511,6 +652,21 @@ impl Printer {
         }
     }
 
+    fn reconnecting(&self, ev: &ReconnectEvent) {
+        if self.json {
+            self.json(serde_json::json!({
+                "event": "reconnecting", "attempt": ev.attempt,
+                "delay_ms": ev.delay.as_secs_f64() * 1000.0,
+            }));
+            return;
+        }
+        self.stderr_line(&self.err.yellow(&format!(
+            "reconnecting: attempt {} in {:.2} s",
+            ev.attempt,
+            ev.delay.as_secs_f64()
+        )));
+    }
+
     fn error(&self, err_msg: &str) {
         if self.json {
             self.json(serde_json::json!({"event": "error", "message": err_msg}));
@@ -524,6 +680,24 @@ impl Printer {
 
 /// Runs the client; returns the exit code.
 pub fn run(url: String, args: ClientArgs) -> i32 {
+    if args.location {
+        eprintln!(
+            "unisocket: -L/--location: following redirects is not supported; a redirect \
+             (HTTP 3xx) is reported with the curl command that shows its Location, the URL \
+             to connect to instead"
+        );
+        return exit::USAGE;
+    }
+    let url = match websocket_url(&url) {
+        Some(ws) => {
+            eprintln!(
+                "unisocket: note: connecting to {} (a WebSocket URL starts with ws:// or wss://)",
+                redact::url(&ws)
+            );
+            ws
+        }
+        None => url,
+    };
     let plan = match plan(url, &args) {
         Ok(p) => p,
         Err(e) => {
@@ -567,6 +741,50 @@ pub fn run(url: String, args: ClientArgs) -> i32 {
     code
 }
 
+/// A failure once the connection was open, as a sentence: the reason
+/// without the name of the library call (`connectSocket:fail`), which is
+/// not what the user did; the limit it hit named by its option.
+fn after_open(e: &SocketError, ping_timeout: Option<Duration>) -> String {
+    match (e.kind(), ping_timeout) {
+        (ErrorKind::HeartbeatTimeout, Some(t)) => format!(
+            "the server did not answer a ping within {} s (--ping-timeout): the connection is taken as dead",
+            t.as_secs_f64()
+        ),
+        (ErrorKind::Protocol, _) if e.close_code() == Some(1009) => {
+            format!("{} (raise it with --max-message-size)", e.reason())
+        }
+        _ => e.reason().to_owned(),
+    }
+}
+
+/// The WebSocket URL meant by `url` when it is not one: `http://` and
+/// `https://` become `ws://` and `wss://`, and a bare `host[:port][/path]`
+/// gets `ws://`; `None` when `url` is already `ws://` or `wss://`, or has
+/// another scheme (refused later, with the reason).
+fn websocket_url(url: &str) -> Option<String> {
+    let lower = url.to_ascii_lowercase();
+    for (from, to) in [("http://", "ws://"), ("https://", "wss://")] {
+        if lower.starts_with(from) {
+            return Some(format!("{to}{}", &url[from.len()..]));
+        }
+    }
+    if url.contains("://") || url.is_empty() || url.starts_with(['/', ':']) {
+        return None;
+    }
+    // `host`, `host:port`, `host:port/path`, `[::1]:9001`, `user:pw@host`:
+    // no scheme at all. A word with a colon and no digits after it
+    // (`mailto:x`) is a scheme of another kind, left for the URL parser.
+    let authority = url.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    let port_ok = match host_port.rsplit_once(':') {
+        // A bare IPv6 address without brackets: not a URL.
+        Some((host, _)) if host.contains(':') && !host.ends_with(']') => false,
+        Some((_, port)) => !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()),
+        None => true,
+    };
+    port_ok.then(|| format!("ws://{url}"))
+}
+
 /// Waits for the server to close, until no message has arrived for `idle`
 /// (every message, signalled by `activity`, starts the wait again; `None`:
 /// no limit) or until `count_done` is signalled; `None` if the server did
@@ -603,7 +821,7 @@ const SENDS_IN_FLIGHT: usize = 64;
 async fn settle_oldest(sending: &mut VecDeque<Completion<SendSuccess>>, printer: &Printer) {
     if let Some(send) = sending.pop_front() {
         if let Err(e) = send.await {
-            printer.error(e.err_msg());
+            printer.error(&format!("cannot send: {}", e.reason()));
         }
     }
 }
@@ -643,12 +861,14 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
     let Plan {
         url,
         options,
+        headers,
         wait,
         ping_interval,
+        ping_timeout,
         close_code,
         close_reason,
     } = plan;
-    printer.request(&url, &args, &options);
+    printer.request(&url, &args, &headers, &options);
     // "connected to" and --json show the URL without its password.
     let shown_url = redact::url(&url).into_owned();
     let opened = Arc::new(AtomicBool::new(false));
@@ -665,6 +885,12 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
     // is in the order it happened.
     let task = connect_socket(options);
     {
+        // First: an attempt may fail (and the next be scheduled) at once,
+        // and the library does not replay this event to later listeners.
+        if args.reconnect {
+            let p = printer.clone();
+            task.on_reconnecting(move |ev| p.reconnecting(ev));
+        }
         let (p, o, u) = (printer.clone(), opened.clone(), shown_url.clone());
         task.on_open(move |ev| {
             o.store(true, Ordering::SeqCst);
@@ -690,12 +916,23 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
             task.on_ping_pong(move |ev| p.ping_pong(ev));
         }
         let (p, o, f) = (printer.clone(), opened.clone(), failed_after_open.clone());
+        let given = diagnose::Given {
+            url: url.clone(),
+            client_cert: args.cert.is_some(),
+        };
         task.on_error(move |ev| {
             if o.load(Ordering::SeqCst) {
                 f.store(true, Ordering::SeqCst);
+                p.error(&after_open(&ev.error, ping_timeout));
+            } else {
+                p.error(&diagnose::connect_failure(&ev.error, &given));
             }
-            p.error(&ev.err_msg);
         });
+        if args.reconnect {
+            // A connection lost and made again is not a failure of the session.
+            let f = failed_after_open.clone();
+            task.on_open(move |_| f.store(false, Ordering::SeqCst));
+        }
         let (p, o) = (printer.clone(), opened.clone());
         task.on_close(move |ev| {
             if o.load(Ordering::SeqCst) {
@@ -718,7 +955,8 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
         };
     }
 
-    if let Some(interval) = ping_interval {
+    // With --ping-timeout, the heartbeat sends the pings.
+    if let Some(interval) = ping_interval.filter(|_| ping_timeout.is_none()) {
         let (t, p, show) = (task.clone(), printer.clone(), args.show_ping_pong);
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(interval);
@@ -759,7 +997,7 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
                     Data::from(m.clone())
                 };
                 if let Err(e) = task.send(data).await {
-                    printer.error(e.err_msg());
+                    printer.error(&format!("cannot send: {}", e.reason()));
                     break;
                 }
             }
@@ -842,6 +1080,27 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_without_a_websocket_scheme_are_mapped() {
+        for (given, meant) in [
+            ("http://h:1/p", Some("ws://h:1/p")),
+            ("HTTPS://h/p?q", Some("wss://h/p?q")),
+            ("localhost:9001", Some("ws://localhost:9001")),
+            ("127.0.0.1:9001/chat", Some("ws://127.0.0.1:9001/chat")),
+            ("[::1]:9001", Some("ws://[::1]:9001")),
+            ("example.com", Some("ws://example.com")),
+            ("u:pw@h:80", Some("ws://u:pw@h:80")),
+            ("ws://h/", None),
+            ("wss://h/", None),
+            ("htp://h/", None),
+            ("mailto:x", None),
+            ("::1", None),
+            ("/path", None),
+        ] {
+            assert_eq!(websocket_url(given).as_deref(), meant, "{given:?}");
+        }
+    }
 
     #[test]
     fn a_header_argument_without_colon_hides_secret_values() {

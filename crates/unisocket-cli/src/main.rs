@@ -3,6 +3,7 @@
 mod bench;
 mod client;
 mod demo;
+mod diagnose;
 mod server;
 mod style;
 
@@ -32,6 +33,8 @@ Examples:
   unisocket wss://example.com/ws -H 'Authorization: Bearer t0k' -p chat.v1
   unisocket ws://127.0.0.1:9001 -x hello -w 1 send, print replies until 1 s passes without one, close
   unisocket ws://127.0.0.1:9001 --json < lines.txt
+  unisocket wss://localhost:8443 --ca cert.pem   a self-signed server certificate, trusted
+  unisocket wss://feed.example/ws --reconnect --ping-timeout 10
   unisocket serve --port 9001 --mode broadcast
   unisocket bench ws://127.0.0.1:9001 --conns 8 --size 1024 --duration 5
 
@@ -51,6 +54,9 @@ Exit codes:
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// No colours, even on a terminal (as NO_COLOR=1 does).
+    #[arg(long, global = true)]
+    no_color: bool,
     #[command(flatten)]
     client: client::ClientArgs,
 }
@@ -78,14 +84,17 @@ next (one in flight per connection); latency is measured per round trip.")]
 
 fn main() {
     let cli = Cli::parse();
+    if cli.no_color {
+        style::disable_color();
+    }
     let code = match cli.command {
         Some(Command::Serve(args)) => server::run(&args),
         Some(Command::Bench(args)) => bench::run(&args),
-        None => match cli.client.url.clone() {
+        None => match cli.client.connect.clone().or(cli.client.url.clone()) {
             Some(url) => client::run(url, cli.client),
             // Options given, but no URL: clap has already handled --help and
             // --version, so anything on the command line is a client option.
-            None if std::env::args_os().len() > 1 => Cli::command()
+            None if std::env::args_os().skip(1).any(|a| a != "--no-color") => Cli::command()
                 .error(
                     clap::error::ErrorKind::MissingRequiredArgument,
                     "these options need a URL: unisocket [OPTIONS] <URL>",

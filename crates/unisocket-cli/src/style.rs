@@ -3,11 +3,23 @@
 
 use std::borrow::Cow;
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Whether to colour output written to `stream`: it must be a terminal, and
-/// `NO_COLOR` must be unset or empty (<https://no-color.org>).
+/// `--no-color`: no colours anywhere.
+static NO_COLOR_FLAG: AtomicBool = AtomicBool::new(false);
+
+/// Turns colours off for the rest of the process (`--no-color`).
+pub fn disable_color() {
+    NO_COLOR_FLAG.store(true, Ordering::Relaxed);
+}
+
+/// Whether to colour output written to `stream`: it must be a terminal,
+/// `--no-color` not given, and `NO_COLOR` unset or empty
+/// (<https://no-color.org>).
 pub fn color_for(stream: &impl IsTerminal) -> bool {
-    stream.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    stream.is_terminal()
+        && !NO_COLOR_FLAG.load(Ordering::Relaxed)
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Wraps text in ANSI colours when enabled.

@@ -2036,6 +2036,19 @@ fn colours_on_a_terminal_unless_no_color() {
     let without = plain.screen(true);
     assert!(!without.contains("\x1b[36m"), "{without:?}");
     assert!(!without.contains("\x1b[1m"), "{without:?}");
+
+    // --no-color, as wscat spells it: the same.
+    let Some(flag) = Tmux::start(
+        "nocolourflag",
+        &shell_command("env -u NO_COLOR", &["--no-color"]),
+    ) else {
+        return;
+    };
+    let screen = flag.wait_screen("exit=0");
+    assert!(screen.contains("on_close: code 1000"), "{screen}");
+    let without = flag.screen(true);
+    assert!(!without.contains("\x1b[36m"), "{without:?}");
+    assert!(!without.contains("\x1b[1m"), "{without:?}");
 }
 
 #[test]
@@ -2193,4 +2206,655 @@ fn memory_stays_bounded_when_stdout_is_blocked_or_the_server_never_reads() {
     );
     assert!(written < TOTAL, "the server was never slowed down");
     assert!(hwm < 64, "peak resident memory {hwm} MiB");
+}
+
+// ---------------------------------------------------------------------------
+// The library's options as flags: --ping-timeout, --reconnect, --cert/--key,
+// --origin, --auth, --max-message-size.
+
+#[test]
+fn ping_timeout_ends_the_session_when_the_server_goes_silent() {
+    // The server accepts, then reads everything and answers nothing, as a
+    // half-open connection would.
+    let raw = RawServer::start(|conn, _| {
+        conn.accept(None);
+        while conn.read_frame().is_ok() {}
+    });
+    let out = run(&[&raw.url(), "--no-stdin", "--ping-timeout", "0.3"], b"");
+    out.expect_code(4);
+    assert!(
+        out.stderr.contains(
+            "unisocket: the server did not answer a ping within 0.3 s (--ping-timeout): \
+             the connection is taken as dead"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("connectSocket"), "{}", out.stderr);
+
+    // A server that answers keeps the session alive past several timeouts.
+    let server = Serve::start(&[]);
+    let mut s = Spawned::start(&[
+        &server.url,
+        "--ping-timeout",
+        "1",
+        "--ping-interval",
+        "0.05",
+        "-P",
+    ]);
+    for _ in 0..3 {
+        s.write_stdin(b"x\n");
+        s.wait_stdout("x\n");
+    }
+    s.wait_stderr("pong received: ");
+    s.write_stdin(b"last\n");
+    s.wait_stdout("last\n");
+    let out = s.finish();
+    out.expect_code(0);
+    assert!(!out.stderr.contains("did not answer"), "{}", out.stderr);
+}
+
+#[test]
+fn reconnect_connects_again_and_sends_what_was_typed_meanwhile() {
+    // The first connection is dropped without a close frame after one
+    // message; the next ones echo.
+    let raw = RawServer::start({
+        let first = Arc::new(AtomicUsize::new(0));
+        move |conn, notes| {
+            conn.accept(None);
+            if first.fetch_add(1, Ordering::SeqCst) == 0 {
+                if let Ok((_, p)) = conn.read_frame() {
+                    notes.add(format!("dropped after {}", String::from_utf8_lossy(&p)));
+                }
+                return;
+            }
+            echo_script_after_accept(conn, notes);
+        }
+    });
+    let mut s = Spawned::start(&[&raw.url(), "--reconnect", "--json", "-w", "0.5"]);
+    s.wait_stdout("\"event\":\"open\"");
+    s.write_stdin(b"one\n");
+    s.wait_stdout("\"event\":\"reconnecting\"");
+    // Typed while reconnecting: queued, then sent on the new connection.
+    s.write_stdin(b"two\n");
+    s.wait_stdout("\"data\":\"two\"");
+    let out = s.finish();
+    out.expect_code(0);
+    let events: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["open", "error", "reconnecting", "open", "message", "close"],
+        "{events:?}"
+    );
+    assert_eq!(events[2]["attempt"], 1);
+    assert!(events[2]["delay_ms"].as_f64().unwrap() >= 500.0);
+    assert_eq!(events[5]["code"], 1000);
+    assert_eq!(raw.accepted(), 2);
+    assert_eq!(raw.notes()[0], "dropped after one");
+
+    // Without a server at all, the attempts are bounded: it gives up.
+    let dead = format!("ws://127.0.0.1:{}/", closed_port());
+    let out = run(
+        &[
+            &dead,
+            "--reconnect",
+            "--reconnect-attempts",
+            "1",
+            "--no-stdin",
+        ],
+        b"",
+    );
+    out.expect_code(3);
+    // (The line "reconnecting: attempt 1 in ..." is not checked here: a
+    // refusal on 127.0.0.1 can come before the listener is registered.)
+    assert_eq!(
+        out.stderr.matches("connection refused").count(),
+        2,
+        "{}",
+        out.stderr
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1 it signed, a server that
+/// requires a client certificate from that CA, and such a client
+/// certificate with its key.
+struct MtlsPki {
+    ca_pem: String,
+    client_cert_pem: String,
+    client_key_pem: String,
+    config: Arc<rustls::ServerConfig>,
+}
+
+fn mtls_pki() -> MtlsPki {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair, KeyUsagePurpose,
+    };
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "unisocket-cli mTLS test CA");
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let issuer = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let leaf = |name: &str, usage: ExtendedKeyUsagePurpose| {
+        let mut params = CertificateParams::new(vec![name.to_owned()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![usage];
+        params.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = leaf("127.0.0.1", ExtendedKeyUsagePurpose::ServerAuth);
+    let (client_cert_pem, client_key_pem) = leaf("client", ExtendedKeyUsagePurpose::ClientAuth);
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(issuer.pem().as_bytes()).unwrap())
+        .unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+        .build()
+        .unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            vec![CertificateDer::from_pem_slice(server_cert.as_bytes()).unwrap()],
+            PrivateKeyDer::from_pem_slice(server_key.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    MtlsPki {
+        ca_pem: issuer.pem(),
+        client_cert_pem,
+        client_key_pem,
+        config: Arc::new(config),
+    }
+}
+
+#[test]
+fn cert_and_key_authenticate_the_client_to_a_server_that_requires_it() {
+    let pki = mtls_pki();
+    let raw = RawServer::start_tls(pki.config.clone(), echo_script);
+    let url = format!("wss://127.0.0.1:{}/mtls", raw.addr.port());
+    let ca = temp_file("mtls-ca.pem", &pki.ca_pem);
+    let cert = temp_file("mtls-cert.pem", &pki.client_cert_pem);
+    let key = temp_file("mtls-key.pem", &pki.client_key_pem);
+    let (ca_s, cert_s, key_s) = (
+        ca.to_str().unwrap(),
+        cert.to_str().unwrap(),
+        key.to_str().unwrap(),
+    );
+
+    let with = run(
+        &[
+            &url, "--ca", ca_s, "--cert", cert_s, "--key", key_s, "-x", "m", "-w", "0.2", "-v",
+        ],
+        b"",
+    );
+    let without = run(&[&url, "--ca", ca_s, "-x", "m", "-w", "0.2"], b"");
+    let no_key = run(&[&url, "--ca", ca_s, "--cert", cert_s], b"");
+    let missing = run(
+        &[&url, "--cert", cert_s, "--key", "/nonexistent/key.pem"],
+        b"",
+    );
+    for f in [&ca, &cert, &key] {
+        let _ = std::fs::remove_file(f);
+    }
+    with.expect_code(0);
+    assert_eq!(with.stdout, "m\n");
+    // The key is never printed, not even with -v.
+    assert!(!with.stderr.contains("PRIVATE KEY"), "{}", with.stderr);
+    without.expect_code(3);
+    no_key.expect_code(2);
+    assert!(no_key.stderr.contains("--key"), "{}", no_key.stderr);
+    missing.expect_code(2);
+    assert!(
+        missing
+            .stderr
+            .contains("cannot read the --key file /nonexistent/key.pem"),
+        "{}",
+        missing.stderr
+    );
+    // Only the connection with a certificate got as far as a request.
+    assert_eq!(raw.requests.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn origin_and_auth_are_sent_and_the_password_never_printed() {
+    let raw = RawServer::start(echo_script);
+    let out = run(
+        &[
+            &raw.url(),
+            "--origin",
+            "https://app.example",
+            "--auth",
+            "alice:auth-secret",
+            "-v",
+            "--json",
+            "-x",
+            "hi",
+            "-w",
+            "0.2",
+        ],
+        b"",
+    );
+    out.expect_code(0);
+    expect_hidden(&out, "auth-secret");
+    // base64("alice:auth-secret")
+    expect_hidden(&out, "YWxpY2U6YXV0aC1zZWNyZXQ=");
+    for needle in [
+        "> Origin: https://app.example",
+        "> Authorization: Basic ***",
+    ] {
+        assert!(
+            out.stderr.contains(needle),
+            "missing {needle:?}:\n{}",
+            out.stderr
+        );
+    }
+    let req = raw.request();
+    assert_eq!(req.header("Origin"), Some("https://app.example"));
+    assert_eq!(
+        req.header("Authorization"),
+        Some("Basic YWxpY2U6YXV0aC1zZWNyZXQ=")
+    );
+
+    // Wrong spellings are usage errors that do not show the argument.
+    for (args, message) in [
+        (
+            vec!["--auth", "only-auth-secret"],
+            "--auth must be USER:PASSWORD",
+        ),
+        (
+            vec!["--auth", "a:auth-secret", "-H", "Authorization: Bearer x"],
+            "give the credentials once",
+        ),
+        (
+            vec!["--origin", "http://a", "-H", "origin: http://b"],
+            "give the origin once",
+        ),
+    ] {
+        let url = raw.url();
+        let mut all = vec![url.as_str()];
+        all.extend(args);
+        let out = run(&all, b"");
+        out.expect_code(2);
+        assert!(out.stderr.contains(message), "{all:?}: {}", out.stderr);
+        expect_hidden(&out, "auth-secret");
+    }
+    assert_eq!(raw.accepted(), 1);
+}
+
+#[test]
+fn max_message_size_refuses_larger_messages_with_1009() {
+    // The server sends a 100-byte message, then echoes.
+    let raw = RawServer::start(|conn, notes| {
+        conn.accept(None);
+        conn.write_frame(1, &[b'a'; 100]);
+        echo_script_after_accept(conn, notes);
+    });
+    let small = run(&[&raw.url(), "--max-message-size", "64", "--no-stdin"], b"");
+    small.expect_code(4);
+    assert_eq!(small.stdout, "");
+    assert!(
+        small.stderr.contains("(raise it with --max-message-size)"),
+        "{}",
+        small.stderr
+    );
+    assert!(!small.stderr.contains("connectSocket"), "{}", small.stderr);
+    wait_until("the client's close frame", || !raw.notes().is_empty());
+    assert!(
+        raw.notes()[0].starts_with("close 1009"),
+        "{:?}",
+        raw.notes()
+    );
+
+    // 1K is 1024 bytes: enough.
+    let big = run(
+        &[
+            &raw.url(),
+            "--max-message-size",
+            "1K",
+            "-x",
+            "z",
+            "-w",
+            "0.2",
+        ],
+        b"",
+    );
+    big.expect_code(0);
+    assert_eq!(big.stdout, format!("{}\nz\n", "a".repeat(100)));
+
+    for bad in ["0", "12Q", "K", "99999999999G"] {
+        let out = run(&[&raw.url(), "--max-message-size", bad], b"");
+        out.expect_code(2);
+        assert!(
+            out.stderr.contains("--max-message-size"),
+            "{bad}: {}",
+            out.stderr
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// TLS with the certificates people make, and failures as sentences.
+
+/// A self-signed server certificate with `CA:TRUE`, as `openssl req -x509
+/// -newkey rsa:2048 -nodes -subj /CN=localhost -addext
+/// subjectAltName=DNS:localhost` makes it, for `names`; expired in 2001
+/// with `expired`. Its PEM, and a server config that presents it.
+fn self_signed(names: &[&str], expired: bool) -> (String, Arc<rustls::ServerConfig>) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, names[0]);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    if expired {
+        params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+    }
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from_pem_slice(cert.pem().as_bytes()).unwrap()],
+            PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap(),
+        )
+        .unwrap();
+    (cert.pem(), Arc::new(config))
+}
+
+#[track_caller]
+fn expect_sentence(out: &Finished, needle: &str) {
+    out.expect_code(3);
+    assert!(
+        out.stderr.contains(needle),
+        "missing {needle:?}:\n{}",
+        out.stderr
+    );
+    for debug in [
+        "Other(",
+        "OtherError",
+        "UnknownIssuer",
+        "CaUsedAsEndEntity",
+        "DnsName(",
+    ] {
+        assert!(!out.stderr.contains(debug), "{debug:?} in:\n{}", out.stderr);
+    }
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+}
+
+#[test]
+fn a_self_signed_server_certificate_given_to_ca_is_trusted_for_its_names_only() {
+    let (pem, config) = self_signed(&["127.0.0.1"], false);
+    let raw = RawServer::start_tls(config, echo_script);
+    let url = format!("wss://127.0.0.1:{}/self", raw.addr.port());
+    let ca = temp_file("self-signed.pem", &pem);
+    let (other_pem, _) = self_signed(&["127.0.0.1"], false);
+    let other = temp_file("other-self-signed.pem", &other_pem);
+    let trusted = run(
+        &[&url, "--ca", ca.to_str().unwrap(), "-x", "t", "-w", "0.2"],
+        b"",
+    );
+    // Not given: refused, with what to do.
+    let untrusted = run(&[&url, "-x", "t"], b"");
+    // Another self-signed certificate with the same name does not vouch for it.
+    let wrong = run(&[&url, "--ca", other.to_str().unwrap(), "-x", "t"], b"");
+    let _ = std::fs::remove_file(&ca);
+    let _ = std::fs::remove_file(&other);
+    trusted.expect_code(0);
+    assert_eq!(trusted.stdout, "t\n");
+    for out in [&untrusted, &wrong] {
+        expect_sentence(
+            out,
+            "the server's certificate is a CA certificate (CA:TRUE, as `openssl req -x509` makes \
+             them) and not one we trust: give that very certificate with --ca FILE",
+        );
+    }
+
+    // Trusted, but for another name: the name is still checked.
+    let (pem, config) = self_signed(&["localhost"], false);
+    let raw = RawServer::start_tls(config, echo_script);
+    let ca = temp_file("self-signed-localhost.pem", &pem);
+    let url = format!("wss://127.0.0.1:{}/self", raw.addr.port());
+    let out = run(&[&url, "--ca", ca.to_str().unwrap(), "-x", "t"], b"");
+    // And its dates: an expired one is refused as expired.
+    let (pem, config) = self_signed(&["127.0.0.1"], true);
+    let expired_server = RawServer::start_tls(config, echo_script);
+    let expired_ca = temp_file("self-signed-expired.pem", &pem);
+    let expired_url = format!("wss://127.0.0.1:{}/self", expired_server.addr.port());
+    let expired = run(
+        &[
+            &expired_url,
+            "--ca",
+            expired_ca.to_str().unwrap(),
+            "-x",
+            "t",
+        ],
+        b"",
+    );
+    let _ = std::fs::remove_file(&ca);
+    let _ = std::fs::remove_file(&expired_ca);
+    expect_sentence(
+        &out,
+        "the server's certificate is not valid for 127.0.0.1: it is for localhost; \
+         connect with a name it has",
+    );
+    expect_sentence(&expired, "the server's certificate expired ");
+    assert!(expired.stderr.contains(" days ago"), "{}", expired.stderr);
+    assert_eq!(raw.requests.lock().unwrap().len(), 0);
+    assert_eq!(expired_server.requests.lock().unwrap().len(), 0);
+}
+
+#[test]
+fn tls_failures_are_sentences_with_a_hint() {
+    let pki = pki();
+    let raw = RawServer::start_tls(pki.config.clone(), echo_script);
+    let unknown = run(
+        &[&format!("wss://127.0.0.1:{}/", raw.addr.port()), "-x", "t"],
+        b"",
+    );
+    expect_sentence(
+        &unknown,
+        "TLS handshake with 127.0.0.1 failed: the server's certificate is not signed by a \
+         certificate authority we trust: give its CA certificate (or, if it is self-signed, \
+         the certificate itself) with --ca FILE",
+    );
+
+    // A server that requires a client certificate, and none given.
+    let mtls = mtls_pki();
+    let raw = RawServer::start_tls(mtls.config.clone(), echo_script);
+    let ca = temp_file("hint-mtls-ca.pem", &mtls.ca_pem);
+    let out = run(
+        &[
+            &format!("wss://127.0.0.1:{}/", raw.addr.port()),
+            "--ca",
+            ca.to_str().unwrap(),
+            "-x",
+            "t",
+        ],
+        b"",
+    );
+    let _ = std::fs::remove_file(&ca);
+    out.expect_code(3);
+    assert!(
+        out.stderr.contains("client certificate") && out.stderr.contains("--cert FILE --key FILE"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn ws_to_a_tls_port_and_wss_to_a_plain_port_say_what_is_likely_wrong() {
+    let pki = pki();
+    let tls = RawServer::start_tls(pki.config.clone(), echo_script);
+    let out = run(
+        &[&format!("ws://127.0.0.1:{}/", tls.addr.port()), "-x", "t"],
+        b"",
+    );
+    out.expect_code(3);
+    assert!(
+        out.stderr
+            .contains("(the server did not answer in HTTP: if it expects TLS, use a wss:// URL)"),
+        "{}",
+        out.stderr
+    );
+
+    // `unisocket serve` closes on a TLS ClientHello.
+    let server = Serve::start(&[]);
+    let url = server.url.replacen("ws://", "wss://", 1);
+    let out = run(&[&url, "-x", "t"], b"");
+    out.expect_code(3);
+    assert!(
+        out.stderr
+            .contains("(if it is a plain WebSocket server, use a ws:// URL)"),
+        "{}",
+        out.stderr
+    );
+
+    // A plain HTTP server answers the ClientHello with an HTTP error.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let _ = s.read(&mut [0u8; 4096]);
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    let out = run(&[&format!("wss://127.0.0.1:{port}/"), "-x", "t"], b"");
+    expect_sentence(
+        &out,
+        "the server did not answer in TLS (if it is a plain WebSocket server, use a ws:// URL)",
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Familiar spellings: -c, -s, http(s):// and bare host:port, -L.
+
+#[test]
+fn wscat_spellings_c_and_s_connect_and_offer_the_subprotocol() {
+    let raw = RawServer::start(|conn, notes| {
+        conn.accept(Some("chat.v2"));
+        echo_script_after_accept(conn, notes);
+    });
+    let out = run(
+        &[
+            "-c",
+            &raw.url(),
+            "-s",
+            "chat.v2",
+            "--subprotocol",
+            "x",
+            "-x",
+            "m",
+            "-w",
+            "0.2",
+        ],
+        b"",
+    );
+    out.expect_code(0);
+    assert_eq!(out.stdout, "m\n");
+    assert!(
+        out.stderr.contains("(subprotocol chat.v2)"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        raw.request().header("Sec-WebSocket-Protocol"),
+        Some("chat.v2, x")
+    );
+    // -c and a URL: which one is meant?
+    let both = run(&["-c", &raw.url(), &raw.url()], b"");
+    both.expect_code(2);
+    assert!(both.stderr.contains("--connect"), "{}", both.stderr);
+    assert_eq!(raw.accepted(), 1);
+}
+
+#[test]
+fn http_urls_and_bare_host_port_are_taken_as_websocket_urls_with_a_notice() {
+    let server = Serve::start(&[]);
+    let host_port = server.url.strip_prefix("ws://").unwrap().to_owned();
+    for (given, meant) in [
+        (
+            format!("http://{host_port}/a"),
+            format!("ws://{host_port}/a"),
+        ),
+        (host_port.clone(), format!("ws://{host_port}")),
+        (
+            format!("{host_port}/b?c=1"),
+            format!("ws://{host_port}/b?c=1"),
+        ),
+    ] {
+        let out = run(&[&given, "-x", "m", "-w", "0.2"], b"");
+        out.expect_code(0);
+        assert_eq!(out.stdout, "m\n");
+        assert!(
+            out.stderr.contains(&format!(
+                "unisocket: note: connecting to {meant} (a WebSocket URL starts with ws:// or wss://)"
+            )),
+            "{given}: {}",
+            out.stderr
+        );
+    }
+    // https:// is wss://: TLS to a plain server fails, with the hint.
+    let out = run(&[&format!("https://{host_port}/"), "-x", "m"], b"");
+    out.expect_code(3);
+    assert!(
+        out.stderr
+            .contains(&format!("note: connecting to wss://{host_port}/")),
+        "{}",
+        out.stderr
+    );
+    // A scheme of another kind stays an error, and the URL is not changed.
+    let out = run(&["htp://127.0.0.1/"], b"");
+    out.expect_code(2);
+    assert!(!out.stderr.contains("note:"), "{}", out.stderr);
+}
+
+#[test]
+fn redirects_are_not_followed_and_say_how_to_find_the_new_url() {
+    let raw = RawServer::start(|conn, _| {
+        let _ = conn.stream.write_all(
+            b"HTTP/1.1 301 Moved Permanently\r\nLocation: ws://127.0.0.1:1/new\r\n\
+              Content-Length: 0\r\n\r\n",
+        );
+    });
+    let url = format!("ws://user:redirect-secret@{}/old", raw.addr);
+    let out = run(&[&url, "-x", "m"], b"");
+    out.expect_code(3);
+    assert!(
+        out.stderr.contains(&format!(
+            "server answered HTTP 301 Moved Permanently instead of 101 Switching Protocols: \
+             a redirect, which unisocket does not follow (-L is not supported); \
+             `curl -sI http://user:***@{}/old` shows its Location header, the URL to connect \
+             to instead",
+            raw.addr
+        )),
+        "{}",
+        out.stderr
+    );
+    expect_hidden(&out, "redirect-secret");
+    // -L itself: refused before connecting, saying so.
+    let out = run(&[&raw.url(), "-L"], b"");
+    out.expect_code(2);
+    assert!(
+        out.stderr
+            .contains("-L/--location: following redirects is not supported"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(raw.accepted(), 1);
 }

@@ -460,7 +460,101 @@ fn verifier(material: &Material, provider: &Arc<CryptoProvider>) -> Result<Verif
                 "no trusted root certificates ({e}{system}): add a CA or keep the webpki roots"
             ))
         })?;
-    Ok((verifier, note))
+    if material.ca.is_empty() {
+        return Ok((verifier, note));
+    }
+    let verifier = TrustedSelfSigned {
+        webpki: verifier,
+        trusted: material.ca.clone(),
+    };
+    Ok((Arc::new(verifier), note))
+}
+
+/// webpki, plus one case it refuses: a server certificate that is itself
+/// one of the application's trusted certificates and has `CA:TRUE` (what
+/// `openssl req -x509` makes by default, a self-signed certificate given as
+/// the CA). webpki never takes a CA certificate as a server's own
+/// (`CaUsedAsEndEntity`); OpenSSL, and so curl and websocat with
+/// `--cacert`, accept a presented certificate that is a trust anchor. So
+/// do we, with the host name still checked. The dates were checked before
+/// webpki looked at the basic constraints: an expired one is still refused
+/// as expired, and so is any other failure.
+#[derive(Debug)]
+struct TrustedSelfSigned {
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    trusted: Vec<CertificateDer<'static>>,
+}
+
+/// Whether `e` is webpki's refusal of a CA certificate as a server's own.
+/// rustls passes that one on as an opaque `Other` error: its text is all
+/// there is to tell it by (a webpki that spelled it differently would make
+/// the certificate refused, never accepted).
+fn is_ca_used_as_end_entity(e: &rustls::Error) -> bool {
+    match e {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => {
+            other.0.to_string() == "CaUsedAsEndEntity"
+        }
+        _ => false,
+    }
+}
+
+impl ServerCertVerifier for TrustedSelfSigned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Err(e)
+                if is_ca_used_as_end_entity(&e)
+                    && self.trusted.iter().any(|t| t[..] == end_entity[..]) =>
+            {
+                let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+                rustls::client::verify_server_name(&cert, server_name)?;
+                Ok(ServerCertVerified::assertion())
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+
+    fn requires_raw_public_keys(&self) -> bool {
+        self.webpki.requires_raw_public_keys()
+    }
+
+    fn root_hint_subjects(&self) -> Option<&[rustls::DistinguishedName]> {
+        self.webpki.root_hint_subjects()
+    }
 }
 
 /// The operating system's verifier (`native-roots` on macOS, iOS and

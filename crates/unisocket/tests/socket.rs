@@ -6,7 +6,8 @@
 
 mod support;
 
-use support::{bounded, wait_until};
+use support::events::{count, entries, log_events, wait_closed};
+use support::{answer_close, bounded, wait_until, within};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,54 +25,6 @@ use unisocket::{
     connect_socket, CloseOptions, ConnectOptions, Data, ErrorKind, ReadyState, SendOptions,
     SocketTask,
 };
-
-/// The overall limit of one test.
-const TEST_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Runs a test body under [`TEST_TIMEOUT`].
-async fn within<F: Future<Output = ()>>(body: F) {
-    tokio::time::timeout(TEST_TIMEOUT, body)
-        .await
-        .expect("the test did not finish within 20 s");
-}
-
-/// A shared, ordered log of the events of one task.
-type Log = Arc<Mutex<Vec<String>>>;
-
-fn entries(log: &Log) -> Vec<String> {
-    log.lock().unwrap().clone()
-}
-
-/// Registers `on_open`, `on_error` and `on_close` listeners that append
-/// `open:<protocol>`, `error:<err_msg>` and `close:<code>:<reason>:<was_clean>`
-/// to a log. (No `on_message` listener: messages stay available to `recv`.)
-fn log_events(task: &SocketTask) -> Log {
-    let log: Log = Arc::default();
-    let l = log.clone();
-    task.on_open(move |ev| l.lock().unwrap().push(format!("open:{}", ev.protocol)));
-    let l = log.clone();
-    task.on_error(move |ev| l.lock().unwrap().push(format!("error:{}", ev.err_msg)));
-    let l = log.clone();
-    task.on_close(move |ev| {
-        l.lock()
-            .unwrap()
-            .push(format!("close:{}:{}:{}", ev.code, ev.reason, ev.was_clean));
-    });
-    log
-}
-
-/// How many log entries start with `prefix`.
-fn count(log: &Log, prefix: &str) -> usize {
-    entries(log)
-        .iter()
-        .filter(|e| e.starts_with(prefix))
-        .count()
-}
-
-/// Waits until the log holds a close entry.
-async fn wait_closed(log: &Log) {
-    wait_until("the close event", || count(log, "close:") > 0).await;
-}
 
 /// Starts a server whose handler is `handler(conn, tx)`, where `tx` reports
 /// what the server saw back to the test.
@@ -95,22 +48,6 @@ async fn recv_skip_pongs(conn: &mut ServerConn) -> Option<Message> {
         match conn.recv().await {
             Some(Message::Pong(_)) => {}
             other => return other,
-        }
-    }
-}
-
-/// Reads until the client's close frame arrives, answers it with the same
-/// code and reason, closes TCP, and returns what the close frame carried
-/// (`None` if the connection ended without one).
-async fn answer_close(conn: &mut ServerConn) -> Option<(Option<u16>, String)> {
-    loop {
-        match conn.recv().await? {
-            Message::Close(code, reason) => {
-                conn.send_close(code, &reason).await;
-                conn.shutdown().await;
-                return Some((code, reason));
-            }
-            _ => continue,
         }
     }
 }

@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, Notify};
@@ -592,21 +592,16 @@ impl Drop for RestoreTimeout {
 /// `on_error` and `on_close` report a timeout after `ms`, error first.
 async fn expect_timeout(options: ConnectOptions, ms: u64) {
     let msg = format!("connectSocket:fail timed out after {ms} ms");
-    let started = Instant::now();
     let (options, rec) = recorded!(options);
     let task = connect_socket(options);
     let log = log_events(&task);
     let err = bounded("the timeout", task.clone())
         .await
         .expect_err("must time out");
-    let elapsed = started.elapsed();
+    // Which timeout applied is in the message; that it fires at its time
+    // and not before is checked on simulated time (timers.rs).
     assert_eq!(err.err_msg(), msg);
     assert_eq!(err.kind(), ErrorKind::Timeout);
-    // Not before the timeout (a later end is the machine's load, not ours).
-    assert!(
-        elapsed >= Duration::from_millis(ms - 10),
-        "timed out after {elapsed:?}, expected {ms} ms"
-    );
     wait_until("the close event", || count(&log, "close:") == 1).await;
     let log = entries(&log);
     assert_eq!(log.len(), 2, "{log:?}");

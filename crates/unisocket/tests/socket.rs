@@ -668,45 +668,6 @@ async fn endless_handshake_response_hits_the_limit() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connect_timeout_when_the_server_never_answers() {
-    within(async {
-        let addr = support::raw_server(|mut stream| async move {
-            let _ = support::read_http_head(&mut stream).await;
-            // Hold the connection open and say nothing.
-            std::future::pending::<()>().await;
-        })
-        .await;
-        let started = tokio::time::Instant::now();
-        let fails = Arc::new(Mutex::new(Vec::new()));
-        let f = fails.clone();
-        let task = connect_socket(
-            ConnectOptions::new(format!("ws://{addr}/"))
-                .timeout(Duration::from_millis(300))
-                .fail(move |e| f.lock().unwrap().push(e.err_msg().to_owned())),
-        );
-        let log = log_events(&task);
-        let err = task.clone().await.expect_err("must time out");
-        let elapsed = started.elapsed();
-        assert_eq!(err.kind(), ErrorKind::Timeout);
-        assert_eq!(err.err_msg(), "connectSocket:fail timed out after 300 ms");
-        assert!(elapsed >= Duration::from_millis(290), "{elapsed:?}");
-        assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
-        wait_closed(&log).await;
-        let log = entries(&log);
-        assert_eq!(
-            log,
-            [
-                "error:connectSocket:fail timed out after 300 ms".to_owned(),
-                "close:1006:timed out after 300 ms:false".to_owned()
-            ]
-        );
-        // The timeout came after `success`: `fail` is not called.
-        assert!(fails.lock().unwrap().is_empty());
-    })
-    .await;
-}
-
 // 10. The server drops TCP without a close frame.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,12 +2,14 @@
 //! What the client's integration tests share: a small WebSocket server on
 //! 127.0.0.1 built on the sans-io codec in `src/proto/test_server.rs`, the
 //! tests' bounded waits ([`within`], [`bounded`], [`wait_until`]), an event
-//! log ([`events`]) and a counting allocator ([`alloc`]).
+//! log ([`events`]), a counting allocator ([`alloc`]) and simulated time
+//! ([`sim`]).
 
 pub mod alloc;
 #[path = "../../src/proto/test_server.rs"]
 pub mod codec;
 pub mod events;
+pub mod sim;
 mod wait;
 
 pub use wait::*;

@@ -35,20 +35,15 @@ use unisocket::{
 /// Only one case at a time: `current_socket()` is process-wide.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The overall limit of one case: a hang is a failure, not a stuck run.
-const CASE_TIMEOUT: Duration = Duration::from_secs(30);
-
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-/// Runs one case: alone, under [`CASE_TIMEOUT`], then checks that nothing
-/// is left behind.
+/// Runs one case: alone, under the tests' bound (a hang is a failure, not
+/// a stuck run), then checks that nothing is left behind.
 async fn case<F: Future<Output = ()>>(body: F) {
     let _alone = SERIAL.lock().await;
-    tokio::time::timeout(CASE_TIMEOUT, body)
-        .await
-        .expect("the case did not finish within 30 s");
+    support::within(body).await;
     no_leaked_tasks().await;
 }
 

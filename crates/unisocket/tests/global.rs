@@ -8,7 +8,8 @@
 
 mod support;
 
-use support::{bounded, wait_until, WAIT_TIMEOUT};
+use support::events::{entries, text_of, Log};
+use support::{bounded, wait_until, within, WAIT_TIMEOUT};
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,9 +27,8 @@ use unisocket::{
 /// Serializes the tests of this file.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-const TEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Runs `body` alone (holding [`SERIAL`]) on a fresh multi-thread runtime,
-/// under [`TEST_TIMEOUT`], after checking that no task is alive.
+/// under the tests' bound, after checking that no task is alive.
 fn serial_test<F: Future<Output = ()>>(body: F) {
     let _guard: MutexGuard<'_, ()> = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -41,27 +41,12 @@ fn serial_test<F: Future<Output = ()>>(body: F) {
             current_socket().is_none()
         })
         .await;
-        tokio::time::timeout(TEST_TIMEOUT, body)
-            .await
-            .expect("the test did not finish within 30 s");
+        within(body).await;
     });
 }
 
 fn opts(url: impl Into<String>) -> ConnectOptions {
     ConnectOptions::new(url).timeout(WAIT_TIMEOUT)
-}
-
-type Log = Arc<Mutex<Vec<String>>>;
-
-fn entries(log: &Log) -> Vec<String> {
-    log.lock().unwrap().clone()
-}
-
-fn text_of(data: &Data) -> String {
-    match data {
-        Data::Text(t) => t.to_string(),
-        Data::Binary(b) => format!("bin:{}", String::from_utf8_lossy(b)),
-    }
 }
 
 /// A server that offers the subprotocols `pa`..`pd` (so a test can tell its

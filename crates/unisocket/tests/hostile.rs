@@ -18,7 +18,6 @@
 
 mod support;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::Future;
 use std::pin::Pin;
 use std::process::Command;
@@ -30,6 +29,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use support::alloc::{self, Counting};
 use support::codec::{self, ServerCodec};
 use support::{bounded, raw_server, raw_server_with, read_http_head, wait_until};
 use unisocket::proto::deflate::{Deflate, DeflateConfig, INFLATE_CHUNK};
@@ -41,68 +41,6 @@ use unisocket::{
 // ---------------------------------------------------------------------------
 // Measuring memory
 // ---------------------------------------------------------------------------
-
-/// The system allocator, counting the bytes in use and their peak.
-struct Counting;
-
-/// Bytes allocated and not yet freed.
-static IN_USE: AtomicUsize = AtomicUsize::new(0);
-/// The most `IN_USE` has been since [`Meter::start`].
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn grew(bytes: usize) {
-    let now = IN_USE.fetch_add(bytes, Ordering::Relaxed) + bytes;
-    PEAK.fetch_max(now, Ordering::Relaxed);
-}
-
-fn shrank(bytes: usize) {
-    IN_USE.fetch_sub(bytes, Ordering::Relaxed);
-}
-
-// SAFETY: every call is forwarded to `System` unchanged; the counters are
-// only updated after it succeeded.
-#[allow(
-    unsafe_code,
-    reason = "a global allocator is an unsafe trait: the scenarios measure the heap they make the client use"
-)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: same contract as the caller's.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            grew(layout.size());
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: same contract as the caller's.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            grew(layout.size());
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) };
-        shrank(layout.size());
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: same contract as the caller's.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            if new_size >= layout.size() {
-                grew(new_size - layout.size());
-            } else {
-                shrank(layout.size() - new_size);
-            }
-        }
-        p
-    }
-}
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
@@ -126,7 +64,7 @@ use procfs::status_kib;
 /// The memory a scenario uses from the moment it is made.
 struct Meter {
     /// The live heap at the start.
-    heap: usize,
+    heap: isize,
     /// The RSS at the start, in KiB.
     rss: Option<u64>,
     /// Whether `VmHWM` was reset to the RSS at the start (else it is the
@@ -138,8 +76,7 @@ impl Meter {
     fn start() -> Meter {
         // Resets VmHWM to the current RSS (Linux 4.0 and later).
         let hwm_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
-        let heap = IN_USE.load(Ordering::Relaxed);
-        PEAK.store(heap, Ordering::Relaxed);
+        let heap = alloc::reset_peak();
         Meter {
             heap,
             rss: status_kib("VmRSS:"),
@@ -149,7 +86,7 @@ impl Meter {
 
     /// The peak of the heap since the start, over the heap at the start.
     fn heap_peak(&self) -> usize {
-        PEAK.load(Ordering::Relaxed).saturating_sub(self.heap)
+        usize::try_from(alloc::peak() - self.heap).unwrap_or(0)
     }
 
     /// Prints the peaks, and asserts that the heap's stayed within `bound`

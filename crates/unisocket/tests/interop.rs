@@ -12,6 +12,8 @@
 
 #[path = "support/tls.rs"]
 mod tls_support;
+#[path = "support/wait.rs"]
+mod wait;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -277,22 +279,14 @@ fn python(stack: &str, deflate: bool) -> Peer {
 // Client side
 // ---------------------------------------------------------------------------
 
+/// `support`'s bounded wait, with this file's bound.
 async fn bounded<F: std::future::IntoFuture>(what: &str, fut: F) -> F::Output {
-    match tokio::time::timeout(WAIT, fut.into_future()).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out waiting for {what}"),
-    }
+    wait::bounded_for(WAIT, what, fut).await
 }
 
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+/// `support`'s polling wait, with this file's bound.
+async fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    wait::wait_until_for(WAIT, what, cond).await;
 }
 
 /// Connects, and returns the task with the server's handshake headers

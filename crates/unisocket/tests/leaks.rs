@@ -4,23 +4,14 @@
 
 mod support;
 
+use support::wait_until;
+
 use std::sync::Arc;
-use std::time::Duration;
 
 use unisocket::{connect_socket, CloseOptions, ConnectOptions};
 
 /// Uses a captured value, so that the closure owns it.
 fn touch<T>(_: &T) {}
-
-async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    for _ in 0..200 {
-        if done() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{what} did not happen within 2 s");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listeners_capturing_their_task_are_dropped_after_close() {
@@ -42,7 +33,7 @@ async fn listeners_capturing_their_task_are_dropped_after_close() {
     task.clone().await.expect("opens");
     task.send("hi").await.unwrap();
     task.close(CloseOptions::default()).await.unwrap();
-    wait_for("dropping the listeners", || {
+    wait_until("dropping the listeners", || {
         Arc::strong_count(&sentinel) == 1
     })
     .await;
@@ -53,7 +44,7 @@ async fn listeners_capturing_their_task_are_dropped_after_close() {
     task.on_open(move |_| touch(&s));
     let s = sentinel.clone();
     task.on_message(move |_| touch(&s));
-    wait_for("dropping the late listeners", || {
+    wait_until("dropping the late listeners", || {
         Arc::strong_count(&sentinel) == 1
     })
     .await;
@@ -74,7 +65,7 @@ async fn a_failed_connect_with_a_fail_callback_keeps_nothing() {
     task.on_error(move |_| touch(&(&t, &s)));
     let ev = task.closed().await;
     assert_eq!(ev.code, 1006);
-    wait_for("dropping the callbacks", || {
+    wait_until("dropping the callbacks", || {
         Arc::strong_count(&sentinel) == 1
     })
     .await;

@@ -10,13 +10,11 @@
 //!   is a `String`.
 //!
 //! The tests take turns (`SERIAL`), each with a runtime of its own, and the
-//! file does not use the shared test support (whose codec tests would run
-//! beside them): nothing else runs in the process while one measures. The
-//! servers are raw ones whose connections allocate nothing once open.
+//! file takes only the allocator and the bounded waits of the shared test
+//! support, not the rest (whose codec tests would run beside them): nothing
+//! else runs in the process while one measures. The servers are raw ones
+//! whose connections allocate nothing once open.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::future::IntoFuture;
-use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -27,56 +25,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use unisocket::{connect_socket, ConnectOptions, Data, SocketTask};
 
-/// The system allocator, counting the bytes in use and the allocations.
-struct Counting;
-
-static HEAP: AtomicIsize = AtomicIsize::new(0);
-/// Allocations, and reallocations (a buffer that grows).
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call is forwarded to `System` unchanged; the counter is
-// only updated after it succeeded.
-#[allow(
-    unsafe_code,
-    reason = "a global allocator is an unsafe trait: the tests measure memory by counting allocations"
-)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: same contract as the caller's.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            HEAP.fetch_add(layout.size() as isize, Relaxed);
-            ALLOCATIONS.fetch_add(1, Relaxed);
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: same contract as the caller's.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            HEAP.fetch_add(layout.size() as isize, Relaxed);
-            ALLOCATIONS.fetch_add(1, Relaxed);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) };
-        HEAP.fetch_sub(layout.size() as isize, Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: same contract as the caller's.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            HEAP.fetch_add(new_size as isize - layout.size() as isize, Relaxed);
-            ALLOCATIONS.fetch_add(1, Relaxed);
-        }
-        p
-    }
-}
+#[path = "support/alloc.rs"]
+mod alloc;
+use alloc::Counting;
+#[path = "support/wait.rs"]
+mod wait;
+use wait::bounded;
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
@@ -184,14 +138,6 @@ async fn server(burst: Vec<u8>, go: Arc<Semaphore>) -> String {
     url
 }
 
-/// Awaits `fut` for at most 10 s, panicking with `what` on timeout.
-async fn bounded<F: IntoFuture>(what: &str, fut: F) -> F::Output {
-    match tokio::time::timeout(Duration::from_secs(10), fut.into_future()).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out waiting for {what}"),
-    }
-}
-
 async fn open(url: &str, n: usize) -> Vec<SocketTask> {
     let mut tasks = Vec::new();
     for _ in 0..n {
@@ -217,7 +163,7 @@ async fn receive(tasks: &[SocketTask], n: usize, size: usize) {
 /// The heap once the tasks' drivers had time to settle.
 async fn heap_after(pause: Duration) -> isize {
     tokio::time::sleep(pause).await;
-    HEAP.load(Relaxed)
+    alloc::in_use()
 }
 
 #[test]
@@ -244,7 +190,7 @@ async fn idle_connections_give_back() {
     // `IDLE_RELEASE` (1 s) after their last read or write.
     let mut report = Vec::new();
     for traffic in ["large messages", "small messages", "large sends"] {
-        let before = HEAP.load(Relaxed);
+        let before = alloc::in_use();
         match traffic {
             "large messages" => {
                 go_large.add_permits(TASKS);
@@ -294,11 +240,11 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let before = ALLOCATIONS.load(Relaxed);
+    let before = alloc::allocations();
     for _ in 0..n {
         step().await;
     }
-    (ALLOCATIONS.load(Relaxed) - before) as f64 / n as f64
+    (alloc::allocations() - before) as f64 / n as f64
 }
 
 #[test]
@@ -388,9 +334,9 @@ async fn waiting_for_the_peer() {
         }
         last = now;
     }
-    let before = ALLOCATIONS.load(Relaxed);
+    let before = alloc::allocations();
     tokio::time::sleep(Duration::from_millis(3500)).await;
-    let allocations = ALLOCATIONS.load(Relaxed) - before;
+    let allocations = alloc::allocations() - before;
     assert_eq!(task.buffered_amount(), last, "the writes went on");
     assert!(
         allocations == 0,

@@ -27,14 +27,10 @@ use unisocket::{connect_socket, ConnectOptions, Data, ErrorKind, SocketError, So
 /// Serializes the tests of this file (see the file's doc).
 static ENV_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The overall limit of one test.
-const TEST_TIMEOUT: Duration = Duration::from_secs(20);
-
+/// Runs a test body under the tests' bound, holding [`ENV_LOCK`].
 async fn within<F: Future<Output = ()>>(body: F) {
     let _env = ENV_LOCK.lock().await;
-    tokio::time::timeout(TEST_TIMEOUT, body)
-        .await
-        .expect("the test did not finish within 20 s");
+    support::within(body).await;
 }
 
 /// What a test proxy was asked for, in order.

@@ -3,14 +3,16 @@
 //! `queue_until_open` with `max_queued_bytes`, and send backpressure
 //! (`buffered_amount`, `max_buffered_bytes`).
 //!
-//! Every test runs on a runtime of its own, bounded by [`TEST_TIMEOUT`], and
-//! asserts the order and the number of events, never tight timings. The
-//! global functions act on process-global state (the oldest live task): the
-//! tests take [`GLOBAL`] shared, and the one test that uses the global
-//! functions takes it alone and first waits until no task is alive. Dropping
-//! a test's runtime ends every task it made.
+//! Every test runs on a runtime of its own, bounded by
+//! `support::TEST_TIMEOUT`, and asserts the order and the number of events,
+//! never tight timings. The global functions act on process-global state
+//! (the oldest live task): the tests take [`GLOBAL`] shared, and the one
+//! test that uses the global functions takes it alone and first waits until
+//! no task is alive. Dropping a test's runtime ends every task it made.
 
 mod support;
+
+use support::{bounded, wait_until, within, WAIT_TIMEOUT};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -34,11 +36,6 @@ use unisocket::{
 /// Taken shared by every test, alone by the test of the global functions.
 static GLOBAL: RwLock<()> = RwLock::new(());
 
-/// The bound of a whole test.
-const TEST_TIMEOUT: Duration = Duration::from_secs(40);
-/// The bound of one wait inside a test.
-const WAIT: Duration = Duration::from_secs(10);
-
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
@@ -56,9 +53,7 @@ fn run<F: Future<Output = ()>>(body: F) {
     let _shared = GLOBAL.read().unwrap_or_else(PoisonError::into_inner);
     let rt = runtime();
     rt.block_on(async {
-        tokio::time::timeout(TEST_TIMEOUT, body)
-            .await
-            .expect("the test did not finish in time");
+        within(body).await;
     });
 }
 
@@ -69,25 +64,8 @@ fn run_alone<F: Future<Output = ()>>(body: F) {
     let rt = runtime();
     rt.block_on(async {
         wait_until("no live task", || current_socket().is_none()).await;
-        tokio::time::timeout(TEST_TIMEOUT, body)
-            .await
-            .expect("the test did not finish in time");
+        within(body).await;
     });
-}
-
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(ms(5)).await;
-    }
-}
-
-async fn bounded<F: Future>(what: &str, fut: F) -> F::Output {
-    match tokio::time::timeout(WAIT, fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out waiting for {what}"),
-    }
 }
 
 /// Polls `fut` once: `Some(output)` if it is ready, `None` if pending.
@@ -106,7 +84,7 @@ async fn poll_once<F: Future + Unpin>(fut: &mut F) -> Option<F::Output> {
 }
 
 fn opts(url: &str) -> ConnectOptions {
-    ConnectOptions::new(url).timeout(WAIT).no_proxy()
+    ConnectOptions::new(url).timeout(WAIT_TIMEOUT).no_proxy()
 }
 
 /// A text message of exactly `len` bytes: `label:xxxx...`.
@@ -275,7 +253,7 @@ impl Server {
 }
 
 async fn wait_until_refused(addr: SocketAddr) {
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + WAIT_TIMEOUT;
     loop {
         match TcpStream::connect(addr).await {
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
@@ -1560,7 +1538,7 @@ fn waiting_sends_without_callbacks_never_stall_with_a_reading_peer() {
                 .map(|i| task.send(msg(&format!("m{i}"), size)))
                 .collect();
             for (i, c) in completions.into_iter().enumerate() {
-                let r = tokio::time::timeout(WAIT, c).await;
+                let r = tokio::time::timeout(WAIT_TIMEOUT, c).await;
                 let stuck = task.buffered_amount();
                 match r {
                     Ok(r) => drop(r.unwrap()),

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::future::{Future, IntoFuture};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
@@ -13,26 +12,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use support::TestServer;
+use support::{bounded, within, TestServer, WAIT_TIMEOUT};
 use unisocket::{
     connect_socket, CloseOptions, ConnectOptions, Data, ReadyState, SendOptions, SocketTask,
 };
-
-const TEST_TIMEOUT: Duration = Duration::from_secs(30);
-const WAIT_TIMEOUT: Duration = Duration::from_secs(10);
-
-async fn within<F: Future<Output = ()>>(body: F) {
-    tokio::time::timeout(TEST_TIMEOUT, body)
-        .await
-        .expect("the test did not finish within 30 s");
-}
-
-async fn bounded<F: IntoFuture>(what: &str, fut: F) -> F::Output {
-    match tokio::time::timeout(WAIT_TIMEOUT, fut.into_future()).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out waiting for {what}"),
-    }
-}
 
 fn opts(url: impl Into<String>) -> ConnectOptions {
     ConnectOptions::new(url).timeout(WAIT_TIMEOUT)

@@ -5,26 +5,15 @@
 
 mod support;
 
-use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use tokio::sync::mpsc;
 
 use support::codec::Request;
-use support::{bounded, wait_until, ServerOptions, TestServer};
+use support::{bounded, wait_until, within, ServerOptions, TestServer};
 use unisocket::{connect_socket, CloseOptions, ConnectOptions, ErrorKind};
-
-/// The overall limit of one test.
-const TEST_TIMEOUT: Duration = Duration::from_secs(20);
-
-async fn within<F: Future<Output = ()>>(body: F) {
-    tokio::time::timeout(TEST_TIMEOUT, body)
-        .await
-        .expect("the test did not finish within 20 s");
-}
 
 /// An echo server that reports each upgrade request it receives.
 async fn recording_server() -> (TestServer, mpsc::UnboundedReceiver<Request>) {

@@ -6,7 +6,8 @@
 
 mod support;
 
-use support::{bounded, wait_until};
+use support::events::{count, entries, log_events, wait_closed};
+use support::{answer_close, bounded, wait_until, within};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,54 +25,6 @@ use unisocket::{
     connect_socket, CloseOptions, ConnectOptions, Data, ErrorKind, ReadyState, SendOptions,
     SocketTask,
 };
-
-/// The overall limit of one test.
-const TEST_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Runs a test body under [`TEST_TIMEOUT`].
-async fn within<F: Future<Output = ()>>(body: F) {
-    tokio::time::timeout(TEST_TIMEOUT, body)
-        .await
-        .expect("the test did not finish within 20 s");
-}
-
-/// A shared, ordered log of the events of one task.
-type Log = Arc<Mutex<Vec<String>>>;
-
-fn entries(log: &Log) -> Vec<String> {
-    log.lock().unwrap().clone()
-}
-
-/// Registers `on_open`, `on_error` and `on_close` listeners that append
-/// `open:<protocol>`, `error:<err_msg>` and `close:<code>:<reason>:<was_clean>`
-/// to a log. (No `on_message` listener: messages stay available to `recv`.)
-fn log_events(task: &SocketTask) -> Log {
-    let log: Log = Arc::default();
-    let l = log.clone();
-    task.on_open(move |ev| l.lock().unwrap().push(format!("open:{}", ev.protocol)));
-    let l = log.clone();
-    task.on_error(move |ev| l.lock().unwrap().push(format!("error:{}", ev.err_msg)));
-    let l = log.clone();
-    task.on_close(move |ev| {
-        l.lock()
-            .unwrap()
-            .push(format!("close:{}:{}:{}", ev.code, ev.reason, ev.was_clean));
-    });
-    log
-}
-
-/// How many log entries start with `prefix`.
-fn count(log: &Log, prefix: &str) -> usize {
-    entries(log)
-        .iter()
-        .filter(|e| e.starts_with(prefix))
-        .count()
-}
-
-/// Waits until the log holds a close entry.
-async fn wait_closed(log: &Log) {
-    wait_until("the close event", || count(log, "close:") > 0).await;
-}
 
 /// Starts a server whose handler is `handler(conn, tx)`, where `tx` reports
 /// what the server saw back to the test.
@@ -95,22 +48,6 @@ async fn recv_skip_pongs(conn: &mut ServerConn) -> Option<Message> {
         match conn.recv().await {
             Some(Message::Pong(_)) => {}
             other => return other,
-        }
-    }
-}
-
-/// Reads until the client's close frame arrives, answers it with the same
-/// code and reason, closes TCP, and returns what the close frame carried
-/// (`None` if the connection ended without one).
-async fn answer_close(conn: &mut ServerConn) -> Option<(Option<u16>, String)> {
-    loop {
-        match conn.recv().await? {
-            Message::Close(code, reason) => {
-                conn.send_close(code, &reason).await;
-                conn.shutdown().await;
-                return Some((code, reason));
-            }
-            _ => continue,
         }
     }
 }
@@ -727,45 +664,6 @@ async fn endless_handshake_response_hits_the_limit() {
             .expect_err("an endless response must fail");
         assert_eq!(err.kind(), ErrorKind::Handshake, "{err:?}");
         assert!(err.err_msg().contains("limit"), "{}", err.err_msg());
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connect_timeout_when_the_server_never_answers() {
-    within(async {
-        let addr = support::raw_server(|mut stream| async move {
-            let _ = support::read_http_head(&mut stream).await;
-            // Hold the connection open and say nothing.
-            std::future::pending::<()>().await;
-        })
-        .await;
-        let started = tokio::time::Instant::now();
-        let fails = Arc::new(Mutex::new(Vec::new()));
-        let f = fails.clone();
-        let task = connect_socket(
-            ConnectOptions::new(format!("ws://{addr}/"))
-                .timeout(Duration::from_millis(300))
-                .fail(move |e| f.lock().unwrap().push(e.err_msg().to_owned())),
-        );
-        let log = log_events(&task);
-        let err = task.clone().await.expect_err("must time out");
-        let elapsed = started.elapsed();
-        assert_eq!(err.kind(), ErrorKind::Timeout);
-        assert_eq!(err.err_msg(), "connectSocket:fail timed out after 300 ms");
-        assert!(elapsed >= Duration::from_millis(290), "{elapsed:?}");
-        assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
-        wait_closed(&log).await;
-        let log = entries(&log);
-        assert_eq!(
-            log,
-            [
-                "error:connectSocket:fail timed out after 300 ms".to_owned(),
-                "close:1006:timed out after 300 ms:false".to_owned()
-            ]
-        );
-        // The timeout came after `success`: `fail` is not called.
-        assert!(fails.lock().unwrap().is_empty());
     })
     .await;
 }

@@ -7,28 +7,18 @@ mod support;
 #[path = "support/tls.rs"]
 mod tls_support;
 
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustls::crypto::{aws_lc_rs, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::{CipherSuite, NamedGroup};
-use support::TestServer;
+use support::{within, TestServer};
 use tls_support::{server_config, Negotiated, TestCa, TlsFront};
 use unisocket::{
     connect_socket, CloseOptions, ConnectOptions, Data, ErrorKind, OpenEvent, SocketError,
     SocketTask,
 };
-
-/// The overall limit of one test.
-const TEST_TIMEOUT: Duration = Duration::from_secs(20);
-
-async fn within<F: Future<Output = ()>>(body: F) {
-    tokio::time::timeout(TEST_TIMEOUT, body)
-        .await
-        .expect("the test did not finish within 20 s");
-}
 
 /// An echo server behind TLS with a certificate of `ca` for `names`.
 async fn echo_front(ca: &TestCa, names: &[&str]) -> (TlsFront, TestServer) {

@@ -1,9 +1,18 @@
 #![allow(dead_code)]
-//! A small WebSocket server on 127.0.0.1 for the client's integration tests,
-//! built on the sans-io codec in `src/proto/test_server.rs`.
+//! What the client's integration tests share: a small WebSocket server on
+//! 127.0.0.1 built on the sans-io codec in `src/proto/test_server.rs`, the
+//! tests' bounded waits ([`within`], [`bounded`], [`wait_until`]), an event
+//! log ([`events`]), a counting allocator ([`alloc`]) and simulated time
+//! ([`sim`]).
 
+pub mod alloc;
 #[path = "../../src/proto/test_server.rs"]
 pub mod codec;
+pub mod events;
+pub mod sim;
+mod wait;
+
+pub use wait::*;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -393,25 +402,18 @@ pub async fn read_http_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
     }
 }
 
-/// How long one wait inside an integration test may take.
-pub const WAIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Polls `cond` until it holds; panics with `what` after [`WAIT_TIMEOUT`].
-pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT_TIMEOUT;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-    }
-}
-
-/// Awaits `fut` for at most [`WAIT_TIMEOUT`], panicking with `what` on timeout.
-pub async fn bounded<F: std::future::IntoFuture>(what: &str, fut: F) -> F::Output {
-    match tokio::time::timeout(WAIT_TIMEOUT, fut.into_future()).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out waiting for {what}"),
+/// Reads until the client's close frame arrives, answers it with the same
+/// code and reason, closes TCP, and returns what the close frame carried
+/// (`None` if the connection ended without one).
+pub async fn answer_close(conn: &mut ServerConn) -> Option<(Option<u16>, String)> {
+    loop {
+        match conn.recv().await? {
+            codec::Message::Close(code, reason) => {
+                conn.send_close(code, &reason).await;
+                conn.shutdown().await;
+                return Some((code, reason));
+            }
+            _ => continue,
+        }
     }
 }

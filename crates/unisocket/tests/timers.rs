@@ -1,13 +1,14 @@
 //! The client's timers on simulated time: the reconnect backoff, the
-//! connection timeout and the close linger, measured on tokio's paused
+//! connection timeout, the heartbeat, the close handshake's timeout and the
+//! close linger, measured on tokio's paused
 //! clock (`support::sim`) over real sockets on 127.0.0.1. The clock moves
 //! only when a test advances it, so each test checks that nothing happens
 //! 1 ms before a timer's time and that it has happened 1 ms after (tokio's
 //! timers have a resolution of 1 ms), whatever the machine's load.
 //!
-//! The heartbeat and the close handshake's own deadline are not here: the
-//! driver reads them on `std::time::Instant`, which a paused clock does not
-//! move (resilience.rs and faults.rs test them on the wall clock).
+//! The driver reads tokio's clock for the protocol's deadlines (the core
+//! takes `now` as an argument), so the heartbeat and the close handshake
+//! follow the paused clock too.
 
 mod support;
 
@@ -228,5 +229,116 @@ fn close_lingers_for_the_servers_tcp_close_up_to_the_close_timeout() {
         );
         arrives("close()", closing).await.expect("close() succeeds");
         assert_eq!(entries(&log), ["open:", "close:4000:bye:true"]);
+    });
+}
+
+/// A server that takes the connection, reports every frame it gets, and
+/// never answers anything (no pong, no close frame): silent, but there.
+async fn silent_server() -> (TestServer, mpsc::UnboundedReceiver<Message>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let server = TestServer::start(ServerOptions::default(), move |mut conn| {
+        let tx = tx.clone();
+        async move {
+            while let Some(msg) = conn.recv().await {
+                let _ = tx.send(msg);
+            }
+            std::future::pending::<()>().await;
+        }
+    })
+    .await;
+    (server, rx)
+}
+
+#[test]
+fn heartbeat_pings_at_its_interval_and_ends_a_silent_connection_at_its_timeout() {
+    const INTERVAL: Duration = Duration::from_secs(10);
+    const TIMEOUT: Duration = Duration::from_secs(5);
+    simulated(|| async {
+        let (server, mut frames) = silent_server().await;
+        let task = connect_socket(
+            ConnectOptions::new(server.url())
+                .heartbeat(INTERVAL, TIMEOUT)
+                .no_proxy(),
+        );
+        let log = log_events(&task);
+        arrives("the open", task.opened()).await.expect("open");
+
+        // The first ping goes out one interval after the open, not before.
+        advance(INTERVAL - ms(1)).await;
+        settle().await;
+        assert!(frames.try_recv().is_err(), "a ping before the interval");
+        advance(ms(2)).await;
+        let ping = arrives("the heartbeat's ping", frames.recv()).await;
+        assert!(matches!(ping, Some(Message::Ping(_))), "{ping:?}");
+
+        // The server says nothing: the connection is taken as dead one
+        // timeout after the ping, not before.
+        advance(TIMEOUT - ms(2)).await;
+        settle().await;
+        assert_eq!(task.ready_state(), ReadyState::Open);
+        assert_eq!(entries(&log), ["open:"]);
+        advance(ms(3)).await;
+        let close = arrives("the close", task.closed()).await;
+        assert_eq!(
+            (close.code, close.reason.as_str(), close.was_clean),
+            (1006, "no pong within 5000 ms", false),
+            "{close:?}"
+        );
+        assert_eq!(
+            entries(&log),
+            [
+                "open:",
+                "error:connectSocket:fail no pong within 5000 ms",
+                "close:1006:no pong within 5000 ms:false"
+            ]
+        );
+    });
+}
+
+#[test]
+fn an_unanswered_close_ends_at_the_close_timeout_and_not_before() {
+    const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+    simulated(|| async {
+        let (server, mut frames) = silent_server().await;
+        let task = connect_socket(
+            ConnectOptions::new(server.url())
+                .close_timeout(CLOSE_TIMEOUT)
+                .no_proxy(),
+        );
+        let log = log_events(&task);
+        arrives("the open", task.opened()).await.expect("open");
+        let closing = task.close(CloseOptions::default().code(4000).reason("bye"));
+        let frame = arrives("the close frame", frames.recv()).await;
+        assert!(
+            matches!(&frame, Some(Message::Close(Some(4000), reason)) if reason == "bye"),
+            "{frame:?}"
+        );
+
+        advance(CLOSE_TIMEOUT - ms(1)).await;
+        settle().await;
+        assert_eq!(task.ready_state(), ReadyState::Closing);
+        assert_eq!(count(&log, "close:"), 0, "{:?}", entries(&log));
+
+        advance(ms(2)).await;
+        let close = arrives("the close", task.closed()).await;
+        assert_eq!(
+            (close.code, close.reason.as_str(), close.was_clean),
+            (
+                1006,
+                "the server did not answer the close within 3000 ms",
+                false
+            ),
+            "{close:?}"
+        );
+        let closed = arrives("close()", closing).await.expect("close() succeeds");
+        assert_eq!(closed.err_msg, "closeSocket:ok");
+        // An unanswered close is no error: the application asked to close.
+        assert_eq!(
+            entries(&log),
+            [
+                "open:",
+                "close:1006:the server did not answer the close within 3000 ms:false"
+            ]
+        );
     });
 }

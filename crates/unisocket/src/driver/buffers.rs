@@ -154,7 +154,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
     /// giving them back (see [`IDLE_RELEASE`]).
     pub(super) fn start_release_clock(&mut self) {
         if self.mem.release_at.is_none() && self.holds_grown_buffers() {
-            self.mem.release_at = Some((Instant::now() + IDLE_RELEASE, self.mem.activity));
+            self.mem.release_at = Some((super::now() + IDLE_RELEASE, self.mem.activity));
         }
     }
 

@@ -172,6 +172,14 @@ pub(crate) async fn run(shared: Arc<Shared>, mut params: Box<Params>) {
     }
 }
 
+/// The driver's clock, for the protocol's deadlines: tokio's, which is the
+/// system's monotonic clock, and a paused one in tests that move time
+/// themselves (`tests/timers.rs`): the deadlines the core is given and the
+/// sleeps that wait for them then agree.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 /// How a `close` (with `code` and `reason`) while CONNECTING ends the task,
 /// and the error that queued sends fail with. Before the task ever opened,
 /// as a browser ends it: an error event (`unopened`), then a close with
@@ -550,7 +558,7 @@ impl Driver<transport::Stream> {
         });
         conn.read_buf().extend_from_slice(&opened.leftover);
         // Starts the heartbeat clock.
-        conn.handle_timeout(Instant::now());
+        conn.handle_timeout(now());
         let mut profile = opened.profile;
         profile.total = params.started.elapsed();
         shared.opened(OpenEvent {
@@ -605,7 +613,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
                     self.conn.fail(&e);
                     self.shared.set_closing();
                 } else if self.conn.state() == State::Open
-                    && self.conn.close(code, &reason, Instant::now()).is_ok()
+                    && self.conn.close(code, &reason, now()).is_ok()
                 {
                     self.shared.set_closing();
                 }
@@ -746,8 +754,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
         let flushed = self.out.is_empty() && self.conn.write_buf().is_empty();
         let deadline = *self
             .flush_deadline
-            .get_or_insert_with(|| Instant::now() + self.conn.config().close_timeout);
-        if self.conn.timed_out() || (!flushed && Instant::now() >= deadline) {
+            .get_or_insert_with(|| now() + self.conn.config().close_timeout);
+        if self.conn.timed_out() || (!flushed && now() >= deadline) {
             return Some(End::Abandoned);
         }
         flushed.then_some(End::Closed)
@@ -799,7 +807,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
         if sleep.as_mut().poll(cx).is_pending() {
             return false;
         }
-        let now = Instant::now();
+        let now = now();
         self.conn.handle_timeout(now);
         if let Some((at, seen)) = self.mem.release_at {
             if now >= at {

@@ -97,6 +97,41 @@ pub(crate) fn set_waker(slot: &mut Option<Waker>, cx: &Context<'_>) -> Option<Wa
     slot.replace(cx.waker().clone())
 }
 
+/// The engine waits for a command ([`Shared::poll_command`]).
+const WAITS_COMMANDS: u8 = 1;
+/// The engine waits for room among the held messages, or for them to be
+/// taken ([`Shared::held_full`], [`Shared::held_empty`]).
+const WAITS_ROOM: u8 = 2;
+/// The engine, its write buffer full, takes no commands but a `close`
+/// ([`Shared::close_queued`]).
+const WAITS_CLOSE: u8 = 4;
+
+/// The engine's one waker, and what it waits for: a handle wakes it only
+/// for something it waits for (a consumer taking a message does not wake
+/// an engine that only waits for commands), and every wake-up forgets all
+/// the reasons: the engine's next turn asks again for what it still needs.
+#[derive(Default)]
+struct EngineWaker {
+    waker: Option<Waker>,
+    waits: u8,
+}
+
+impl EngineWaker {
+    fn wait(&mut self, why: u8, cx: &Context<'_>) {
+        set_waker(&mut self.waker, cx);
+        self.waits |= why;
+    }
+
+    /// The waker, if the engine waits for any of `why`.
+    fn wake_for(&mut self, why: u8) -> Option<Waker> {
+        if self.waits & why == 0 {
+            return None;
+        }
+        self.waits = 0;
+        self.waker.take()
+    }
+}
+
 /// Fails a command with `err` (reported for the command's own API).
 pub(crate) fn fail_command(cmd: Command, err: SocketError) {
     match cmd {
@@ -507,8 +542,8 @@ struct Inner {
     /// than a channel: `send` takes the lock anyway, and an idle task keeps
     /// no channel blocks (a tokio channel holds 4 KiB blocks per task).
     commands: VecDeque<Command>,
-    /// The driver's waker while it waits for commands.
-    commands_waker: Option<Waker>,
+    /// The driver's one waker, and what it waits for.
+    engine: EngineWaker,
     held: VecDeque<Data>,
     recv_wakers: Vec<Waker>,
     message_listeners: usize,
@@ -535,11 +570,7 @@ struct Inner {
     open_delivered: bool,
     /// The listeners of the close have run.
     close_delivered: bool,
-    driver_waker: Option<Waker>,
     listeners: Listeners,
-    /// The driver's waker while it takes no commands (its write buffer is
-    /// full) but must still see a `close`.
-    close_waker: Option<Waker>,
 }
 
 /// The state shared by the handles of a task and its driver.
@@ -592,7 +623,6 @@ impl Shared {
                 open_wakers: Vec::new(),
                 open_delivered: false,
                 close_delivered: false,
-                driver_waker: None,
                 listeners: Listeners::default(),
                 message_listeners: 0,
                 ping_pong_listeners: 0,
@@ -602,8 +632,7 @@ impl Shared {
                 waiting: VecDeque::new(),
                 waiting_bytes: 0,
                 commands: VecDeque::new(),
-                commands_waker: None,
-                close_waker: None,
+                engine: EngineWaker::default(),
                 driver_gone: false,
             }),
             forgotten: Mutex::new(Vec::new()),
@@ -684,7 +713,7 @@ impl Shared {
             if held > 0 {
                 self.held_bytes.fetch_sub(held, Ordering::Relaxed);
                 // A driver that paused for this listener reads again.
-                if let Some(w) = inner.driver_waker.take() {
+                if let Some(w) = inner.engine.wake_for(WAITS_ROOM) {
                     w.wake();
                 }
             }
@@ -892,17 +921,17 @@ impl Shared {
         if inner.driver_gone {
             return Err(cmd);
         }
-        let close_waker = if matches!(cmd, Command::Close { .. }) {
+        let why = if matches!(cmd, Command::Close { .. }) {
             self.begin_close();
             self.close_queued.store(true, Ordering::Release);
-            inner.close_waker.take()
+            WAITS_COMMANDS | WAITS_CLOSE
         } else {
-            None
+            WAITS_COMMANDS
         };
         inner.commands.push_back(cmd);
-        let waker = inner.commands_waker.take();
+        let waker = inner.engine.wake_for(why);
         drop(inner);
-        for w in [waker, close_waker].into_iter().flatten() {
+        if let Some(w) = waker {
             w.wake();
         }
         Ok(())
@@ -933,7 +962,7 @@ impl Shared {
         if self.close_queued.load(Ordering::Acquire) {
             return true;
         }
-        set_waker(&mut inner.close_waker, cx);
+        inner.engine.wait(WAITS_CLOSE, cx);
         false
     }
 
@@ -950,7 +979,7 @@ impl Shared {
                 Poll::Ready(cmd)
             }
             None => {
-                set_waker(&mut inner.commands_waker, cx);
+                inner.engine.wait(WAITS_COMMANDS, cx);
                 Poll::Pending
             }
         }
@@ -961,7 +990,7 @@ impl Shared {
     pub(crate) fn close_commands(&self) -> VecDeque<Command> {
         let mut inner = self.lock();
         inner.driver_gone = true;
-        inner.commands_waker = None;
+        inner.engine = EngineWaker::default();
         mem::take(&mut inner.commands)
     }
 
@@ -993,7 +1022,7 @@ impl Shared {
                     self.has_waiting.store(false, Ordering::Release);
                 }
                 inner.commands.push_back(cmd);
-                waker = waker.or(inner.commands_waker.take());
+                waker = waker.or(inner.engine.wake_for(WAITS_COMMANDS));
             }
         }
         if let Some(w) = waker {
@@ -1098,7 +1127,7 @@ impl Shared {
         // Again under the lock, which consumers take to lower it and wake
         // the driver: a wake-up cannot fall between the check and the waker.
         if self.held_bytes.load(Ordering::Relaxed) >= limit {
-            set_waker(&mut inner.driver_waker, cx);
+            inner.engine.wait(WAITS_ROOM, cx);
             true
         } else {
             false
@@ -1112,7 +1141,7 @@ impl Shared {
         if inner.held.is_empty() {
             true
         } else {
-            set_waker(&mut inner.driver_waker, cx);
+            inner.engine.wait(WAITS_ROOM, cx);
             false
         }
     }
@@ -1123,7 +1152,7 @@ impl Shared {
         if inner.held.is_empty() && inner.held.capacity() > SMALL_QUEUE {
             inner.held = VecDeque::new();
         }
-        if let Some(w) = inner.driver_waker.take() {
+        if let Some(w) = inner.engine.wake_for(WAITS_ROOM) {
             w.wake();
         }
         Some(data)

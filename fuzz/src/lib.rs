@@ -20,13 +20,13 @@
 use std::time::{Duration, Instant};
 
 #[cfg(feature = "deflate")]
-use unisocket::proto::deflate::Deflate;
-use unisocket::proto::deflate::{DeflateConfig, DeflateParams};
-use unisocket::proto::frame::{apply_mask, FrameHeader, OpCode, MAX_HEADER_LEN};
-use unisocket::proto::handshake::{accept_key, parse_response};
-use unisocket::proto::utf8::Utf8Validator;
-use unisocket::proto::{Config, Connection, Event, HandshakeError, Limits, ProtocolError, State};
-use unisocket::Data;
+use unisocket_proto::deflate::Deflate;
+use unisocket_proto::deflate::{DeflateConfig, DeflateParams};
+use unisocket_proto::frame::{apply_mask, FrameHeader, OpCode, MAX_HEADER_LEN};
+use unisocket_proto::handshake::{accept_key, parse_response};
+use unisocket_proto::utf8::Utf8Validator;
+use unisocket_proto::Data;
+use unisocket_proto::{Config, Connection, Event, HandshakeError, Limits, ProtocolError, State};
 
 /// The `Sec-WebSocket-Key` of every handshake input (the RFC 6455 example).
 pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
@@ -390,7 +390,7 @@ impl Run {
             }
             Event::Close { code, reason } => {
                 assert!(
-                    *code == 1005 || unisocket::proto::connection::is_valid_received_code(*code),
+                    *code == 1005 || unisocket_proto::connection::is_valid_received_code(*code),
                     "close code {code} accepted"
                 );
                 assert!(reason.len() <= 123);
@@ -562,7 +562,7 @@ pub fn valid_stream(input: &mut Input<'_>) -> (Vec<u8>, Vec<Event>) {
                         let n = input_byte_mod(input, 126);
                         let p = input.take(usize::from(n));
                         push_frame(&mut out, true, false, 0x9, p);
-                        events.push(Event::Ping(unisocket::Bytes::copy_from_slice(p)));
+                        events.push(Event::Ping(bytes::Bytes::copy_from_slice(p)));
                     }
                 }
                 let data = if text {
@@ -576,9 +576,9 @@ pub fn valid_stream(input: &mut Input<'_>) -> (Vec<u8>, Vec<Event>) {
                 let n = input_byte_mod(input, 126);
                 let p = input.take(usize::from(n));
                 let (opcode, ev) = if op % 8 == 3 {
-                    (0x9, Event::Ping(unisocket::Bytes::copy_from_slice(p)))
+                    (0x9, Event::Ping(bytes::Bytes::copy_from_slice(p)))
                 } else {
-                    (0xA, Event::Pong(unisocket::Bytes::copy_from_slice(p)))
+                    (0xA, Event::Pong(bytes::Bytes::copy_from_slice(p)))
                 };
                 push_frame(&mut out, true, false, opcode, p);
                 events.push(ev);
@@ -668,7 +668,7 @@ pub fn handshake_response(data: &[u8]) {
     }
 }
 
-type ParseResult = Result<Option<(unisocket::proto::handshake::Response, usize)>, HandshakeError>;
+type ParseResult = Result<Option<(unisocket_proto::handshake::Response, usize)>, HandshakeError>;
 
 /// Parses `buf` and checks what is promised of the result.
 pub fn check_response(buf: &[u8], offered: &[String], max_len: usize) -> ParseResult {

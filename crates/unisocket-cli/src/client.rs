@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use tokio::sync::{mpsc, oneshot, Notify};
-use unisocket::proto::connection::is_valid_endpoint_code;
 use unisocket::redact;
 use unisocket::{
     connect_socket, CloseEvent, CloseOptions, Completion, ConnectOptions, Data, ErrorKind,
     OpenEvent, PingPongEvent, ProxySource, ReconnectEvent, ReconnectPolicy, SendSuccess,
     SocketError,
 };
+use unisocket_proto::connection::is_valid_endpoint_code;
 
 use crate::diagnose;
 use crate::exit;

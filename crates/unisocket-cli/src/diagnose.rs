@@ -6,8 +6,8 @@
 use std::error::Error as _;
 
 use rustls::{AlertDescription, CertificateError};
-use unisocket::proto::HandshakeError;
 use unisocket::{ErrorKind, SocketError};
+use unisocket_proto::HandshakeError;
 
 /// What the user gave that a hint depends on.
 pub struct Given {

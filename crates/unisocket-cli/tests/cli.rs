@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use unisocket::proto::handshake::accept_key;
+use unisocket_proto::handshake::accept_key;
 
 /// The longest any child may run.
 const LIMIT: Duration = Duration::from_secs(20);

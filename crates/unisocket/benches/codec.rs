@@ -9,9 +9,9 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use unisocket::proto::frame::{apply_mask, FrameHeader, OpCode, MAX_HEADER_LEN};
-use unisocket::proto::utf8::Utf8Validator;
-use unisocket::proto::{Config, Connection, Event};
+use unisocket_proto::frame::{apply_mask, FrameHeader, OpCode, MAX_HEADER_LEN};
+use unisocket_proto::utf8::Utf8Validator;
+use unisocket_proto::{Config, Connection, Event};
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
@@ -183,7 +183,7 @@ fn decode(c: &mut Criterion) {
 
 #[cfg(feature = "deflate")]
 fn deflate(c: &mut Criterion) {
-    use unisocket::proto::deflate::{Deflate, DeflateParams};
+    use unisocket_proto::deflate::{Deflate, DeflateParams};
 
     // No context takeover either way: every message stands alone, so the
     // same compressed message can be inflated again and again.

@@ -34,9 +34,9 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use unisocket::proto::frame::{apply_mask, FrameHeader, OpCode, MAX_HEADER_LEN};
-use unisocket::proto::handshake::accept_key;
 use unisocket::{connect_socket, CloseOptions, ConnectOptions, Data, SocketTask};
+use unisocket_proto::frame::{apply_mask, FrameHeader, OpCode, MAX_HEADER_LEN};
+use unisocket_proto::handshake::accept_key;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

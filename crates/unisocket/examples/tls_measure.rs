@@ -55,9 +55,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
-use unisocket::proto::frame::{apply_mask, FrameHeader, OpCode, MAX_HEADER_LEN};
-use unisocket::proto::handshake::accept_key;
 use unisocket::{connect_socket, CloseOptions, ConnectOptions, Data};
+use unisocket_proto::frame::{apply_mask, FrameHeader, OpCode, MAX_HEADER_LEN};
+use unisocket_proto::handshake::accept_key;
 
 /// The providers compared; *ring*'s with the `ring` feature.
 fn providers() -> Vec<&'static str> {

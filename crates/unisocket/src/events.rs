@@ -73,7 +73,7 @@ impl Headers {
     /// #     let n = conn.read(&mut buf).unwrap();
     /// #     let request = String::from_utf8_lossy(&buf[..n]).into_owned();
     /// #     let key = request.lines().find_map(|l| l.strip_prefix("Sec-WebSocket-Key: ")).unwrap();
-    /// #     let accept = unisocket::proto::handshake::accept_key(key);
+    /// #     let accept = unisocket_proto::handshake::accept_key(key);
     /// #     let head = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\nServer: demo/1.0\r\n\r\n");
     /// #     conn.write_all(head.as_bytes()).unwrap();
     /// #     std::thread::sleep(std::time::Duration::from_secs(5));
@@ -110,7 +110,7 @@ impl Headers {
     /// #     let n = conn.read(&mut buf).unwrap();
     /// #     let request = String::from_utf8_lossy(&buf[..n]).into_owned();
     /// #     let key = request.lines().find_map(|l| l.strip_prefix("Sec-WebSocket-Key: ")).unwrap();
-    /// #     let accept = unisocket::proto::handshake::accept_key(key);
+    /// #     let accept = unisocket_proto::handshake::accept_key(key);
     /// #     let head = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n");
     /// #     conn.write_all(head.as_bytes()).unwrap();
     /// #     std::thread::sleep(std::time::Duration::from_secs(5));

@@ -104,7 +104,6 @@
 pub struct ReadmeDoctests;
 
 mod connect;
-mod data;
 mod driver;
 mod error;
 mod events;
@@ -112,7 +111,6 @@ mod global;
 mod ledger;
 mod manifest;
 mod options;
-pub mod proto;
 mod reconnect;
 pub mod redact;
 mod runtime;
@@ -120,7 +118,10 @@ mod task;
 mod transport;
 
 pub use connect::{connect_socket, network_timeout, set_network_timeout};
-pub use data::{Data, Text};
+pub use unisocket_proto::deflate::DeflateConfig;
+pub use unisocket_proto::{Data, HandshakeError, ProtocolError, Text};
+
+// The protocol core, under the names this crate's modules use.
 pub use error::{Api, ErrorKind, SocketError};
 pub use events::{
     CloseEvent, ErrorEvent, Headers, MessageEvent, OpenEvent, PingPongEvent, Profile,
@@ -136,6 +137,8 @@ pub use options::{
 };
 pub use reconnect::{ReconnectEvent, ReconnectPolicy};
 pub use task::{Completion, ReadyState, SocketTask};
+use unisocket_proto as proto;
+use unisocket_proto::data;
 
 /// Re-exported so that binary payloads can be built without a direct dependency.
 pub use bytes::Bytes;

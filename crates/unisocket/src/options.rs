@@ -1079,7 +1079,7 @@ impl ConnectOptions {
     /// `server_max_window_bits`, `client_max_window_bits`).
     ///
     /// ```
-    /// use unisocket::proto::deflate::DeflateConfig;
+    /// use unisocket::DeflateConfig;
     /// use unisocket::ConnectOptions;
     ///
     /// let options = ConnectOptions::new("ws://127.0.0.1:9001").deflate(DeflateConfig {

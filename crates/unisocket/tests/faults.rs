@@ -753,7 +753,7 @@ async fn protocol_error_behind_a_held_message_surfaces_once_it_is_taken() {
 /// instead of 1002, and the close event says the server did not answer the
 /// close (1006) although the server broke the protocol. (Until then the task
 /// also stays OPEN without reading, so it notices neither the error nor the
-/// server's TCP close; see driver.rs, `pending_failure`.)
+/// server's TCP close; see driver/mod.rs, `pending_failure`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 
 async fn protocol_error_behind_a_held_message_is_reported_on_close() {

@@ -25,8 +25,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 
 use targets::{Chunker, Input};
-use unisocket::proto::frame::MAX_HEADER_LEN;
-use unisocket::proto::{Config, Connection, Limits, ProtocolError, State};
+use unisocket_proto::frame::MAX_HEADER_LEN;
+use unisocket_proto::{Config, Connection, Limits, ProtocolError, State};
 
 /// SplitMix64: small, seedable, good enough to pick inputs.
 struct Rng(u64);
@@ -353,7 +353,7 @@ fn handshake_random_built_and_mutated_responses() {
 #[test]
 fn handshake_valid_responses_are_accepted_at_every_size_limit() {
     let key = targets::KEY;
-    let accept = unisocket::proto::handshake::accept_key(key);
+    let accept = unisocket_proto::handshake::accept_key(key);
     let head = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Accept: {accept}\r\n\r\n"
@@ -405,13 +405,13 @@ fn deflate_streams() {
 #[cfg(feature = "deflate")]
 #[test]
 fn deflate_mutated_compressed_frames() {
-    use unisocket::proto::deflate::Deflate;
+    use unisocket_proto::deflate::Deflate;
 
     let test = "deflate_mutated_compressed_frames";
     let mut rng = Rng::new(seed(test));
     for i in 0..iterations() {
         let params = targets::deflate_params(rng.byte());
-        let mut server = Deflate::new(unisocket::proto::deflate::DeflateParams {
+        let mut server = Deflate::new(unisocket_proto::deflate::DeflateParams {
             client_no_context_takeover: params.server_no_context_takeover,
             client_max_window_bits: params.server_max_window_bits,
             ..params
@@ -447,7 +447,7 @@ fn deflate_mutated_compressed_frames() {
 #[cfg(feature = "deflate")]
 #[test]
 fn deflate_bomb_hits_the_message_limit() {
-    use unisocket::proto::deflate::{Deflate, DeflateConfig};
+    use unisocket_proto::deflate::{Deflate, DeflateConfig};
 
     let params = DeflateConfig::default()
         .negotiate(Some("permessage-deflate"))

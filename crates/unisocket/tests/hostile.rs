@@ -32,11 +32,11 @@ use tokio::net::TcpStream;
 use support::alloc::{self, Counting};
 use support::codec::{self, ServerCodec};
 use support::{bounded, raw_server, raw_server_with, read_http_head, wait_until};
-use unisocket::proto::deflate::{Deflate, DeflateConfig, INFLATE_CHUNK};
 use unisocket::{
     connect_socket, Bytes, CloseEvent, CloseOptions, Completion, ConnectOptions, Data, ErrorKind,
     ReadyState, SendOptions, SendSuccess, SocketError, SocketTask,
 };
+use unisocket_proto::deflate::{Deflate, DeflateConfig, INFLATE_CHUNK};
 
 // ---------------------------------------------------------------------------
 // Measuring memory

@@ -1,12 +1,12 @@
 #![allow(dead_code)]
 //! What the client's integration tests share: a small WebSocket server on
-//! 127.0.0.1 built on the sans-io codec in `src/proto/test_server.rs`, the
+//! 127.0.0.1 built on the sans-io codec in `crates/unisocket-proto/src/test_server.rs`, the
 //! tests' bounded waits ([`within`], [`bounded`], [`wait_until`]), an event
 //! log ([`events`]), a counting allocator ([`alloc`]) and simulated time
 //! ([`sim`]).
 
 pub mod alloc;
-#[path = "../../src/proto/test_server.rs"]
+#[path = "../../../unisocket-proto/src/test_server.rs"]
 pub mod codec;
 pub mod events;
 pub mod sim;

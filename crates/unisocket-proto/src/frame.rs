@@ -8,8 +8,8 @@ use super::error::ProtocolError;
 /// # Examples
 ///
 /// ```
-/// use unisocket::proto::frame::OpCode;
-/// use unisocket::proto::ProtocolError;
+/// use unisocket_proto::frame::OpCode;
+/// use unisocket_proto::ProtocolError;
 ///
 /// assert_eq!(OpCode::try_from(0x1), Ok(OpCode::Text));
 /// assert_eq!(OpCode::try_from(0x3), Err(ProtocolError::ReservedOpCode(3)));
@@ -36,7 +36,7 @@ impl OpCode {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::proto::frame::OpCode;
+    /// use unisocket_proto::frame::OpCode;
     ///
     /// assert!(OpCode::Ping.is_control());
     /// assert!(!OpCode::Binary.is_control());
@@ -50,7 +50,7 @@ impl OpCode {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::proto::frame::OpCode;
+    /// use unisocket_proto::frame::OpCode;
     ///
     /// assert_eq!(OpCode::Pong.as_u8(), 0xA);
     /// assert_eq!(OpCode::try_from(OpCode::Close.as_u8()), Ok(OpCode::Close));
@@ -88,7 +88,7 @@ impl TryFrom<u8> for OpCode {
 /// # Examples
 ///
 /// ```
-/// use unisocket::proto::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
+/// use unisocket_proto::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 ///
 /// // A masked frame with a 64-bit length fills the whole buffer.
 /// let header = FrameHeader {
@@ -108,14 +108,14 @@ pub const MAX_HEADER_LEN: usize = 14;
 /// # Examples
 ///
 /// ```
-/// use unisocket::proto::frame::{FrameHeader, OpCode};
+/// use unisocket_proto::frame::{FrameHeader, OpCode};
 ///
 /// // An unmasked text frame "hi" from the server.
 /// let (header, len) = FrameHeader::decode(&[0x81, 0x02, b'h', b'i'], false)?.unwrap();
 /// assert!(header.fin && !header.rsv1);
 /// assert_eq!((header.opcode, header.mask, header.payload_len), (OpCode::Text, None, 2));
 /// assert_eq!(len, 2); // the payload starts after the 2-byte header
-/// # Ok::<(), unisocket::proto::ProtocolError>(())
+/// # Ok::<(), unisocket_proto::ProtocolError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHeader {
@@ -142,8 +142,8 @@ impl FrameHeader {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::proto::frame::FrameHeader;
-    /// use unisocket::proto::ProtocolError;
+    /// use unisocket_proto::frame::FrameHeader;
+    /// use unisocket_proto::ProtocolError;
     ///
     /// // A binary frame with a 16-bit length of 256: the header is 4 bytes.
     /// let bytes = [0x82, 126, 0x01, 0x00];
@@ -228,7 +228,7 @@ impl FrameHeader {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::proto::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
+    /// use unisocket_proto::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
     ///
     /// let header = FrameHeader {
     ///     fin: true,
@@ -278,7 +278,7 @@ impl FrameHeader {
 /// # Examples
 ///
 /// ```
-/// use unisocket::proto::frame::apply_mask;
+/// use unisocket_proto::frame::apply_mask;
 ///
 /// // The masked "Hello" of RFC 6455 section 5.7.
 /// let key = [0x37, 0xfa, 0x21, 0x3d];
@@ -312,7 +312,7 @@ pub fn apply_mask(data: &mut [u8], key: [u8; 4], offset: usize) {
 ///
 /// ```
 /// use bytes::BytesMut;
-/// use unisocket::proto::frame::{apply_mask, extend_masked};
+/// use unisocket_proto::frame::{apply_mask, extend_masked};
 ///
 /// let key = [0x37, 0xfa, 0x21, 0x3d];
 /// let mut out = BytesMut::from(&b"head:"[..]);

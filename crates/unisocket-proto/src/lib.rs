@@ -1,6 +1,12 @@
-//! The sans-io RFC 6455 client: no tokio, no sockets, no clocks. Bytes and
-//! `Instant`s go in; bytes, events and deadlines come out.
+//! The sans-io RFC 6455 client of `unisocket`: no tokio, no sockets, no
+//! clocks. Bytes and `Instant`s go in; bytes, events and deadlines come out.
 //!
+//! This crate is `unisocket`'s protocol core, a crate of its own so that its
+//! items are not part of `unisocket`'s API: `unisocket` re-exports the few
+//! it needs ([`Data`], [`Text`], [`deflate::DeflateConfig`] and the error
+//! types its errors carry as their source). It keeps its own version.
+//!
+//! - [`Data`], [`Text`]: message payloads.
 //! - [`handshake`]: the HTTP upgrade request and the checks on the response.
 //! - [`Connection`]: frames, fragmentation, UTF-8, control frames, the close
 //!   handshake and limits on an open connection.
@@ -10,8 +16,8 @@
 //!
 //! ```
 //! use std::time::Instant;
-//! use unisocket::proto::{Config, Connection, Event};
-//! use unisocket::Data;
+//! use unisocket_proto::{Config, Connection, Event};
+//! use unisocket_proto::Data;
 //!
 //! let mut conn = Connection::new(Config::default());
 //! // An unmasked text frame "hi" from the server arrives...
@@ -25,6 +31,7 @@
 //! ```
 
 pub mod connection;
+pub mod data;
 pub mod deflate;
 pub mod error;
 pub mod frame;
@@ -43,4 +50,5 @@ mod test_server;
 mod tests;
 
 pub use connection::{Config, Connection, Ending, Event, Heartbeat, Limits, SendError, State};
+pub use data::{Data, Text};
 pub use error::{HandshakeError, ProtocolError};

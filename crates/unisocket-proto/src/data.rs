@@ -12,7 +12,7 @@ use bytes::Bytes;
 /// sent many times is never re-allocated.
 ///
 /// ```
-/// use unisocket::Text;
+/// use unisocket_proto::Text;
 ///
 /// let t = Text::from("héllo");
 /// assert_eq!(&*t, "héllo");
@@ -29,7 +29,7 @@ impl Text {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::Text;
+    /// use unisocket_proto::Text;
     ///
     /// static GREETING: Text = Text::from_static("hello");
     /// assert_eq!(GREETING, "hello");
@@ -47,7 +47,8 @@ impl Text {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::{Bytes, Text};
+    /// use bytes::Bytes;
+    /// use unisocket_proto::Text;
     ///
     /// let text = Text::try_from_bytes(Bytes::from_static(b"caf\xC3\xA9")).unwrap();
     /// assert_eq!(text, "café");
@@ -59,7 +60,7 @@ impl Text {
     /// ```
     pub fn try_from_bytes(bytes: Bytes) -> Result<Self, (Bytes, std::str::Utf8Error)> {
         // The fast validator says yes or no; std explains a no.
-        if crate::proto::utf8::is_valid(&bytes) {
+        if crate::utf8::is_valid(&bytes) {
             return Ok(Text(bytes));
         }
         match std::str::from_utf8(&bytes) {
@@ -92,7 +93,7 @@ impl Text {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::Text;
+    /// use unisocket_proto::Text;
     ///
     /// let text = Text::from("Héllo");
     /// assert_eq!(text.as_str().to_lowercase(), "héllo");
@@ -119,7 +120,7 @@ impl Text {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::Text;
+    /// use unisocket_proto::Text;
     ///
     /// let text = Text::from("é");
     /// assert_eq!(text.as_bytes(), &[0xC3, 0xA9]); // one character, two bytes of UTF-8
@@ -133,7 +134,8 @@ impl Text {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::{Bytes, Text};
+    /// use bytes::Bytes;
+    /// use unisocket_proto::Text;
     ///
     /// let text = Text::from(String::from("ping"));
     /// let bytes: Bytes = text.into_bytes();
@@ -218,7 +220,7 @@ impl PartialEq<String> for Text {
 /// `&str`, `String`, [`Text`], `Vec<u8>`, `&[u8]` and [`Bytes`] convert into it:
 ///
 /// ```
-/// use unisocket::Data;
+/// use unisocket_proto::Data;
 ///
 /// let a: Data = "hello".into();
 /// let b: Data = vec![1u8, 2, 3].into();
@@ -239,7 +241,7 @@ impl Data {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::Data;
+    /// use unisocket_proto::Data;
     ///
     /// assert_eq!(Data::from("héllo").len(), 6); // bytes, not characters
     /// assert_eq!(Data::from(vec![0u8; 3]).len(), 3);
@@ -253,7 +255,7 @@ impl Data {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::Data;
+    /// use unisocket_proto::Data;
     ///
     /// assert!(Data::from("").is_empty());
     /// assert!(!Data::from(&[0u8][..]).is_empty());
@@ -267,7 +269,8 @@ impl Data {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::{Bytes, Data};
+    /// use bytes::Bytes;
+    /// use unisocket_proto::Data;
     ///
     /// assert!(Data::from(String::from("hi")).is_text());
     /// assert!(!Data::from(Bytes::from_static(b"hi")).is_text());
@@ -281,7 +284,7 @@ impl Data {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::Data;
+    /// use unisocket_proto::Data;
     ///
     /// let msg = Data::from(r#"{"op":"ping"}"#);
     /// assert_eq!(msg.as_text(), Some(r#"{"op":"ping"}"#));
@@ -299,7 +302,7 @@ impl Data {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::Data;
+    /// use unisocket_proto::Data;
     ///
     /// // Text and binary messages alike.
     /// assert_eq!(Data::from("ab").as_bytes(), b"ab");
@@ -317,7 +320,8 @@ impl Data {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::{Bytes, Data};
+    /// use bytes::Bytes;
+    /// use unisocket_proto::Data;
     ///
     /// // The payload without its text/binary tag, e.g. to write it to a file.
     /// for msg in [Data::from("hi"), Data::from(vec![b'h', b'i'])] {

@@ -3,7 +3,7 @@
 //!
 //! The file is self-contained (no `crate::` imports) so that it can be included
 //! both from `src/` under `cfg(test)` and from integration tests with
-//! `#[path = "../../src/proto/test_server.rs"] mod test_server;`.
+//! `#[path = "../../../unisocket-proto/src/test_server.rs"] mod test_server;`.
 //!
 //! It is deliberately strict about what a client must do (mask every frame,
 //! use minimal length encodings, valid UTF-8, valid close codes) and

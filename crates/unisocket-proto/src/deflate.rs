@@ -26,7 +26,7 @@ pub const INFLATE_CHUNK: usize = 64 * 1024;
 /// # Examples
 ///
 /// ```
-/// use unisocket::proto::deflate::DeflateConfig;
+/// use unisocket_proto::deflate::DeflateConfig;
 ///
 /// let config = DeflateConfig::default();
 /// // The offer goes into the upgrade request...
@@ -36,7 +36,7 @@ pub const INFLATE_CHUNK: usize = 64 * 1024;
 ///     .negotiate(Some("permessage-deflate; client_max_window_bits=10"))?
 ///     .unwrap();
 /// assert_eq!(params.client_max_window_bits, 10);
-/// # Ok::<(), unisocket::proto::HandshakeError>(())
+/// # Ok::<(), unisocket_proto::HandshakeError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DeflateConfig {
@@ -57,7 +57,7 @@ impl DeflateConfig {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::proto::deflate::DeflateConfig;
+    /// use unisocket_proto::deflate::DeflateConfig;
     ///
     /// let config = DeflateConfig {
     ///     client_no_context_takeover: true,
@@ -100,8 +100,8 @@ impl DeflateConfig {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::proto::deflate::DeflateConfig;
-    /// use unisocket::proto::HandshakeError;
+    /// use unisocket_proto::deflate::DeflateConfig;
+    /// use unisocket_proto::HandshakeError;
     ///
     /// let config = DeflateConfig::default();
     /// // No header in the response: the server declined.
@@ -210,8 +210,8 @@ impl DeflateConfig {
 /// # Examples
 ///
 /// ```
-/// use unisocket::proto::deflate::{DeflateConfig, DeflateParams};
-/// use unisocket::proto::Config;
+/// use unisocket_proto::deflate::{DeflateConfig, DeflateParams};
+/// use unisocket_proto::Config;
 ///
 /// let params = DeflateConfig::default()
 ///     .negotiate(Some("permessage-deflate; client_no_context_takeover"))?
@@ -226,7 +226,7 @@ impl DeflateConfig {
 /// assert_eq!(params, expected);
 /// // They take effect through the connection's settings.
 /// let config = Config { deflate: Some(params), ..Config::default() };
-/// # Ok::<(), unisocket::proto::HandshakeError>(())
+/// # Ok::<(), unisocket_proto::HandshakeError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeflateParams {
@@ -245,7 +245,7 @@ pub struct DeflateParams {
 /// # Examples
 ///
 /// ```
-/// use unisocket::proto::deflate::{Deflate, DeflateConfig};
+/// use unisocket_proto::deflate::{Deflate, DeflateConfig};
 ///
 /// let params = DeflateConfig::default()
 ///     .negotiate(Some("permessage-deflate"))?
@@ -257,7 +257,7 @@ pub struct DeflateParams {
 /// let mut out = Vec::new();
 /// receiver.decompress(&packed, true, &mut out, 1 << 20).unwrap();
 /// assert_eq!(out, b"hello hello hello hello");
-/// # Ok::<(), unisocket::proto::HandshakeError>(())
+/// # Ok::<(), unisocket_proto::HandshakeError>(())
 /// ```
 #[cfg(feature = "deflate")]
 pub struct Deflate {
@@ -272,7 +272,7 @@ pub struct Deflate {
 /// # Examples
 ///
 /// ```
-/// use unisocket::proto::deflate::Deflate;
+/// use unisocket_proto::deflate::Deflate;
 ///
 /// // With no variants, code that holds a `Deflate` is unreachable.
 /// fn never(deflate: Deflate) -> ! {
@@ -290,7 +290,7 @@ impl Deflate {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::proto::deflate::Deflate;
+    /// use unisocket_proto::deflate::Deflate;
     ///
     /// // Compiles as with the feature, but can never be called.
     /// fn pack(deflate: &mut Deflate, message: &[u8]) -> Vec<u8> {
@@ -316,8 +316,8 @@ impl Deflate {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::proto::deflate::Deflate;
-    /// use unisocket::proto::ProtocolError;
+    /// use unisocket_proto::deflate::Deflate;
+    /// use unisocket_proto::ProtocolError;
     ///
     /// // Compiles as with the feature, but can never be called.
     /// fn unpack(deflate: &mut Deflate, frame: &[u8]) -> Result<Vec<u8>, ProtocolError> {
@@ -353,7 +353,7 @@ impl Deflate {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::proto::deflate::{Deflate, DeflateConfig};
+    /// use unisocket_proto::deflate::{Deflate, DeflateConfig};
     ///
     /// let config = DeflateConfig { client_no_context_takeover: true, ..DeflateConfig::default() };
     /// let params = config.negotiate(Some("permessage-deflate"))?.unwrap();
@@ -364,7 +364,7 @@ impl Deflate {
     /// deflate.compress(b"Hello", &mut first);
     /// deflate.compress(b"Hello", &mut second);
     /// assert_eq!(first, second);
-    /// # Ok::<(), unisocket::proto::HandshakeError>(())
+    /// # Ok::<(), unisocket_proto::HandshakeError>(())
     /// ```
     pub fn new(params: DeflateParams) -> Self {
         // `client_max_window_bits=8` is honoured with zlib's 9-bit window.
@@ -392,7 +392,7 @@ impl Deflate {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::proto::deflate::{Deflate, DeflateConfig};
+    /// use unisocket_proto::deflate::{Deflate, DeflateConfig};
     ///
     /// let params = DeflateConfig::default()
     ///     .negotiate(Some("permessage-deflate; client_max_window_bits=8"))?
@@ -401,7 +401,7 @@ impl Deflate {
     /// // larger window internally (9 bits rather than 8; its stream still
     /// // never refers more than 256 bytes back).
     /// assert_eq!(Deflate::new(params).params().client_max_window_bits, 8);
-    /// # Ok::<(), unisocket::proto::HandshakeError>(())
+    /// # Ok::<(), unisocket_proto::HandshakeError>(())
     /// ```
     pub fn params(&self) -> DeflateParams {
         self.params
@@ -413,7 +413,7 @@ impl Deflate {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::proto::deflate::{Deflate, DeflateConfig};
+    /// use unisocket_proto::deflate::{Deflate, DeflateConfig};
     ///
     /// # let params = DeflateConfig::default().negotiate(Some("permessage-deflate"))?.unwrap();
     /// let mut deflate = Deflate::new(params);
@@ -425,7 +425,7 @@ impl Deflate {
     /// let first = out.clone();
     /// deflate.compress(&[b'a'; 1000], &mut out);
     /// assert!(out.len() < first.len());
-    /// # Ok::<(), unisocket::proto::HandshakeError>(())
+    /// # Ok::<(), unisocket_proto::HandshakeError>(())
     /// ```
     pub fn compress(&mut self, input: &[u8], out: &mut Vec<u8>) {
         out.clear();
@@ -466,7 +466,7 @@ impl Deflate {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::proto::deflate::{Deflate, DeflateConfig};
+    /// use unisocket_proto::deflate::{Deflate, DeflateConfig};
     ///
     /// let params = DeflateConfig::default().negotiate(Some("permessage-deflate")).unwrap().unwrap();
     /// let mut deflate = Deflate::new(params);
@@ -495,8 +495,8 @@ impl Deflate {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::proto::deflate::{Deflate, DeflateConfig};
-    /// use unisocket::proto::ProtocolError;
+    /// use unisocket_proto::deflate::{Deflate, DeflateConfig};
+    /// use unisocket_proto::ProtocolError;
     ///
     /// # let params = DeflateConfig::default().negotiate(Some("permessage-deflate"))?.unwrap();
     /// // "Hello" as compressed in RFC 7692 section 7.2.3.1.
@@ -508,7 +508,7 @@ impl Deflate {
     /// let mut out = Vec::new();
     /// let err = Deflate::new(params).decompress(&payload, true, &mut out, 3).unwrap_err();
     /// assert!(matches!(err, ProtocolError::MessageTooLarge { max: 3, .. }));
-    /// # Ok::<(), unisocket::proto::HandshakeError>(())
+    /// # Ok::<(), unisocket_proto::HandshakeError>(())
     /// ```
     pub fn decompress(
         &mut self,

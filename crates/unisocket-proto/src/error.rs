@@ -10,7 +10,7 @@ use std::fmt;
 /// # Examples
 ///
 /// ```
-/// use unisocket::proto::{Config, Connection, ProtocolError};
+/// use unisocket_proto::{Config, Connection, ProtocolError};
 ///
 /// // A server must not mask its frames.
 /// let mut conn = Connection::new(Config::default());
@@ -69,7 +69,7 @@ impl ProtocolError {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::proto::ProtocolError;
+    /// use unisocket_proto::ProtocolError;
     ///
     /// assert_eq!(ProtocolError::InvalidUtf8.close_code(), 1007);
     /// let too_big = ProtocolError::FrameTooLarge { size: 1 << 30, max: 16 << 20 };
@@ -147,8 +147,8 @@ impl std::error::Error for ProtocolError {}
 /// # Examples
 ///
 /// ```
-/// use unisocket::proto::handshake::parse_response;
-/// use unisocket::proto::HandshakeError;
+/// use unisocket_proto::handshake::parse_response;
+/// use unisocket_proto::HandshakeError;
 ///
 /// let response = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n";
 /// let err = parse_response(response, "dGhlIHNhbXBsZSBub25jZQ==", &[], 1024).unwrap_err();

@@ -111,7 +111,7 @@ impl Drop for Pooled {
 /// # Examples
 ///
 /// ```
-/// use unisocket::proto::{Config, Connection, Limits, ProtocolError};
+/// use unisocket_proto::{Config, Connection, Limits, ProtocolError};
 ///
 /// let limits = Limits { max_frame_size: 4, ..Limits::default() };
 /// let mut conn = Connection::new(Config { limits, ..Config::default() });
@@ -149,7 +149,7 @@ impl Default for Limits {
 /// # Examples
 ///
 /// ```
-/// use unisocket::proto::{Config, Connection};
+/// use unisocket_proto::{Config, Connection};
 ///
 /// // Split outgoing messages into frames of at most 2 payload bytes.
 /// let config = Config { max_send_frame_size: Some(2), ..Config::default() };
@@ -201,7 +201,7 @@ impl Default for Config {
 ///
 /// ```
 /// use std::time::{Duration, Instant};
-/// use unisocket::proto::{Config, Connection, Heartbeat};
+/// use unisocket_proto::{Config, Connection, Heartbeat};
 ///
 /// let heartbeat = Heartbeat {
 ///     interval: Duration::from_secs(30),
@@ -234,8 +234,8 @@ struct HeartbeatClock {
 /// # Examples
 ///
 /// ```
-/// use unisocket::proto::{Config, Connection, Event};
-/// use unisocket::Bytes;
+/// use unisocket_proto::{Config, Connection, Event};
+/// use bytes::Bytes;
 ///
 /// let mut conn = Connection::new(Config::default());
 /// conn.read_buf().extend_from_slice(&[0x89, 0x01, b'x']); // a ping from the server
@@ -268,7 +268,7 @@ pub enum Event {
 ///
 /// ```
 /// use std::time::Instant;
-/// use unisocket::proto::{Config, Connection, State};
+/// use unisocket_proto::{Config, Connection, State};
 ///
 /// let mut conn = Connection::new(Config::default());
 /// assert_eq!(conn.state(), State::Open);
@@ -297,7 +297,7 @@ pub enum State {
 ///
 /// ```
 /// use std::time::Instant;
-/// use unisocket::proto::{Config, Connection, Ending};
+/// use unisocket_proto::{Config, Connection, Ending};
 ///
 /// let mut conn = Connection::new(Config::default());
 /// let now = Instant::now();
@@ -338,7 +338,7 @@ pub enum Ending {
 ///
 /// ```
 /// use std::time::Instant;
-/// use unisocket::proto::{Config, Connection, SendError};
+/// use unisocket_proto::{Config, Connection, SendError};
 ///
 /// let mut conn = Connection::new(Config::default());
 /// let now = Instant::now();
@@ -395,8 +395,8 @@ impl std::fmt::Display for SendError {
 /// # Examples
 ///
 /// ```
-/// use unisocket::proto::connection::check_close;
-/// use unisocket::proto::SendError;
+/// use unisocket_proto::connection::check_close;
+/// use unisocket_proto::SendError;
 ///
 /// assert_eq!(check_close(1008, "policy"), Ok(()));
 /// assert_eq!(check_close(1005, ""), Err(SendError::InvalidCloseCode(1005)));
@@ -419,8 +419,8 @@ pub fn check_close(code: u16, reason: &str) -> Result<(), SendError> {
 /// # Examples
 ///
 /// ```
-/// use unisocket::proto::connection::check_browser_close;
-/// use unisocket::proto::SendError;
+/// use unisocket_proto::connection::check_browser_close;
+/// use unisocket_proto::SendError;
 ///
 /// assert_eq!(check_browser_close(4000, "bye"), Ok(()));
 /// assert_eq!(check_browser_close(1001, ""), Err(SendError::BrowserCloseCode(1001)));
@@ -438,8 +438,8 @@ pub fn check_browser_close(code: u16, reason: &str) -> Result<(), SendError> {
 /// # Examples
 ///
 /// ```
-/// use unisocket::proto::connection::check_ping;
-/// use unisocket::proto::SendError;
+/// use unisocket_proto::connection::check_ping;
+/// use unisocket_proto::SendError;
 ///
 /// assert_eq!(check_ping(&[0; 125]), Ok(()));
 /// assert_eq!(check_ping(&[0; 126]), Err(SendError::PingTooLong(126)));
@@ -459,7 +459,7 @@ impl std::error::Error for SendError {}
 /// # Examples
 ///
 /// ```
-/// use unisocket::proto::connection::is_valid_received_code;
+/// use unisocket_proto::connection::is_valid_received_code;
 ///
 /// assert!(is_valid_received_code(1001)); // going away
 /// assert!(is_valid_received_code(4000)); // private use
@@ -476,7 +476,7 @@ pub fn is_valid_received_code(code: u16) -> bool {
 /// # Examples
 ///
 /// ```
-/// use unisocket::proto::connection::is_valid_sent_code;
+/// use unisocket_proto::connection::is_valid_sent_code;
 ///
 /// assert!(is_valid_sent_code(1000));
 /// assert!(is_valid_sent_code(3000));
@@ -494,7 +494,7 @@ pub fn is_valid_sent_code(code: u16) -> bool {
 /// # Examples
 ///
 /// ```
-/// use unisocket::proto::connection::is_valid_endpoint_code;
+/// use unisocket_proto::connection::is_valid_endpoint_code;
 ///
 /// assert!(is_valid_endpoint_code(1001)); // going away
 /// assert!(is_valid_endpoint_code(1008)); // policy violation
@@ -573,8 +573,8 @@ impl Partial {
 /// # Examples
 ///
 /// ```
-/// use unisocket::proto::{Config, Connection, Event};
-/// use unisocket::Data;
+/// use unisocket_proto::{Config, Connection, Event};
+/// use unisocket_proto::Data;
 ///
 /// let mut conn = Connection::new(Config::default());
 /// // One read may bring several frames: poll until no whole event is left.
@@ -587,7 +587,7 @@ impl Partial {
 ///     events,
 ///     [Event::Message(Data::from("a")), Event::Message(Data::from(vec![7u8]))]
 /// );
-/// # Ok::<(), unisocket::proto::ProtocolError>(())
+/// # Ok::<(), unisocket_proto::ProtocolError>(())
 /// ```
 pub struct Connection {
     read: BytesMut,
@@ -669,7 +669,7 @@ impl Connection {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::proto::{Config, Connection, State};
+    /// use unisocket_proto::{Config, Connection, State};
     ///
     /// let mut conn = Connection::new(Config::default());
     /// assert_eq!(conn.state(), State::Open);
@@ -713,8 +713,8 @@ impl Connection {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::proto::{Config, Connection, Event};
-    /// use unisocket::Data;
+    /// use unisocket_proto::{Config, Connection, Event};
+    /// use unisocket_proto::Data;
     ///
     /// let mut conn = Connection::new(Config::default());
     /// // "hello" in two fragments, arriving in two reads.
@@ -748,8 +748,8 @@ impl Connection {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::proto::{Config, Connection, Event};
-    /// use unisocket::Data;
+    /// use unisocket_proto::{Config, Connection, Event};
+    /// use unisocket_proto::Data;
     ///
     /// let mut conn = Connection::new(Config::default());
     /// // Two messages, "a" and "b", in one read.
@@ -770,7 +770,7 @@ impl Connection {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::proto::{Config, Connection};
+    /// use unisocket_proto::{Config, Connection};
     ///
     /// let mut conn = Connection::new(Config::default());
     /// conn.stop_preparing_reads();
@@ -788,7 +788,7 @@ impl Connection {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::proto::{Config, Connection, Event};
+    /// use unisocket_proto::{Config, Connection, Event};
     ///
     /// let mut conn = Connection::new(Config::default());
     /// assert!(!conn.keeps_large_buffers());
@@ -830,7 +830,7 @@ impl Connection {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::proto::{Config, Connection, Event};
+    /// use unisocket_proto::{Config, Connection, Event};
     ///
     /// let mut conn = Connection::new(Config::default());
     /// // The start of a 65535-byte binary frame.
@@ -853,7 +853,7 @@ impl Connection {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::proto::{Config, Connection};
+    /// use unisocket_proto::{Config, Connection};
     ///
     /// let mut conn = Connection::new(Config::default());
     /// // A 65535-byte binary frame, of which 100 bytes came.
@@ -883,8 +883,8 @@ impl Connection {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::proto::frame::apply_mask;
-    /// use unisocket::proto::{Config, Connection};
+    /// use unisocket_proto::frame::apply_mask;
+    /// use unisocket_proto::{Config, Connection};
     ///
     /// let mut conn = Connection::new(Config::default());
     /// conn.send_binary(b"abc").unwrap();
@@ -910,7 +910,7 @@ impl Connection {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::proto::{Config, Connection};
+    /// use unisocket_proto::{Config, Connection};
     ///
     /// let mut conn = Connection::new(Config::default());
     /// conn.send_binary(b"abc").unwrap();
@@ -927,7 +927,7 @@ impl Connection {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::proto::{Config, Connection, State};
+    /// use unisocket_proto::{Config, Connection, State};
     ///
     /// let mut conn = Connection::new(Config::default());
     /// // The server closes first (code 1000): the echo is queued and the
@@ -947,7 +947,7 @@ impl Connection {
     ///
     /// ```
     /// use std::time::Instant;
-    /// use unisocket::proto::{Config, Connection, State};
+    /// use unisocket_proto::{Config, Connection, State};
     ///
     /// let mut conn = Connection::new(Config::default());
     /// let now = Instant::now();
@@ -969,7 +969,7 @@ impl Connection {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::proto::{Config, Connection, Ending};
+    /// use unisocket_proto::{Config, Connection, Ending};
     ///
     /// let mut conn = Connection::new(Config::default());
     /// conn.read_buf().extend_from_slice(&[0x88, 0x02, 0x0F, 0xA0]); // the server closes, 4000
@@ -1006,7 +1006,7 @@ impl Connection {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use unisocket::proto::{Config, Connection};
+    /// use unisocket_proto::{Config, Connection};
     ///
     /// let conn = Connection::new(Config::default());
     /// assert_eq!(conn.config().close_timeout, Duration::from_secs(5));
@@ -1028,8 +1028,8 @@ impl Connection {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::proto::{Config, Connection, Event};
-    /// use unisocket::Data;
+    /// use unisocket_proto::{Config, Connection, Event};
+    /// use unisocket_proto::Data;
     ///
     /// let mut conn = Connection::new(Config::default());
     /// conn.read_buf().extend_from_slice(&[0x81, 0x02, b'h']); // half a frame
@@ -1065,8 +1065,8 @@ impl Connection {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::proto::frame::apply_mask;
-    /// use unisocket::proto::{Config, Connection, ProtocolError, State};
+    /// use unisocket_proto::frame::apply_mask;
+    /// use unisocket_proto::{Config, Connection, ProtocolError, State};
     ///
     /// let mut conn = Connection::new(Config::default());
     /// conn.read_buf().extend_from_slice(&[0x81, 0x02, 0xC3, 0x28]); // not UTF-8
@@ -1425,7 +1425,7 @@ impl Connection {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::proto::{Config, Connection};
+    /// use unisocket_proto::{Config, Connection};
     ///
     /// let mut conn = Connection::new(Config::default());
     /// conn.send_text("hi").unwrap();
@@ -1445,7 +1445,7 @@ impl Connection {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::proto::{Config, Connection};
+    /// use unisocket_proto::{Config, Connection};
     ///
     /// let mut conn = Connection::new(Config::default());
     /// conn.send_binary(&[0u8; 200]).unwrap();
@@ -1465,7 +1465,7 @@ impl Connection {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::proto::{Config, Connection, Event};
+    /// use unisocket_proto::{Config, Connection, Event};
     ///
     /// let mut conn = Connection::new(Config::default());
     /// conn.read_buf().extend_from_slice(&[0x81, 0x02, b'h', b'i']);
@@ -1532,8 +1532,8 @@ impl Connection {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::proto::{Config, Connection, Event, SendError};
-    /// use unisocket::Bytes;
+    /// use unisocket_proto::{Config, Connection, Event, SendError};
+    /// use bytes::Bytes;
     ///
     /// let mut conn = Connection::new(Config::default());
     /// assert_eq!(conn.ping(&[7; 200]), Err(SendError::PingTooLong(200)));
@@ -1564,7 +1564,7 @@ impl Connection {
     ///
     /// ```
     /// use std::time::Instant;
-    /// use unisocket::proto::{Config, Connection, Event, State};
+    /// use unisocket_proto::{Config, Connection, Event, State};
     ///
     /// let mut conn = Connection::new(Config::default());
     /// conn.close(4000, "done", Instant::now()).unwrap();
@@ -1592,7 +1592,7 @@ impl Connection {
     ///
     /// ```
     /// use std::time::Instant;
-    /// use unisocket::proto::{Config, Connection};
+    /// use unisocket_proto::{Config, Connection};
     ///
     /// let mut conn = Connection::new(Config::default());
     /// assert_eq!(conn.poll_timeout(), None); // no heartbeat, nothing to wait for
@@ -1618,7 +1618,7 @@ impl Connection {
     ///
     /// ```
     /// use std::time::{Duration, Instant};
-    /// use unisocket::proto::{Config, Connection, Heartbeat};
+    /// use unisocket_proto::{Config, Connection, Heartbeat};
     ///
     /// let heartbeat = Heartbeat {
     ///     interval: Duration::from_secs(30),
@@ -1677,7 +1677,7 @@ impl Connection {
     ///
     /// ```
     /// use std::time::{Duration, Instant};
-    /// use unisocket::proto::{Config, Connection, Heartbeat, State};
+    /// use unisocket_proto::{Config, Connection, Heartbeat, State};
     ///
     /// let heartbeat = Heartbeat {
     ///     interval: Duration::from_secs(30),
@@ -1712,7 +1712,7 @@ impl Connection {
     ///
     /// ```
     /// use std::time::{Duration, Instant};
-    /// use unisocket::proto::{Config, Connection, Heartbeat, State};
+    /// use unisocket_proto::{Config, Connection, Heartbeat, State};
     ///
     /// let heartbeat = Heartbeat {
     ///     interval: Duration::from_secs(30),
@@ -1742,7 +1742,7 @@ impl Connection {
     ///
     /// ```
     /// use std::time::Instant;
-    /// use unisocket::proto::{Config, Connection, State};
+    /// use unisocket_proto::{Config, Connection, State};
     ///
     /// let mut conn = Connection::new(Config::default());
     /// conn.close(1000, "", Instant::now()).unwrap();

@@ -13,7 +13,7 @@ const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// # Examples
 ///
 /// ```
-/// use unisocket::proto::handshake::generate_key;
+/// use unisocket_proto::handshake::generate_key;
 ///
 /// let key = generate_key();
 /// assert_eq!(key.len(), 24); // 16 bytes in base64
@@ -30,7 +30,7 @@ pub fn generate_key() -> String {
 /// # Examples
 ///
 /// ```
-/// use unisocket::proto::handshake::accept_key;
+/// use unisocket_proto::handshake::accept_key;
 ///
 /// // The example of RFC 6455 section 1.3.
 /// assert_eq!(
@@ -50,8 +50,8 @@ pub fn accept_key(key: &str) -> String {
 /// # Examples
 ///
 /// ```
-/// use unisocket::proto::deflate::DeflateConfig;
-/// use unisocket::proto::handshake::{generate_key, Request};
+/// use unisocket_proto::deflate::DeflateConfig;
+/// use unisocket_proto::handshake::{generate_key, Request};
 ///
 /// let key = generate_key();
 /// let protocols = ["chat".to_owned(), "superchat".to_owned()];
@@ -91,7 +91,7 @@ impl Request<'_> {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::proto::handshake::Request;
+    /// use unisocket_proto::handshake::Request;
     ///
     /// let request = Request {
     ///     host: "example.com",
@@ -143,7 +143,7 @@ impl Request<'_> {
 /// # Examples
 ///
 /// ```
-/// use unisocket::proto::handshake::{accept_key, parse_response};
+/// use unisocket_proto::handshake::{accept_key, parse_response};
 ///
 /// let key = "dGhlIHNhbXBsZSBub25jZQ==";
 /// let response = format!(
@@ -156,7 +156,7 @@ impl Request<'_> {
 /// assert_eq!(resp.protocol.as_deref(), Some("chat"));
 /// assert_eq!(resp.extensions, None);
 /// assert!(resp.headers.contains(&("Server".to_owned(), "demo".to_owned())));
-/// # Ok::<(), unisocket::proto::HandshakeError>(())
+/// # Ok::<(), unisocket_proto::HandshakeError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
@@ -185,7 +185,7 @@ const MAX_HEADERS: usize = 128;
 /// # Examples
 ///
 /// ```
-/// use unisocket::proto::handshake::{accept_key, parse_response};
+/// use unisocket_proto::handshake::{accept_key, parse_response};
 ///
 /// let key = "dGhlIHNhbXBsZSBub25jZQ==";
 /// let mut buf = format!(
@@ -201,7 +201,7 @@ const MAX_HEADERS: usize = 128;
 /// let (_, consumed) = parse_response(&buf, key, &[], 1024)?.unwrap();
 /// assert_eq!(consumed, head_len);
 /// assert_eq!(buf[consumed..], [0x81, 0x02, b'h', b'i']);
-/// # Ok::<(), unisocket::proto::HandshakeError>(())
+/// # Ok::<(), unisocket_proto::HandshakeError>(())
 /// ```
 pub fn parse_response(
     buf: &[u8],

@@ -7,7 +7,7 @@
 /// # Examples
 ///
 /// ```
-/// use unisocket::proto::utf8::Utf8Validator;
+/// use unisocket_proto::utf8::Utf8Validator;
 ///
 /// // "é" is two bytes; a chunk may end between them.
 /// let mut v = Utf8Validator::new();
@@ -27,7 +27,7 @@ pub struct Utf8Validator {
 /// # Examples
 ///
 /// ```
-/// use unisocket::proto::utf8::{InvalidUtf8, Utf8Validator};
+/// use unisocket_proto::utf8::{InvalidUtf8, Utf8Validator};
 ///
 /// // 0xFF can never appear in UTF-8.
 /// assert_eq!(Utf8Validator::new().feed(&[b'a', 0xFF]), Err(InvalidUtf8));
@@ -87,7 +87,7 @@ impl Utf8Validator {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::proto::utf8::Utf8Validator;
+    /// use unisocket_proto::utf8::Utf8Validator;
     ///
     /// let mut v = Utf8Validator::new();
     /// assert!(v.feed("κόσμε".as_bytes()).is_ok());
@@ -103,7 +103,7 @@ impl Utf8Validator {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::proto::utf8::{InvalidUtf8, Utf8Validator};
+    /// use unisocket_proto::utf8::{InvalidUtf8, Utf8Validator};
     ///
     /// let mut v = Utf8Validator::new();
     /// // 0xF4 may start a code point up to U+10FFFF...
@@ -151,7 +151,7 @@ impl Utf8Validator {
     /// # Examples
     ///
     /// ```
-    /// use unisocket::proto::utf8::{InvalidUtf8, Utf8Validator};
+    /// use unisocket_proto::utf8::{InvalidUtf8, Utf8Validator};
     ///
     /// let mut v = Utf8Validator::new();
     /// assert_eq!(v.feed(&[0xE2, 0x82]), Ok(())); // the start of "€"

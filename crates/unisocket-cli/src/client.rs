@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,6 +31,20 @@ pub enum BinaryFormat {
     /// Hexadecimal bytes.
     Hex,
     /// Standard base64.
+    Base64,
+    /// The bytes as they came, with no newline added (to a pipe or a file;
+    /// a terminal shows hex, and --json base64).
+    Raw,
+}
+
+/// How the lines of stdin (or --file) and the -x messages are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InputFormat {
+    /// As they are: text messages (binary with -b).
+    Text,
+    /// Hexadecimal bytes (spaces allowed): one binary message per line.
+    Hex,
+    /// Standard base64: one binary message per line.
     Base64,
 }
 
@@ -74,9 +88,30 @@ pub struct ClientArgs {
         alias = "subprotocol"
     )]
     pub protocols: Vec<String>,
-    /// Send stdin lines (and -x messages) as binary messages instead of text.
+    /// Send binary messages instead of text: stdin (or --file) verbatim as
+    /// one message, or one per --binary-delimiter; each -x message and
+    /// each line typed on a terminal as one message.
     #[arg(short = 'b', long)]
     pub binary: bool,
+    /// With -b: one message per BYTE-separated part of the input (the
+    /// separator not sent): a character (`,`), an escape (`\n`, `\r`, `\t`,
+    /// `\0`) or a hex byte (`0x0a`).
+    #[arg(long, value_name = "BYTE", value_parser = parse_delimiter, requires = "binary")]
+    pub binary_delimiter: Option<u8>,
+    /// Read the messages from FILE instead of stdin (as stdin would be read:
+    /// lines, or with -b the whole file).
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["execute", "no_stdin"])]
+    pub file: Option<PathBuf>,
+    /// How input lines (stdin, --file, -x, typed) are read: text, or hex or
+    /// base64 with one binary message per line.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        default_value_t = InputFormat::Text,
+        conflicts_with = "binary_delimiter"
+    )]
+    pub input_format: InputFormat,
     /// How to print received binary messages.
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = BinaryFormat::Hex)]
     pub binary_format: BinaryFormat,
@@ -186,6 +221,8 @@ struct Plan {
     ping_timeout: Option<Duration>,
     close_code: u16,
     close_reason: String,
+    /// `--file`, opened.
+    file: Option<std::fs::File>,
 }
 
 fn seconds(name: &str, s: f64, allow_zero: bool) -> Result<Duration, String> {
@@ -308,6 +345,13 @@ fn plan(url: String, args: &ClientArgs) -> Result<Plan, String> {
     }
     // What the server sent before it saw our close frame is printed too.
     o = o.receive_while_closing(true);
+    let file = match &args.file {
+        Some(path) => Some(
+            std::fs::File::open(path)
+                .map_err(|e| format!("cannot read --file {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
     Ok(Plan {
         url,
         options: o,
@@ -317,6 +361,7 @@ fn plan(url: String, args: &ClientArgs) -> Result<Plan, String> {
         ping_timeout,
         close_code: args.close_code,
         close_reason: args.close_reason.clone(),
+        file,
     })
 }
 
@@ -344,6 +389,61 @@ fn parse_size(s: &str) -> Result<usize, String> {
         Some(0) => Err("the size must be at least 1 byte".to_owned()),
         Some(v) => Ok(v),
         None => Err(format!("{s:?} is too large")),
+    }
+}
+
+/// The byte of `--binary-delimiter`: one ASCII character, an escape
+/// (`\n`, `\r`, `\t`, `\0`, `\\`) or a hex byte (`0x0a`).
+fn parse_delimiter(s: &str) -> Result<u8, String> {
+    let byte = match s {
+        "\\n" => Some(b'\n'),
+        "\\r" => Some(b'\r'),
+        "\\t" => Some(b'\t'),
+        "\\0" => Some(0),
+        "\\\\" => Some(b'\\'),
+        _ => match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+            Some(hex) if hex.len() == 2 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                u8::from_str_radix(hex, 16).ok()
+            }
+            _ if s.len() == 1 && s.is_ascii() => Some(s.as_bytes()[0]),
+            _ => None,
+        },
+    };
+    byte.ok_or_else(|| {
+        format!(
+            "{s:?} is not one byte: give a character (,), an escape (\\n \\r \\t \\0) or a hex byte (0x0a)"
+        )
+    })
+}
+
+/// Decodes one line of `--input-format hex` (spaces between bytes allowed)
+/// or `base64`.
+fn decode_line(format: InputFormat, line: &[u8]) -> Result<Vec<u8>, &'static str> {
+    let text = std::str::from_utf8(line).map_err(|_| "not UTF-8")?;
+    match format {
+        InputFormat::Text => Ok(line.to_vec()),
+        InputFormat::Hex => {
+            let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+            if digits.len() % 2 != 0 {
+                return Err("not hex (an odd number of digits)");
+            }
+            let nibble = |d: u8| match d {
+                b'0'..=b'9' => Some(d - b'0'),
+                b'a'..=b'f' => Some(d - b'a' + 10),
+                b'A'..=b'F' => Some(d - b'A' + 10),
+                _ => None,
+            };
+            digits
+                .chunks(2)
+                .map(|pair| match (nibble(pair[0]), nibble(pair[1])) {
+                    (Some(high), Some(low)) => Ok(high << 4 | low),
+                    _ => Err("not hex"),
+                })
+                .collect()
+        }
+        InputFormat::Base64 => base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|_| "not base64"),
     }
 }
 
@@ -432,17 +532,27 @@ impl Printer {
         self.stdout_line(&v.to_string());
     }
 
+    /// The text form of a binary message: `--binary-format raw` has none,
+    /// and is shown as hex on a terminal and as base64 in JSON.
     fn binary(&self, b: &[u8]) -> String {
-        match self.binary_format {
-            BinaryFormat::Hex => style::hex(b),
+        match self.text_format() {
             BinaryFormat::Base64 => base64::engine::general_purpose::STANDARD.encode(b),
+            _ => style::hex(b),
+        }
+    }
+
+    fn text_format(&self) -> BinaryFormat {
+        match self.binary_format {
+            BinaryFormat::Raw if self.json => BinaryFormat::Base64,
+            BinaryFormat::Raw => BinaryFormat::Hex,
+            f => f,
         }
     }
 
     fn format_name(&self) -> &'static str {
-        match self.binary_format {
-            BinaryFormat::Hex => "hex",
+        match self.text_format() {
             BinaryFormat::Base64 => "base64",
+            _ => "hex",
         }
     }
 
@@ -577,6 +687,11 @@ impl Printer {
                 self.out
                     .yellow(&format!("[binary {} B] {}", b.len(), self.binary(b)))
             )),
+            (Data::Binary(b), false) if self.binary_format == BinaryFormat::Raw => {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(b);
+                let _ = out.flush();
+            }
             (Data::Binary(b), false) => self.stdout_line(&self.binary(b)),
         }
     }
@@ -826,24 +941,53 @@ async fn settle_oldest(sending: &mut VecDeque<Completion<SendSuccess>>, printer:
     }
 }
 
-/// Reads stdin on a thread of its own (a blocking read must not hold the
-/// runtime), one line per item, without the line ending.
-fn stdin_lines() -> mpsc::Receiver<std::io::Result<Vec<u8>>> {
+/// How the input is cut into messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Split {
+    /// One message per line, without its `\n` or `\r\n`.
+    Lines,
+    /// The whole input as one message, byte for byte.
+    Whole,
+    /// One message per part ending with this byte (the byte not sent); the
+    /// last part also when it does not end with it.
+    At(u8),
+}
+
+/// Reads `file` (or stdin) on a thread of its own (a blocking read must not
+/// hold the runtime), one item per message, cut as `split` says.
+fn read_input(
+    file: Option<std::fs::File>,
+    split: Split,
+) -> mpsc::Receiver<std::io::Result<Vec<u8>>> {
     let (tx, rx) = mpsc::channel(64);
     std::thread::spawn(move || {
-        let mut stdin = std::io::stdin().lock();
+        let mut input: Box<dyn BufRead> = match file {
+            Some(f) => Box::new(std::io::BufReader::new(f)),
+            None => Box::new(std::io::stdin().lock()),
+        };
         loop {
-            let mut line = Vec::new();
-            match stdin.read_until(b'\n', &mut line) {
-                Ok(0) => break,
-                Ok(_) => {
-                    if line.last() == Some(&b'\n') {
-                        line.pop();
-                        if line.last() == Some(&b'\r') {
-                            line.pop();
+            let mut chunk = Vec::new();
+            let read = match split {
+                Split::Whole => input.read_to_end(&mut chunk).map(|_| true),
+                Split::Lines => input.read_until(b'\n', &mut chunk).map(|n| n > 0),
+                Split::At(byte) => input.read_until(byte, &mut chunk).map(|n| n > 0),
+            };
+            match read {
+                Ok(false) => break,
+                Ok(true) => {
+                    match split {
+                        Split::Lines if chunk.last() == Some(&b'\n') => {
+                            chunk.pop();
+                            if chunk.last() == Some(&b'\r') {
+                                chunk.pop();
+                            }
                         }
+                        Split::At(byte) if chunk.last() == Some(&byte) => {
+                            chunk.pop();
+                        }
+                        _ => {}
                     }
-                    if tx.blocking_send(Ok(line)).is_err() {
+                    if tx.blocking_send(Ok(chunk)).is_err() || split == Split::Whole {
                         break;
                     }
                 }
@@ -867,6 +1011,7 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
         ping_timeout,
         close_code,
         close_reason,
+        file,
     } = plan;
     printer.request(&url, &args, &headers, &options);
     // "connected to" and --json show the URL without its password.
@@ -974,14 +1119,22 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
         });
     }
 
-    let to_data = |bytes: Vec<u8>| -> Result<Data, Vec<u8>> {
-        if args.binary {
-            Ok(Data::from(bytes))
-        } else {
-            String::from_utf8(bytes)
+    // One message of the input (a line, the whole input, or a part) as the
+    // message to send; `Err`: why it is not sent.
+    let to_data = |bytes: Vec<u8>| -> Result<Data, String> {
+        match args.input_format {
+            InputFormat::Text if args.binary => Ok(Data::from(bytes)),
+            InputFormat::Text => String::from_utf8(bytes)
                 .map(Data::from)
-                .map_err(|e| e.into_bytes())
+                .map_err(|_| "is not UTF-8 and was not sent (use --binary)".to_owned()),
+            format => decode_line(format, &bytes)
+                .map(Data::from)
+                .map_err(|why| format!("is {why} and was not sent")),
         }
+    };
+    let source = match &args.file {
+        Some(path) => path.display().to_string(),
+        None => "stdin".to_owned(),
     };
 
     // After the last message, wait for the replies to stop before closing
@@ -990,11 +1143,13 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
     // `None`: we close.
     let closed_by_server = 'sending: {
         if !args.execute.is_empty() {
-            for m in &args.execute {
-                let data = if args.binary {
-                    Data::from(m.clone().into_bytes())
-                } else {
-                    Data::from(m.clone())
+            for (i, m) in args.execute.iter().enumerate() {
+                let data = match to_data(m.clone().into_bytes()) {
+                    Ok(data) => data,
+                    Err(why) => {
+                        printer.error(&format!("-x message {} {why}", i + 1));
+                        continue;
+                    }
                 };
                 if let Err(e) = task.send(data).await {
                     printer.error(&format!("cannot send: {}", e.reason()));
@@ -1002,8 +1157,14 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
                 }
             }
         } else if !args.no_stdin {
-            let interactive = std::io::stdin().is_terminal();
-            let mut lines = stdin_lines();
+            let interactive = file.is_none() && std::io::stdin().is_terminal();
+            // A terminal is read line by line, even with -b.
+            let split = match (args.input_format, args.binary, args.binary_delimiter) {
+                (InputFormat::Text, true, None) if !interactive => Split::Whole,
+                (InputFormat::Text, true, Some(byte)) if !interactive => Split::At(byte),
+                _ => Split::Lines,
+            };
+            let mut lines = read_input(file, split);
             let mut n = 0u64;
             // Sends in flight, oldest first: a few are awaited together so
             // that stdin is not read one round trip at a time; at most
@@ -1023,13 +1184,14 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
                                         settle_oldest(&mut sending, &printer).await;
                                     }
                                 }
-                                Err(_) => printer.error(&format!(
-                                    "line {n} of stdin is not UTF-8 and was not sent (use --binary)"
-                                )),
+                                Err(why) if split == Split::Lines => {
+                                    printer.error(&format!("line {n} of {source} {why}"));
+                                }
+                                Err(why) => printer.error(&format!("message {n} of {source} {why}")),
                             }
                         }
                         Some(Err(e)) => {
-                            printer.error(&format!("cannot read stdin: {e}"));
+                            printer.error(&format!("cannot read {source}: {e}"));
                             break;
                         }
                         None => break,
@@ -1100,6 +1262,42 @@ mod tests {
         ] {
             assert_eq!(websocket_url(given).as_deref(), meant, "{given:?}");
         }
+    }
+
+    #[test]
+    fn binary_delimiters_are_one_byte() {
+        for (given, byte) in [
+            (r"\n", b'\n'),
+            (r"\r", b'\r'),
+            (r"\t", b'\t'),
+            (r"\0", 0),
+            (r"\\", b'\\'),
+            ("0x0a", b'\n'),
+            ("0XFF", 0xff),
+            (",", b','),
+            ("0", b'0'),
+        ] {
+            assert_eq!(parse_delimiter(given), Ok(byte), "{given:?}");
+        }
+        for given in ["", "ab", "0x", "0x1", "0x+a", "0xzz", "é", r"\x"] {
+            assert!(parse_delimiter(given).is_err(), "{given:?}");
+        }
+    }
+
+    #[test]
+    fn hex_and_base64_lines_are_decoded() {
+        let hex = |s: &str| decode_line(InputFormat::Hex, s.as_bytes());
+        assert_eq!(hex("00ff7F"), Ok(vec![0, 0xff, 0x7f]));
+        assert_eq!(hex(" de ad\tbe ef "), Ok(vec![0xde, 0xad, 0xbe, 0xef]));
+        assert_eq!(hex(""), Ok(vec![]));
+        assert!(hex("abc").is_err());
+        assert!(hex("+a").is_err());
+        assert!(hex("zz").is_err());
+        let b64 = |s: &str| decode_line(InputFormat::Base64, s.as_bytes());
+        assert_eq!(b64("aGkh"), Ok(b"hi!".to_vec()));
+        assert_eq!(b64(" AP8= "), Ok(vec![0, 0xff]));
+        assert!(b64("!!").is_err());
+        assert!(decode_line(InputFormat::Hex, b"\xff").is_err());
     }
 
     #[test]

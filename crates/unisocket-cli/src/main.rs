@@ -33,6 +33,7 @@ Examples:
   unisocket wss://example.com/ws -H 'Authorization: Bearer t0k' -p chat.v1
   unisocket ws://127.0.0.1:9001 -x hello -w 1 send, print replies until 1 s passes without one, close
   unisocket ws://127.0.0.1:9001 --json < lines.txt
+  unisocket ws://127.0.0.1:9001 -b --file blob.bin --binary-format raw > reply.bin
   unisocket wss://localhost:8443 --ca cert.pem   a self-signed server certificate, trusted
   unisocket wss://feed.example/ws --reconnect --ping-timeout 10
   unisocket serve --port 9001 --mode broadcast

@@ -848,13 +848,295 @@ fn binary_messages_are_sent_with_binary_and_printed_as_hex_or_base64() {
     );
     b64.expect_code(0);
     assert_eq!(b64.stdout, "aGkh\n");
-    // Stdin lines as binary too.
+    // Stdin as binary too: all of it, the newline included.
     let stdin = run(&[&server.url, "--binary", "-w", "0.3"], b"\x01\x02\n");
     stdin.expect_code(0);
-    assert_eq!(stdin.stdout, "0102\n");
+    assert_eq!(stdin.stdout, "01020a\n");
     server.wait_log("binary in the server log", |log| {
-        log.iter().any(|l| l.contains("binary (2 bytes)"))
+        log.iter().any(|l| l.contains("binary (3 bytes)"))
     });
+}
+
+/// Every byte value, newlines and CR LF among them: what a binary file
+/// split into lines would lose.
+fn every_byte() -> Vec<u8> {
+    let mut bytes: Vec<u8> = (0..=255).collect();
+    bytes.extend_from_slice(b"\r\n\n\x00end\n");
+    bytes.extend((0..=255u8).rev());
+    bytes
+}
+
+/// A server that notes each data message it receives as `OPCODE HEX`
+/// (and the close as `close CODE "REASON"`), echoing everything.
+fn recording_server() -> RawServer {
+    RawServer::start(|conn, notes| {
+        conn.accept(None);
+        loop {
+            let Ok((op, payload)) = conn.read_frame() else {
+                return;
+            };
+            match op {
+                PING => conn.write_frame(PONG, &payload),
+                PONG => {}
+                CLOSE => {
+                    let code = payload
+                        .get(..2)
+                        .map_or(1005, |c| u16::from_be_bytes([c[0], c[1]]));
+                    let reason = String::from_utf8_lossy(payload.get(2..).unwrap_or(&[]));
+                    notes.add(format!("close {code} {reason:?}"));
+                    conn.write_frame(CLOSE, &payload);
+                    return;
+                }
+                op => {
+                    notes.add(format!("{op} {}", hex(&payload)));
+                    conn.write_frame(op, &payload);
+                }
+            }
+        }
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Waits for the server's notes to end with the close, then returns them.
+fn notes_until_close(raw: &RawServer) -> Vec<String> {
+    wait_until("the server to note the close", || {
+        raw.notes().iter().any(|n| n.starts_with("close "))
+    });
+    raw.notes()
+}
+
+#[test]
+fn binary_stdin_or_file_is_sent_verbatim_as_one_message() {
+    let bytes = every_byte();
+    let expected = vec![format!("2 {}", hex(&bytes)), "close 1000 \"\"".to_owned()];
+
+    let raw = recording_server();
+    let out = run(&[&raw.url(), "-b", "-w", "0.3"], &bytes);
+    out.expect_code(0);
+    assert_eq!(notes_until_close(&raw), expected, "{}", out.stderr);
+
+    let path = temp_file_bytes("every-byte.bin", &bytes);
+    let raw = recording_server();
+    // --file: stdin is not read (it stays open here).
+    let mut s = Spawned::start(&[
+        &raw.url(),
+        "-b",
+        "--file",
+        path.to_str().unwrap(),
+        "-w",
+        "0.3",
+    ]);
+    wait_until("the message to reach the server", || {
+        !raw.notes().is_empty()
+    });
+    s.close_stdin();
+    s.finish().expect_code(0);
+    assert_eq!(notes_until_close(&raw), expected);
+
+    // An empty input is one empty message.
+    let raw = recording_server();
+    run(&[&raw.url(), "-b", "-w", "0.3"], b"").expect_code(0);
+    assert_eq!(notes_until_close(&raw), ["2 ", "close 1000 \"\""]);
+
+    // A file that cannot be read: a usage error, before connecting.
+    let raw = counting_listener();
+    let out = run(
+        &[&raw.url(), "-b", "--file", "/nonexistent/unisocket.bin"],
+        b"",
+    );
+    out.expect_code(2);
+    assert!(
+        out.stderr
+            .contains("cannot read --file /nonexistent/unisocket.bin"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(raw.accepted(), 0);
+}
+
+#[test]
+fn binary_delimiter_sends_one_message_per_part() {
+    for (delimiter, input, messages) in [
+        (
+            r"\n",
+            &b"ab\n\ncd\r\nlast"[..],
+            &["2 6162", "2 ", "2 63640d", "2 6c617374"][..],
+        ),
+        ("0x00", b"a\x00b\nc\x00", &["2 61", "2 620a63"]),
+        (",", b"1,2,", &["2 31", "2 32"]),
+    ] {
+        let raw = recording_server();
+        let out = run(
+            &[
+                &raw.url(),
+                "-b",
+                "--binary-delimiter",
+                delimiter,
+                "-w",
+                "0.3",
+            ],
+            input,
+        );
+        out.expect_code(0);
+        let notes = notes_until_close(&raw);
+        assert_eq!(&notes[..notes.len() - 1], messages, "{delimiter:?}");
+    }
+    // Not one byte; or without -b: usage errors.
+    for args in [
+        &["-b", "--binary-delimiter", "ab"][..],
+        &["-b", "--binary-delimiter", "0xzz"],
+        &["--binary-delimiter", ","],
+        &["-b", "--binary-delimiter", ",", "--input-format", "hex"],
+    ] {
+        let raw = counting_listener();
+        let url = raw.url();
+        let out = run(&[&[url.as_str()][..], args].concat(), b"");
+        out.expect_code(2);
+        assert_eq!(raw.accepted(), 0, "{args:?}");
+    }
+}
+
+#[test]
+fn hex_and_base64_input_lines_are_sent_as_binary_messages() {
+    let raw = recording_server();
+    let out = run(
+        &[&raw.url(), "--input-format", "hex", "-w", "0.3"],
+        b"00ff10\n0a 0B\r\nzz\nabc\n\n",
+    );
+    out.expect_code(0);
+    assert_eq!(
+        notes_until_close(&raw),
+        ["2 00ff10", "2 0a0b", "2 ", "close 1000 \"\""]
+    );
+    assert!(
+        out.stderr
+            .contains("line 3 of stdin is not hex and was not sent"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("line 4 of stdin is not hex (an odd number of digits) and was not sent"),
+        "{}",
+        out.stderr
+    );
+
+    let raw = recording_server();
+    let out = run(
+        &[&raw.url(), "--input-format", "base64", "-w", "0.3"],
+        b"aGkh\nAP8=\n!!\n",
+    );
+    out.expect_code(0);
+    assert_eq!(
+        notes_until_close(&raw),
+        ["2 686921", "2 00ff", "close 1000 \"\""]
+    );
+    assert!(
+        out.stderr
+            .contains("line 3 of stdin is not base64 and was not sent"),
+        "{}",
+        out.stderr
+    );
+
+    // -x messages too.
+    let raw = recording_server();
+    run(
+        &[
+            &raw.url(),
+            "--input-format",
+            "hex",
+            "-x",
+            "c0ffee",
+            "-w",
+            "0.3",
+        ],
+        b"",
+    )
+    .expect_code(0);
+    assert_eq!(notes_until_close(&raw), ["2 c0ffee", "close 1000 \"\""]);
+}
+
+/// Runs `unisocket args` with `stdin`, returning the exit status and the
+/// exact bytes of stdout.
+fn run_bytes(args: &[&str], stdin: &[u8]) -> (ExitStatus, Vec<u8>) {
+    let mut child = unisocket()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start unisocket");
+    let mut out = child.stdout.take().unwrap();
+    let reader = thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = out.read_to_end(&mut bytes);
+        bytes
+    });
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > LIMIT {
+            let _ = child.kill();
+            panic!("unisocket did not exit within {LIMIT:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    (status, reader.join().unwrap())
+}
+
+#[test]
+fn raw_binary_output_is_byte_exact() {
+    let server = Serve::start(&[]);
+    let bytes = every_byte();
+    let (status, out) = run_bytes(
+        &[&server.url, "-b", "--binary-format", "raw", "-w", "0.5"],
+        &bytes,
+    );
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(hex(&out), hex(&bytes));
+    // Several messages: their bytes one after the other, nothing between.
+    let (status, out) = run_bytes(
+        &[
+            &server.url,
+            "-b",
+            "--binary-delimiter",
+            "0x00",
+            "--binary-format",
+            "raw",
+            "-w",
+            "0.5",
+        ],
+        b"\n\xff\x00\x01\r\n\x00",
+    );
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(hex(&out), hex(b"\n\xff\x01\r\n"));
+    // JSON has no raw bytes: base64 there.
+    let out = run(
+        &[
+            &server.url,
+            "-b",
+            "--binary-format",
+            "raw",
+            "--json",
+            "-w",
+            "0.5",
+        ],
+        b"\xff\x00",
+    );
+    out.expect_code(0);
+    let message = out
+        .stdout
+        .lines()
+        .find(|l| l.contains(r#""event":"message""#))
+        .unwrap_or_else(|| panic!("no message event: {}", out.stdout));
+    assert!(message.contains(r#""data":"/wA=""#), "{message}");
+    assert!(message.contains(r#""encoding":"base64""#), "{message}");
 }
 
 #[test]
@@ -1274,6 +1556,10 @@ fn pki() -> Pki {
 }
 
 fn temp_file(name: &str, contents: &str) -> std::path::PathBuf {
+    temp_file_bytes(name, contents.as_bytes())
+}
+
+fn temp_file_bytes(name: &str, contents: &[u8]) -> std::path::PathBuf {
     let path =
         std::env::temp_dir().join(format!("unisocket-cli-test-{}-{name}", std::process::id()));
     std::fs::write(&path, contents).unwrap();

@@ -22,6 +22,7 @@ use unisocket::{
 };
 
 use crate::diagnose;
+use crate::editor::{self, Command, LineEditor, Typed};
 use crate::exit;
 use crate::style::{self, describe_close_code, Paint};
 
@@ -250,19 +251,11 @@ fn plan(url: String, args: &ClientArgs) -> Result<Plan, String> {
         .ping_timeout
         .map(|s| seconds("ping-timeout", s, false))
         .transpose()?;
-    if !is_valid_endpoint_code(args.close_code) {
-        return Err(format!(
-            "--close-code {} is not allowed: {}; a client may send 1000-1003, 1007-1011 or 3000-4999",
-            args.close_code,
-            why_not_sent(args.close_code)
-        ));
-    }
-    if args.close_reason.len() > 123 {
-        return Err(format!(
-            "--close-reason is {} bytes of UTF-8; the limit is 123",
-            args.close_reason.len()
-        ));
-    }
+    check_close(
+        args.close_code,
+        &args.close_reason,
+        ("--close-code", "--close-reason"),
+    )?;
     let mut o = ConnectOptions::new(url.clone()).timeout(timeout);
     let mut headers = Vec::new();
     for h in &args.headers {
@@ -392,6 +385,26 @@ fn parse_size(s: &str) -> Result<usize, String> {
     }
 }
 
+/// Whether we may close with `code` and `reason`; `names` are how the
+/// user gave them, for the message.
+fn check_close(code: u16, reason: &str, names: (&str, &str)) -> Result<(), String> {
+    if !is_valid_endpoint_code(code) {
+        return Err(format!(
+            "{} {code} is not allowed: {}; a client may send 1000-1003, 1007-1011 or 3000-4999",
+            names.0,
+            why_not_sent(code)
+        ));
+    }
+    if reason.len() > 123 {
+        return Err(format!(
+            "{} is {} bytes of UTF-8; the limit is 123",
+            names.1,
+            reason.len()
+        ));
+    }
+    Ok(())
+}
+
 /// The byte of `--binary-delimiter`: one ASCII character, an escape
 /// (`\n`, `\r`, `\t`, `\0`, `\\`) or a hex byte (`0x0a`).
 fn parse_delimiter(s: &str) -> Result<u8, String> {
@@ -503,19 +516,50 @@ struct Printer {
     binary_format: BinaryFormat,
     /// When each of our pings was sent, by payload, for the pong's RTT.
     pings: Mutex<HashMap<Vec<u8>, Instant>>,
+    /// What the "connected" line says about typing (stdin is a terminal).
+    hint: &'static str,
+    /// While the line editor runs: prints lines meant for the terminal
+    /// above the line being typed.
+    above: Mutex<Option<editor::Above>>,
 }
 
 impl Printer {
     fn stdout_line(&self, s: &str) {
+        if self.tty && self.print_above(s) {
+            return;
+        }
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{s}");
         let _ = out.flush();
     }
 
     fn stderr_line(&self, s: &str) {
+        if self.err_tty && self.print_above(s) {
+            return;
+        }
         let mut err = std::io::stderr().lock();
         let _ = writeln!(err, "{s}");
         let _ = err.flush();
+    }
+
+    /// Prints `s` above the prompt when the line editor runs; `false` when
+    /// it does not.
+    fn print_above(&self, s: &str) -> bool {
+        let mut above = self.above.lock().unwrap_or_else(|e| e.into_inner());
+        match above.as_mut() {
+            Some(printer) => printer.print(format!("{s}\n")).is_ok(),
+            None => false,
+        }
+    }
+
+    /// The editor is gone: lines go straight to stdout and stderr again.
+    fn stop_printing_above(&self) {
+        self.above.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    /// A line for the user (`/help`), on stderr.
+    fn info(&self, s: &str) {
+        self.stderr_line(&self.err.dim(s));
     }
 
     /// Server text for a status line: control characters escaped when
@@ -658,9 +702,7 @@ impl Printer {
         if let Some(ext) = ev.header.get("sec-websocket-extensions") {
             line.push_str(&format!(" [{}]", self.err_text(ext)));
         }
-        if std::io::stdin().is_terminal() {
-            line.push_str("; type messages, Ctrl-D to close");
-        }
+        line.push_str(self.hint);
         self.stderr_line(&self.err.green(&line));
     }
 
@@ -716,7 +758,9 @@ impl Printer {
         }
     }
 
-    fn ping_pong(&self, ev: &PingPongEvent) {
+    /// A ping or pong received; with `all` false, only the pongs of pings
+    /// we showed as sent (`/ping`).
+    fn ping_pong(&self, ev: &PingPongEvent, all: bool) {
         let (kind, data) = match ev {
             PingPongEvent::Ping(d) => ("ping", d),
             PingPongEvent::Pong(d) => ("pong", d),
@@ -730,6 +774,9 @@ impl Printer {
                 .map(|t| t.elapsed()),
             PingPongEvent::Ping(_) => None,
         };
+        if !all && rtt.is_none() {
+            return;
+        }
         let text = String::from_utf8_lossy(data);
         if self.json {
             let mut v = serde_json::json!({"event": kind, "data": text});
@@ -840,6 +887,18 @@ pub fn run(url: String, args: ClientArgs) -> i32 {
             return exit::FAILURE;
         }
     };
+    // Lines typed on a terminal are read with a line editor (when the
+    // terminal can have one); piped stdin is read as it is.
+    let typing = args.execute.is_empty()
+        && !args.no_stdin
+        && args.file.is_none()
+        && std::io::stdin().is_terminal();
+    let mut line_editor = typing.then(LineEditor::new).flatten();
+    let hint = match (&line_editor, typing) {
+        (Some(_), _) => "; type messages (/help for commands), Ctrl-D to close",
+        (None, true) => "; type messages, Ctrl-D to close",
+        (None, false) => "",
+    };
     let printer = Arc::new(Printer {
         json: args.json,
         verbose: args.verbose,
@@ -849,8 +908,10 @@ pub fn run(url: String, args: ClientArgs) -> i32 {
         err: Paint::stderr(),
         binary_format: args.binary_format,
         pings: Mutex::new(HashMap::new()),
+        hint,
+        above: Mutex::new(line_editor.as_mut().and_then(LineEditor::take_above)),
     });
-    let code = rt.block_on(session(args, plan, printer));
+    let code = rt.block_on(session(args, plan, printer, line_editor));
     // The stdin thread may be blocked in a read: do not wait for it.
     rt.shutdown_background();
     code
@@ -1001,7 +1062,12 @@ fn read_input(
     rx
 }
 
-async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
+async fn session(
+    args: ClientArgs,
+    plan: Plan,
+    printer: Arc<Printer>,
+    line_editor: Option<LineEditor>,
+) -> i32 {
     let Plan {
         url,
         options,
@@ -1009,8 +1075,8 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
         wait,
         ping_interval,
         ping_timeout,
-        close_code,
-        close_reason,
+        mut close_code,
+        mut close_reason,
         file,
     } = plan;
     printer.request(&url, &args, &headers, &options);
@@ -1056,9 +1122,10 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
                 c.notify_one();
             }
         });
-        if args.show_ping_pong {
-            let p = printer.clone();
-            task.on_ping_pong(move |ev| p.ping_pong(ev));
+        // The pongs of /ping are shown without -P.
+        if args.show_ping_pong || line_editor.is_some() {
+            let (p, all) = (printer.clone(), args.show_ping_pong);
+            task.on_ping_pong(move |ev| p.ping_pong(ev, all));
         }
         let (p, o, f) = (printer.clone(), opened.clone(), failed_after_open.clone());
         let given = diagnose::Given {
@@ -1141,6 +1208,8 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
     // (a script's requests are answered first); those that still arrive
     // after our close frame are printed too, until the server's close.
     // `None`: we close.
+    // The line editor, once started; its terminal is put back at the end.
+    let mut running: Option<editor::Running> = None;
     let closed_by_server = 'sending: {
         if !args.execute.is_empty() {
             for (i, m) in args.execute.iter().enumerate() {
@@ -1156,6 +1225,66 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
                     break;
                 }
             }
+        } else if let Some(line_editor) = line_editor {
+            let editing = running.insert(line_editor.start());
+            loop {
+                let typed = tokio::select! {
+                    ev = &mut done_rx => break 'sending ev.ok(),
+                    () = count_done.notified() => break 'sending None,
+                    typed = editing.typed.recv() => typed,
+                };
+                let line = match typed {
+                    Some(Typed::Line(line)) => line,
+                    Some(Typed::Failed(e)) => {
+                        printer.error(&format!("cannot read the terminal: {e}"));
+                        break;
+                    }
+                    // Ctrl-C, Ctrl-D: close.
+                    Some(Typed::Interrupt | Typed::Eof) | None => break,
+                };
+                let send = |data: Data| {
+                    let (p, sent) = (printer.clone(), task.send(data));
+                    tokio::spawn(async move {
+                        if let Err(e) = sent.await {
+                            p.error(&format!("cannot send: {}", e.reason()));
+                        }
+                    });
+                };
+                match editor::parse(&line) {
+                    Command::Send(text) => match to_data(text.as_bytes().to_vec()) {
+                        Ok(data) => send(data),
+                        Err(why) => printer.error(&format!("the line {why}")),
+                    },
+                    Command::Binary(hex) => match decode_line(InputFormat::Hex, hex.as_bytes()) {
+                        Ok(bytes) => send(Data::from(bytes)),
+                        Err(why) => printer.error(&format!("/binary: the bytes are {why}")),
+                    },
+                    Command::Ping(payload) => {
+                        printer.sent_ping(payload.as_bytes());
+                        let (p, pinged) = (printer.clone(), task.ping(payload.to_owned()));
+                        tokio::spawn(async move {
+                            if let Err(e) = pinged.await {
+                                p.error(&format!("cannot ping: {}", e.reason()));
+                            }
+                        });
+                    }
+                    Command::Close(None) => break,
+                    Command::Close(Some((code, reason))) => {
+                        match check_close(code, reason, ("/close", "the reason")) {
+                            Ok(()) => {
+                                close_code = code;
+                                close_reason = reason.to_owned();
+                                break;
+                            }
+                            Err(why) => printer.error(&why),
+                        }
+                    }
+                    Command::Help => printer.info(editor::HELP),
+                    Command::Wrong(why) => printer.error(&why),
+                }
+                editing.next_line();
+            }
+            break 'sending None;
         } else if !args.no_stdin {
             let interactive = file.is_none() && std::io::stdin().is_terminal();
             // A terminal is read line by line, even with -b.
@@ -1227,6 +1356,10 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
             }
         }
     };
+    if let Some(editing) = running {
+        printer.stop_printing_above();
+        editing.finish();
+    }
     // The server's code is fine when normal, going away, absent, or the
     // echo of ours.
     let fine_code = matches!(ev.code, 1000 | 1001 | 1005) || (we_closed && ev.code == close_code);

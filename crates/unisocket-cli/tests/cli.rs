@@ -648,6 +648,19 @@ fn stdin_lines_are_sent_and_echoes_printed_then_eof_closes_with_1000() {
 }
 
 #[test]
+fn piped_stdin_has_no_slash_commands() {
+    let server = Serve::start(&[]);
+    let lines = "/ping x\n//two slashes\n/close 4000 bye\n/help\n";
+    let out = run(&[&server.url, "-w", "0.5"], lines.as_bytes());
+    out.expect_code(0);
+    assert_eq!(out.stdout, lines);
+    assert!(!out.stderr.contains("pong"), "{}", out.stderr);
+    server.wait_log("the server to log the close", |log| {
+        log.iter().any(|l| l.ends_with("sent close 1000"))
+    });
+}
+
+#[test]
 fn execute_sends_each_message_prints_replies_and_closes_after_wait() {
     let server = Serve::start(&[]);
     let out = run(&[&server.url, "-x", "one", "-x", "two", "-w", "0.5"], b"");
@@ -2237,15 +2250,25 @@ impl Tmux {
     }
 
     fn wait_screen(&self, needle: &str) -> String {
+        self.wait_until(&format!("{needle:?}"), |s| s.contains(needle))
+    }
+
+    /// Polls the screen until `ready` says yes; returns it.
+    fn wait_until(&self, what: &str, mut ready: impl FnMut(&str) -> bool) -> String {
         let start = Instant::now();
         loop {
-            let s = self.screen(false);
-            if s.contains(needle) {
+            // Trailing spaces of each line (the pane's width) left out.
+            let s: String = self
+                .screen(false)
+                .lines()
+                .map(|l| format!("{}\n", l.trim_end()))
+                .collect();
+            if ready(&s) {
                 return s;
             }
             assert!(
                 start.elapsed() < LIMIT,
-                "timed out waiting for {needle:?} on the screen:\n{s}"
+                "timed out waiting for {what} on the screen:\n{s}"
             );
             thread::sleep(Duration::from_millis(20));
         }
@@ -2287,21 +2310,225 @@ fn interactive_session_in_a_terminal() {
     tmux.wait_screen("< first line");
     tmux.keys(&["second line", "Enter"]);
     tmux.wait_screen("< second line");
+    // Up twice recalls the first line, which is sent again (not the
+    // escape sequence of the arrow key).
+    tmux.keys(&["Up"]);
+    tmux.wait_screen("> second line\n< second line\n> second line");
+    tmux.keys(&["Up", "Enter"]);
+    tmux.wait_until("the recalled line echoed", |screen| {
+        screen.matches("< first line").count() == 2
+    });
+    server.wait_log("the recalled line at the server", |log| {
+        log.iter()
+            .filter(|l| l.ends_with("text (10 bytes) \"first line\""))
+            .count()
+            == 2
+    });
     tmux.keys(&["C-d"]);
     let screen = tmux.wait_screen("exit=");
     assert!(screen.contains("closed 1000 (normal closure)"), "{screen}");
     assert!(screen.contains("exit=0"), "{screen}");
-    // Typed lines (echoed by the terminal) and replies alternate.
+    assert!(!screen.contains("[A"), "{screen}");
+    // Typed lines (after the prompt) and replies alternate.
     let lines: Vec<&str> = screen.lines().map(str::trim_end).collect();
-    let at = |s: &str| lines.iter().position(|l| *l == s).unwrap();
-    assert!(at("first line") < at("< first line"), "{screen}");
-    assert!(at("< first line") < at("second line"), "{screen}");
-    assert!(at("second line") < at("< second line"), "{screen}");
+    assert_eq!(
+        lines[1..7],
+        [
+            "> first line",
+            "< first line",
+            "> second line",
+            "< second line",
+            "> first line",
+            "< first line",
+        ],
+        "{screen}"
+    );
+    assert!(
+        !server.log().iter().any(|l| l.contains('\x1b')),
+        "{:?}",
+        server.log()
+    );
     // On a terminal, with colours.
     assert!(
         tmux.screen(true).contains('\x1b'),
         "no colours on a terminal"
     );
+}
+
+/// The environment for the client in tmux: no proxy, no NO_COLOR.
+const CLIENT_ENV: &str = "env -u NO_COLOR -u HTTP_PROXY -u http_proxy -u ALL_PROXY -u all_proxy";
+
+/// The client in tmux, connected to `url` with `extra` arguments, once it
+/// has shown that it is connected.
+fn interactive_client(name: &str, url: &str, extra: &[&str]) -> Option<Tmux> {
+    let tmux = Tmux::start(
+        name,
+        &shell_command(CLIENT_ENV, &[&[url][..], extra].concat()),
+    )?;
+    tmux.wait_screen("Ctrl-D to close");
+    Some(tmux)
+}
+
+/// The last line on the screen with text.
+fn last_line(screen: &str) -> &str {
+    screen
+        .lines()
+        .rev()
+        .find(|l| !l.is_empty())
+        .unwrap_or_default()
+}
+
+#[test]
+#[cfg_attr(no_tmux, ignore = "needs tmux")]
+fn a_message_arriving_while_typing_is_printed_above_the_half_typed_line() {
+    let server = Serve::start(&["--mode", "broadcast"]);
+    let Some(tmux) = interactive_client("above", &server.url, &[]) else {
+        return;
+    };
+    tmux.keys(&["half typ"]);
+    tmux.wait_screen("> half typ");
+    // Another client's message, broadcast to this one.
+    run(&[&server.url, "-x", "from elsewhere", "-w", "0"], b"").expect_code(0);
+    let screen = tmux.wait_screen("< from elsewhere");
+    // The message is above the prompt, which still holds what was typed.
+    let lines: Vec<&str> = screen.lines().collect();
+    let at = |s: &str| lines.iter().position(|l| *l == s);
+    assert!(at("< from elsewhere") < at("> half typ"), "{screen}");
+    assert_eq!(last_line(&screen), "> half typ", "{screen}");
+    // Typing goes on where it was: the whole line is sent.
+    tmux.keys(&["ed", "Enter"]);
+    tmux.wait_screen("< half typed");
+    server.wait_log("the whole line at the server", |log| {
+        log.iter()
+            .any(|l| l.contains("text (10 bytes) \"half typed\""))
+    });
+    tmux.keys(&["C-d"]);
+    let screen = tmux.wait_screen("exit=");
+    assert!(screen.contains("exit=0"), "{screen}");
+}
+
+#[test]
+#[cfg_attr(no_tmux, ignore = "needs tmux")]
+fn slash_commands_ping_binary_help_and_a_double_slash() {
+    let server = Serve::start(&[]);
+    let Some(tmux) = interactive_client("commands", &server.url, &[]) else {
+        return;
+    };
+    // /ping shows its pong, without -P.
+    tmux.keys(&["/ping are you there", "Enter"]);
+    tmux.wait_screen("pong received: are you there (round trip ");
+    tmux.keys(&["/binary 00 ff10", "Enter"]);
+    tmux.wait_screen("< [binary 3 B] 00ff10");
+    tmux.keys(&["/help", "Enter"]);
+    let help = tmux.wait_screen("//TEXT");
+    for command in [
+        "/ping [DATA]",
+        "/close [CODE [REASON]]",
+        "/binary HEX",
+        "/help",
+    ] {
+        assert!(help.contains(command), "{help}");
+    }
+    // A message that starts with a slash: written with two.
+    tmux.keys(&["//not a command", "Enter"]);
+    tmux.wait_screen("< /not a command");
+    tmux.keys(&["/pnig", "Enter"]);
+    tmux.wait_screen("unknown command /pnig");
+    tmux.keys(&["/binary 0g", "Enter"]);
+    tmux.wait_screen("/binary: the bytes are not hex");
+    tmux.keys(&["/close 1004", "Enter"]);
+    tmux.wait_screen("/close 1004 is not allowed");
+    // None of the commands was sent as a message.
+    let log = server.log();
+    let texts: Vec<&String> = log.iter().filter(|l| l.contains(" text (")).collect();
+    assert_eq!(texts.len(), 1, "{log:?}");
+    assert!(texts[0].ends_with("\"/not a command\""), "{log:?}");
+    assert!(
+        log.iter().any(|l| l.ends_with("binary (3 bytes)")),
+        "{log:?}"
+    );
+    tmux.keys(&["C-d"]);
+    let screen = tmux.wait_screen("exit=");
+    assert!(screen.contains("exit=0"), "{screen}");
+}
+
+#[test]
+#[cfg_attr(no_tmux, ignore = "needs tmux")]
+fn close_command_sends_its_code_and_reason() {
+    let server = Serve::start(&[]);
+    let Some(tmux) = interactive_client("close", &server.url, &[]) else {
+        return;
+    };
+    tmux.keys(&["/close 4000 bye", "Enter"]);
+    server.wait_log("the server to see the close", |log| {
+        log.iter().any(|l| l.ends_with("sent close 4000 \"bye\""))
+    });
+    let screen = tmux.wait_screen("exit=");
+    assert!(screen.contains("closed 4000 \"bye\""), "{screen}");
+    assert!(screen.contains("exit=0"), "{screen}");
+}
+
+#[test]
+#[cfg_attr(no_tmux, ignore = "needs tmux")]
+fn ctrl_c_closes_with_a_closing_handshake_and_the_close_code() {
+    let server = Serve::start(&[]);
+    let Some(tmux) = interactive_client("ctrlc", &server.url, &["--close-code", "4001"]) else {
+        return;
+    };
+    tmux.keys(&["not sent"]);
+    tmux.wait_screen("> not sent");
+    tmux.keys(&["C-c"]);
+    let screen = tmux.wait_screen("exit=");
+    assert!(screen.contains("closed 4001"), "{screen}");
+    assert!(screen.contains("exit=0"), "{screen}");
+    server.wait_log("the server to see the close", |log| {
+        log.iter().any(|l| l.ends_with("sent close 4001"))
+    });
+    // A close frame, then the end of the connection; the half-typed line
+    // was not sent.
+    let log = server.log();
+    assert!(log.iter().any(|l| l.ends_with(" disconnected")), "{log:?}");
+    assert!(!log.iter().any(|l| l.contains(" text (")), "{log:?}");
+}
+
+#[test]
+#[cfg_attr(no_tmux, ignore = "needs tmux")]
+fn the_server_closing_while_a_line_is_typed_leaves_the_terminal_as_it_was() {
+    // Closes when the test says so.
+    let (close_now, wait) = std::sync::mpsc::channel::<()>();
+    let wait = Mutex::new(wait);
+    let raw = RawServer::start(move |conn, _| {
+        conn.accept(None);
+        if wait.lock().unwrap().recv_timeout(LIMIT).is_ok() {
+            conn.write_frame(CLOSE, &Conn::close_payload(1000, "done"));
+            let _ = conn.read_frame();
+        }
+    });
+    // After the client: whether the terminal is in canonical mode with
+    // echo, as the shell left it.
+    let mut cmd = format!(
+        "{CLIENT_ENV} '{}' '{}'",
+        env!("CARGO_BIN_EXE_unisocket"),
+        raw.url()
+    );
+    cmd.push_str("; echo exit=$?; stty -a | tr ' ' '\\n' | grep -x -e -icanon -e icanon -e -echo -e echo | tr '\\n' ' '; echo; sleep 60");
+    let Some(tmux) = Tmux::start("restore", &format!("sh -c \"{}\"", cmd.replace('$', "\\$")))
+    else {
+        return;
+    };
+    tmux.wait_screen("Ctrl-D to close");
+    tmux.keys(&["half"]);
+    tmux.wait_screen("> half");
+    close_now.send(()).unwrap();
+    let screen = tmux.wait_screen("exit=");
+    assert!(
+        screen.contains("closed 1000 (normal closure) \"done\""),
+        "{screen}"
+    );
+    assert!(screen.contains("exit=0"), "{screen}");
+    let screen = tmux.wait_screen("icanon");
+    assert!(screen.contains("icanon echo"), "{screen}");
+    assert!(!screen.contains("-icanon"), "{screen}");
 }
 
 #[test]

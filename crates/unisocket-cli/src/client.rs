@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +22,7 @@ use unisocket::{
 use unisocket_proto::connection::is_valid_endpoint_code;
 
 use crate::diagnose;
+use crate::editor::{self, Command, LineEditor, Typed};
 use crate::exit;
 use crate::style::{self, describe_close_code, Paint};
 
@@ -31,6 +32,20 @@ pub enum BinaryFormat {
     /// Hexadecimal bytes.
     Hex,
     /// Standard base64.
+    Base64,
+    /// The bytes as they came, with no newline added (to a pipe or a file;
+    /// a terminal shows hex, and --json base64).
+    Raw,
+}
+
+/// How the lines of stdin (or --file) and the -x messages are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InputFormat {
+    /// As they are: text messages (binary with -b).
+    Text,
+    /// Hexadecimal bytes (spaces allowed): one binary message per line.
+    Hex,
+    /// Standard base64: one binary message per line.
     Base64,
 }
 
@@ -74,9 +89,30 @@ pub struct ClientArgs {
         alias = "subprotocol"
     )]
     pub protocols: Vec<String>,
-    /// Send stdin lines (and -x messages) as binary messages instead of text.
+    /// Send binary messages instead of text: stdin (or --file) verbatim as
+    /// one message, or one per --binary-delimiter; each -x message and
+    /// each line typed on a terminal as one message.
     #[arg(short = 'b', long)]
     pub binary: bool,
+    /// With -b: one message per BYTE-separated part of the input (the
+    /// separator not sent): a character (`,`), an escape (`\n`, `\r`, `\t`,
+    /// `\0`) or a hex byte (`0x0a`).
+    #[arg(long, value_name = "BYTE", value_parser = parse_delimiter, requires = "binary")]
+    pub binary_delimiter: Option<u8>,
+    /// Read the messages from FILE instead of stdin (as stdin would be read:
+    /// lines, or with -b the whole file).
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["execute", "no_stdin"])]
+    pub file: Option<PathBuf>,
+    /// How input lines (stdin, --file, -x, typed) are read: text, or hex or
+    /// base64 with one binary message per line.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        default_value_t = InputFormat::Text,
+        conflicts_with = "binary_delimiter"
+    )]
+    pub input_format: InputFormat,
     /// How to print received binary messages.
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = BinaryFormat::Hex)]
     pub binary_format: BinaryFormat,
@@ -186,6 +222,8 @@ struct Plan {
     ping_timeout: Option<Duration>,
     close_code: u16,
     close_reason: String,
+    /// `--file`, opened.
+    file: Option<std::fs::File>,
 }
 
 fn seconds(name: &str, s: f64, allow_zero: bool) -> Result<Duration, String> {
@@ -213,19 +251,11 @@ fn plan(url: String, args: &ClientArgs) -> Result<Plan, String> {
         .ping_timeout
         .map(|s| seconds("ping-timeout", s, false))
         .transpose()?;
-    if !is_valid_endpoint_code(args.close_code) {
-        return Err(format!(
-            "--close-code {} is not allowed: {}; a client may send 1000-1003, 1007-1011 or 3000-4999",
-            args.close_code,
-            why_not_sent(args.close_code)
-        ));
-    }
-    if args.close_reason.len() > 123 {
-        return Err(format!(
-            "--close-reason is {} bytes of UTF-8; the limit is 123",
-            args.close_reason.len()
-        ));
-    }
+    check_close(
+        args.close_code,
+        &args.close_reason,
+        ("--close-code", "--close-reason"),
+    )?;
     let mut o = ConnectOptions::new(url.clone()).timeout(timeout);
     let mut headers = Vec::new();
     for h in &args.headers {
@@ -308,6 +338,13 @@ fn plan(url: String, args: &ClientArgs) -> Result<Plan, String> {
     }
     // What the server sent before it saw our close frame is printed too.
     o = o.receive_while_closing(true);
+    let file = match &args.file {
+        Some(path) => Some(
+            std::fs::File::open(path)
+                .map_err(|e| format!("cannot read --file {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
     Ok(Plan {
         url,
         options: o,
@@ -317,6 +354,7 @@ fn plan(url: String, args: &ClientArgs) -> Result<Plan, String> {
         ping_timeout,
         close_code: args.close_code,
         close_reason: args.close_reason.clone(),
+        file,
     })
 }
 
@@ -344,6 +382,81 @@ fn parse_size(s: &str) -> Result<usize, String> {
         Some(0) => Err("the size must be at least 1 byte".to_owned()),
         Some(v) => Ok(v),
         None => Err(format!("{s:?} is too large")),
+    }
+}
+
+/// Whether we may close with `code` and `reason`; `names` are how the
+/// user gave them, for the message.
+fn check_close(code: u16, reason: &str, names: (&str, &str)) -> Result<(), String> {
+    if !is_valid_endpoint_code(code) {
+        return Err(format!(
+            "{} {code} is not allowed: {}; a client may send 1000-1003, 1007-1011 or 3000-4999",
+            names.0,
+            why_not_sent(code)
+        ));
+    }
+    if reason.len() > 123 {
+        return Err(format!(
+            "{} is {} bytes of UTF-8; the limit is 123",
+            names.1,
+            reason.len()
+        ));
+    }
+    Ok(())
+}
+
+/// The byte of `--binary-delimiter`: one ASCII character, an escape
+/// (`\n`, `\r`, `\t`, `\0`, `\\`) or a hex byte (`0x0a`).
+fn parse_delimiter(s: &str) -> Result<u8, String> {
+    let byte = match s {
+        "\\n" => Some(b'\n'),
+        "\\r" => Some(b'\r'),
+        "\\t" => Some(b'\t'),
+        "\\0" => Some(0),
+        "\\\\" => Some(b'\\'),
+        _ => match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+            Some(hex) if hex.len() == 2 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                u8::from_str_radix(hex, 16).ok()
+            }
+            _ if s.len() == 1 && s.is_ascii() => Some(s.as_bytes()[0]),
+            _ => None,
+        },
+    };
+    byte.ok_or_else(|| {
+        format!(
+            "{s:?} is not one byte: give a character (,), an escape (\\n \\r \\t \\0) or a hex byte (0x0a)"
+        )
+    })
+}
+
+/// Decodes one line of `--input-format hex` (spaces between bytes allowed)
+/// or `base64`.
+fn decode_line(format: InputFormat, line: &[u8]) -> Result<Vec<u8>, &'static str> {
+    let text = std::str::from_utf8(line).map_err(|_| "not UTF-8")?;
+    match format {
+        InputFormat::Text => Ok(line.to_vec()),
+        InputFormat::Hex => {
+            let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+            if digits.len() % 2 != 0 {
+                return Err("not hex (an odd number of digits)");
+            }
+            let nibble = |d: u8| match d {
+                b'0'..=b'9' => Some(d - b'0'),
+                b'a'..=b'f' => Some(d - b'a' + 10),
+                b'A'..=b'F' => Some(d - b'A' + 10),
+                _ => None,
+            };
+            digits
+                .chunks(2)
+                .map(|pair| match (nibble(pair[0]), nibble(pair[1])) {
+                    (Some(high), Some(low)) => Ok(high << 4 | low),
+                    _ => Err("not hex"),
+                })
+                .collect()
+        }
+        InputFormat::Base64 => base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|_| "not base64"),
     }
 }
 
@@ -403,19 +516,50 @@ struct Printer {
     binary_format: BinaryFormat,
     /// When each of our pings was sent, by payload, for the pong's RTT.
     pings: Mutex<HashMap<Vec<u8>, Instant>>,
+    /// What the "connected" line says about typing (stdin is a terminal).
+    hint: &'static str,
+    /// While the line editor runs: prints lines meant for the terminal
+    /// above the line being typed.
+    above: Mutex<Option<editor::Above>>,
 }
 
 impl Printer {
     fn stdout_line(&self, s: &str) {
+        if self.tty && self.print_above(s) {
+            return;
+        }
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{s}");
         let _ = out.flush();
     }
 
     fn stderr_line(&self, s: &str) {
+        if self.err_tty && self.print_above(s) {
+            return;
+        }
         let mut err = std::io::stderr().lock();
         let _ = writeln!(err, "{s}");
         let _ = err.flush();
+    }
+
+    /// Prints `s` above the prompt when the line editor runs; `false` when
+    /// it does not.
+    fn print_above(&self, s: &str) -> bool {
+        let mut above = self.above.lock().unwrap_or_else(|e| e.into_inner());
+        match above.as_mut() {
+            Some(printer) => printer.print(format!("{s}\n")).is_ok(),
+            None => false,
+        }
+    }
+
+    /// The editor is gone: lines go straight to stdout and stderr again.
+    fn stop_printing_above(&self) {
+        self.above.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    /// A line for the user (`/help`), on stderr.
+    fn info(&self, s: &str) {
+        self.stderr_line(&self.err.dim(s));
     }
 
     /// Server text for a status line: control characters escaped when
@@ -432,17 +576,27 @@ impl Printer {
         self.stdout_line(&v.to_string());
     }
 
+    /// The text form of a binary message: `--binary-format raw` has none,
+    /// and is shown as hex on a terminal and as base64 in JSON.
     fn binary(&self, b: &[u8]) -> String {
-        match self.binary_format {
-            BinaryFormat::Hex => style::hex(b),
+        match self.text_format() {
             BinaryFormat::Base64 => base64::engine::general_purpose::STANDARD.encode(b),
+            _ => style::hex(b),
+        }
+    }
+
+    fn text_format(&self) -> BinaryFormat {
+        match self.binary_format {
+            BinaryFormat::Raw if self.json => BinaryFormat::Base64,
+            BinaryFormat::Raw => BinaryFormat::Hex,
+            f => f,
         }
     }
 
     fn format_name(&self) -> &'static str {
-        match self.binary_format {
-            BinaryFormat::Hex => "hex",
+        match self.text_format() {
             BinaryFormat::Base64 => "base64",
+            _ => "hex",
         }
     }
 
@@ -548,9 +702,7 @@ impl Printer {
         if let Some(ext) = ev.header.get("sec-websocket-extensions") {
             line.push_str(&format!(" [{}]", self.err_text(ext)));
         }
-        if std::io::stdin().is_terminal() {
-            line.push_str("; type messages, Ctrl-D to close");
-        }
+        line.push_str(self.hint);
         self.stderr_line(&self.err.green(&line));
     }
 
@@ -577,6 +729,11 @@ impl Printer {
                 self.out
                     .yellow(&format!("[binary {} B] {}", b.len(), self.binary(b)))
             )),
+            (Data::Binary(b), false) if self.binary_format == BinaryFormat::Raw => {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(b);
+                let _ = out.flush();
+            }
             (Data::Binary(b), false) => self.stdout_line(&self.binary(b)),
         }
     }
@@ -601,7 +758,9 @@ impl Printer {
         }
     }
 
-    fn ping_pong(&self, ev: &PingPongEvent) {
+    /// A ping or pong received; with `all` false, only the pongs of pings
+    /// we showed as sent (`/ping`).
+    fn ping_pong(&self, ev: &PingPongEvent, all: bool) {
         let (kind, data) = match ev {
             PingPongEvent::Ping(d) => ("ping", d),
             PingPongEvent::Pong(d) => ("pong", d),
@@ -615,6 +774,9 @@ impl Printer {
                 .map(|t| t.elapsed()),
             PingPongEvent::Ping(_) => None,
         };
+        if !all && rtt.is_none() {
+            return;
+        }
         let text = String::from_utf8_lossy(data);
         if self.json {
             let mut v = serde_json::json!({"event": kind, "data": text});
@@ -725,6 +887,18 @@ pub fn run(url: String, args: ClientArgs) -> i32 {
             return exit::FAILURE;
         }
     };
+    // Lines typed on a terminal are read with a line editor (when the
+    // terminal can have one); piped stdin is read as it is.
+    let typing = args.execute.is_empty()
+        && !args.no_stdin
+        && args.file.is_none()
+        && std::io::stdin().is_terminal();
+    let mut line_editor = typing.then(LineEditor::new).flatten();
+    let hint = match (&line_editor, typing) {
+        (Some(_), _) => "; type messages (/help for commands), Ctrl-D to close",
+        (None, true) => "; type messages, Ctrl-D to close",
+        (None, false) => "",
+    };
     let printer = Arc::new(Printer {
         json: args.json,
         verbose: args.verbose,
@@ -734,8 +908,10 @@ pub fn run(url: String, args: ClientArgs) -> i32 {
         err: Paint::stderr(),
         binary_format: args.binary_format,
         pings: Mutex::new(HashMap::new()),
+        hint,
+        above: Mutex::new(line_editor.as_mut().and_then(LineEditor::take_above)),
     });
-    let code = rt.block_on(session(args, plan, printer));
+    let code = rt.block_on(session(args, plan, printer, line_editor));
     // The stdin thread may be blocked in a read: do not wait for it.
     rt.shutdown_background();
     code
@@ -826,24 +1002,53 @@ async fn settle_oldest(sending: &mut VecDeque<Completion<SendSuccess>>, printer:
     }
 }
 
-/// Reads stdin on a thread of its own (a blocking read must not hold the
-/// runtime), one line per item, without the line ending.
-fn stdin_lines() -> mpsc::Receiver<std::io::Result<Vec<u8>>> {
+/// How the input is cut into messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Split {
+    /// One message per line, without its `\n` or `\r\n`.
+    Lines,
+    /// The whole input as one message, byte for byte.
+    Whole,
+    /// One message per part ending with this byte (the byte not sent); the
+    /// last part also when it does not end with it.
+    At(u8),
+}
+
+/// Reads `file` (or stdin) on a thread of its own (a blocking read must not
+/// hold the runtime), one item per message, cut as `split` says.
+fn read_input(
+    file: Option<std::fs::File>,
+    split: Split,
+) -> mpsc::Receiver<std::io::Result<Vec<u8>>> {
     let (tx, rx) = mpsc::channel(64);
     std::thread::spawn(move || {
-        let mut stdin = std::io::stdin().lock();
+        let mut input: Box<dyn BufRead> = match file {
+            Some(f) => Box::new(std::io::BufReader::new(f)),
+            None => Box::new(std::io::stdin().lock()),
+        };
         loop {
-            let mut line = Vec::new();
-            match stdin.read_until(b'\n', &mut line) {
-                Ok(0) => break,
-                Ok(_) => {
-                    if line.last() == Some(&b'\n') {
-                        line.pop();
-                        if line.last() == Some(&b'\r') {
-                            line.pop();
+            let mut chunk = Vec::new();
+            let read = match split {
+                Split::Whole => input.read_to_end(&mut chunk).map(|_| true),
+                Split::Lines => input.read_until(b'\n', &mut chunk).map(|n| n > 0),
+                Split::At(byte) => input.read_until(byte, &mut chunk).map(|n| n > 0),
+            };
+            match read {
+                Ok(false) => break,
+                Ok(true) => {
+                    match split {
+                        Split::Lines if chunk.last() == Some(&b'\n') => {
+                            chunk.pop();
+                            if chunk.last() == Some(&b'\r') {
+                                chunk.pop();
+                            }
                         }
+                        Split::At(byte) if chunk.last() == Some(&byte) => {
+                            chunk.pop();
+                        }
+                        _ => {}
                     }
-                    if tx.blocking_send(Ok(line)).is_err() {
+                    if tx.blocking_send(Ok(chunk)).is_err() || split == Split::Whole {
                         break;
                     }
                 }
@@ -857,7 +1062,12 @@ fn stdin_lines() -> mpsc::Receiver<std::io::Result<Vec<u8>>> {
     rx
 }
 
-async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
+async fn session(
+    args: ClientArgs,
+    plan: Plan,
+    printer: Arc<Printer>,
+    line_editor: Option<LineEditor>,
+) -> i32 {
     let Plan {
         url,
         options,
@@ -865,8 +1075,9 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
         wait,
         ping_interval,
         ping_timeout,
-        close_code,
-        close_reason,
+        mut close_code,
+        mut close_reason,
+        file,
     } = plan;
     printer.request(&url, &args, &headers, &options);
     // "connected to" and --json show the URL without its password.
@@ -911,9 +1122,10 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
                 c.notify_one();
             }
         });
-        if args.show_ping_pong {
-            let p = printer.clone();
-            task.on_ping_pong(move |ev| p.ping_pong(ev));
+        // The pongs of /ping are shown without -P.
+        if args.show_ping_pong || line_editor.is_some() {
+            let (p, all) = (printer.clone(), args.show_ping_pong);
+            task.on_ping_pong(move |ev| p.ping_pong(ev, all));
         }
         let (p, o, f) = (printer.clone(), opened.clone(), failed_after_open.clone());
         let given = diagnose::Given {
@@ -974,36 +1186,114 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
         });
     }
 
-    let to_data = |bytes: Vec<u8>| -> Result<Data, Vec<u8>> {
-        if args.binary {
-            Ok(Data::from(bytes))
-        } else {
-            String::from_utf8(bytes)
+    // One message of the input (a line, the whole input, or a part) as the
+    // message to send; `Err`: why it is not sent.
+    let to_data = |bytes: Vec<u8>| -> Result<Data, String> {
+        match args.input_format {
+            InputFormat::Text if args.binary => Ok(Data::from(bytes)),
+            InputFormat::Text => String::from_utf8(bytes)
                 .map(Data::from)
-                .map_err(|e| e.into_bytes())
+                .map_err(|_| "is not UTF-8 and was not sent (use --binary)".to_owned()),
+            format => decode_line(format, &bytes)
+                .map(Data::from)
+                .map_err(|why| format!("is {why} and was not sent")),
         }
+    };
+    let source = match &args.file {
+        Some(path) => path.display().to_string(),
+        None => "stdin".to_owned(),
     };
 
     // After the last message, wait for the replies to stop before closing
     // (a script's requests are answered first); those that still arrive
     // after our close frame are printed too, until the server's close.
     // `None`: we close.
+    // The line editor, once started; its terminal is put back at the end.
+    let mut running: Option<editor::Running> = None;
     let closed_by_server = 'sending: {
         if !args.execute.is_empty() {
-            for m in &args.execute {
-                let data = if args.binary {
-                    Data::from(m.clone().into_bytes())
-                } else {
-                    Data::from(m.clone())
+            for (i, m) in args.execute.iter().enumerate() {
+                let data = match to_data(m.clone().into_bytes()) {
+                    Ok(data) => data,
+                    Err(why) => {
+                        printer.error(&format!("-x message {} {why}", i + 1));
+                        continue;
+                    }
                 };
                 if let Err(e) = task.send(data).await {
                     printer.error(&format!("cannot send: {}", e.reason()));
                     break;
                 }
             }
+        } else if let Some(line_editor) = line_editor {
+            let editing = running.insert(line_editor.start());
+            loop {
+                let typed = tokio::select! {
+                    ev = &mut done_rx => break 'sending ev.ok(),
+                    () = count_done.notified() => break 'sending None,
+                    typed = editing.typed.recv() => typed,
+                };
+                let line = match typed {
+                    Some(Typed::Line(line)) => line,
+                    Some(Typed::Failed(e)) => {
+                        printer.error(&format!("cannot read the terminal: {e}"));
+                        break;
+                    }
+                    // Ctrl-C, Ctrl-D: close.
+                    Some(Typed::Interrupt | Typed::Eof) | None => break,
+                };
+                let send = |data: Data| {
+                    let (p, sent) = (printer.clone(), task.send(data));
+                    tokio::spawn(async move {
+                        if let Err(e) = sent.await {
+                            p.error(&format!("cannot send: {}", e.reason()));
+                        }
+                    });
+                };
+                match editor::parse(&line) {
+                    Command::Send(text) => match to_data(text.as_bytes().to_vec()) {
+                        Ok(data) => send(data),
+                        Err(why) => printer.error(&format!("the line {why}")),
+                    },
+                    Command::Binary(hex) => match decode_line(InputFormat::Hex, hex.as_bytes()) {
+                        Ok(bytes) => send(Data::from(bytes)),
+                        Err(why) => printer.error(&format!("/binary: the bytes are {why}")),
+                    },
+                    Command::Ping(payload) => {
+                        printer.sent_ping(payload.as_bytes());
+                        let (p, pinged) = (printer.clone(), task.ping(payload.to_owned()));
+                        tokio::spawn(async move {
+                            if let Err(e) = pinged.await {
+                                p.error(&format!("cannot ping: {}", e.reason()));
+                            }
+                        });
+                    }
+                    Command::Close(None) => break,
+                    Command::Close(Some((code, reason))) => {
+                        match check_close(code, reason, ("/close", "the reason")) {
+                            Ok(()) => {
+                                close_code = code;
+                                close_reason = reason.to_owned();
+                                break;
+                            }
+                            Err(why) => printer.error(&why),
+                        }
+                    }
+                    Command::Help => printer.info(editor::HELP),
+                    Command::Wrong(why) => printer.error(&why),
+                }
+                editing.next_line();
+            }
+            break 'sending None;
         } else if !args.no_stdin {
-            let interactive = std::io::stdin().is_terminal();
-            let mut lines = stdin_lines();
+            let interactive = file.is_none() && std::io::stdin().is_terminal();
+            // A terminal is read line by line, even with -b.
+            let split = match (args.input_format, args.binary, args.binary_delimiter) {
+                (InputFormat::Text, true, None) if !interactive => Split::Whole,
+                (InputFormat::Text, true, Some(byte)) if !interactive => Split::At(byte),
+                _ => Split::Lines,
+            };
+            let mut lines = read_input(file, split);
             let mut n = 0u64;
             // Sends in flight, oldest first: a few are awaited together so
             // that stdin is not read one round trip at a time; at most
@@ -1023,13 +1313,14 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
                                         settle_oldest(&mut sending, &printer).await;
                                     }
                                 }
-                                Err(_) => printer.error(&format!(
-                                    "line {n} of stdin is not UTF-8 and was not sent (use --binary)"
-                                )),
+                                Err(why) if split == Split::Lines => {
+                                    printer.error(&format!("line {n} of {source} {why}"));
+                                }
+                                Err(why) => printer.error(&format!("message {n} of {source} {why}")),
                             }
                         }
                         Some(Err(e)) => {
-                            printer.error(&format!("cannot read stdin: {e}"));
+                            printer.error(&format!("cannot read {source}: {e}"));
                             break;
                         }
                         None => break,
@@ -1065,6 +1356,10 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
             }
         }
     };
+    if let Some(editing) = running {
+        printer.stop_printing_above();
+        editing.finish();
+    }
     // The server's code is fine when normal, going away, absent, or the
     // echo of ours.
     let fine_code = matches!(ev.code, 1000 | 1001 | 1005) || (we_closed && ev.code == close_code);
@@ -1100,6 +1395,42 @@ mod tests {
         ] {
             assert_eq!(websocket_url(given).as_deref(), meant, "{given:?}");
         }
+    }
+
+    #[test]
+    fn binary_delimiters_are_one_byte() {
+        for (given, byte) in [
+            (r"\n", b'\n'),
+            (r"\r", b'\r'),
+            (r"\t", b'\t'),
+            (r"\0", 0),
+            (r"\\", b'\\'),
+            ("0x0a", b'\n'),
+            ("0XFF", 0xff),
+            (",", b','),
+            ("0", b'0'),
+        ] {
+            assert_eq!(parse_delimiter(given), Ok(byte), "{given:?}");
+        }
+        for given in ["", "ab", "0x", "0x1", "0x+a", "0xzz", "é", r"\x"] {
+            assert!(parse_delimiter(given).is_err(), "{given:?}");
+        }
+    }
+
+    #[test]
+    fn hex_and_base64_lines_are_decoded() {
+        let hex = |s: &str| decode_line(InputFormat::Hex, s.as_bytes());
+        assert_eq!(hex("00ff7F"), Ok(vec![0, 0xff, 0x7f]));
+        assert_eq!(hex(" de ad\tbe ef "), Ok(vec![0xde, 0xad, 0xbe, 0xef]));
+        assert_eq!(hex(""), Ok(vec![]));
+        assert!(hex("abc").is_err());
+        assert!(hex("+a").is_err());
+        assert!(hex("zz").is_err());
+        let b64 = |s: &str| decode_line(InputFormat::Base64, s.as_bytes());
+        assert_eq!(b64("aGkh"), Ok(b"hi!".to_vec()));
+        assert_eq!(b64(" AP8= "), Ok(vec![0, 0xff]));
+        assert!(b64("!!").is_err());
+        assert!(decode_line(InputFormat::Hex, b"\xff").is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@ mod bench;
 mod client;
 mod demo;
 mod diagnose;
+mod editor;
 mod server;
 mod style;
 
@@ -33,6 +34,7 @@ Examples:
   unisocket wss://example.com/ws -H 'Authorization: Bearer t0k' -p chat.v1
   unisocket ws://127.0.0.1:9001 -x hello -w 1 send, print replies until 1 s passes without one, close
   unisocket ws://127.0.0.1:9001 --json < lines.txt
+  unisocket ws://127.0.0.1:9001 -b --file blob.bin --binary-format raw > reply.bin
   unisocket wss://localhost:8443 --ca cert.pem   a self-signed server certificate, trusted
   unisocket wss://feed.example/ws --reconnect --ping-timeout 10
   unisocket serve --port 9001 --mode broadcast
@@ -47,7 +49,9 @@ Exit codes:
 /// With no arguments, starts an embedded echo server on 127.0.0.1 and runs a
 /// short live session against it (no network needed). With a URL, an
 /// interactive client: each stdin line is sent as a message and received
-/// messages are printed on stdout; status lines go to stderr.
+/// messages are printed on stdout; status lines go to stderr. On a
+/// terminal, lines are typed at a `> ` prompt with history (Up/Down), and
+/// /help lists the commands (/ping, /close, /binary).
 #[derive(Parser, Debug)]
 #[command(name = "unisocket", version, after_help = EXAMPLES)]
 #[command(args_conflicts_with_subcommands = true)]

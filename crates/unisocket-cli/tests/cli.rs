@@ -648,6 +648,19 @@ fn stdin_lines_are_sent_and_echoes_printed_then_eof_closes_with_1000() {
 }
 
 #[test]
+fn piped_stdin_has_no_slash_commands() {
+    let server = Serve::start(&[]);
+    let lines = "/ping x\n//two slashes\n/close 4000 bye\n/help\n";
+    let out = run(&[&server.url, "-w", "0.5"], lines.as_bytes());
+    out.expect_code(0);
+    assert_eq!(out.stdout, lines);
+    assert!(!out.stderr.contains("pong"), "{}", out.stderr);
+    server.wait_log("the server to log the close", |log| {
+        log.iter().any(|l| l.ends_with("sent close 1000"))
+    });
+}
+
+#[test]
 fn execute_sends_each_message_prints_replies_and_closes_after_wait() {
     let server = Serve::start(&[]);
     let out = run(&[&server.url, "-x", "one", "-x", "two", "-w", "0.5"], b"");
@@ -848,13 +861,295 @@ fn binary_messages_are_sent_with_binary_and_printed_as_hex_or_base64() {
     );
     b64.expect_code(0);
     assert_eq!(b64.stdout, "aGkh\n");
-    // Stdin lines as binary too.
+    // Stdin as binary too: all of it, the newline included.
     let stdin = run(&[&server.url, "--binary", "-w", "0.3"], b"\x01\x02\n");
     stdin.expect_code(0);
-    assert_eq!(stdin.stdout, "0102\n");
+    assert_eq!(stdin.stdout, "01020a\n");
     server.wait_log("binary in the server log", |log| {
-        log.iter().any(|l| l.contains("binary (2 bytes)"))
+        log.iter().any(|l| l.contains("binary (3 bytes)"))
     });
+}
+
+/// Every byte value, newlines and CR LF among them: what a binary file
+/// split into lines would lose.
+fn every_byte() -> Vec<u8> {
+    let mut bytes: Vec<u8> = (0..=255).collect();
+    bytes.extend_from_slice(b"\r\n\n\x00end\n");
+    bytes.extend((0..=255u8).rev());
+    bytes
+}
+
+/// A server that notes each data message it receives as `OPCODE HEX`
+/// (and the close as `close CODE "REASON"`), echoing everything.
+fn recording_server() -> RawServer {
+    RawServer::start(|conn, notes| {
+        conn.accept(None);
+        loop {
+            let Ok((op, payload)) = conn.read_frame() else {
+                return;
+            };
+            match op {
+                PING => conn.write_frame(PONG, &payload),
+                PONG => {}
+                CLOSE => {
+                    let code = payload
+                        .get(..2)
+                        .map_or(1005, |c| u16::from_be_bytes([c[0], c[1]]));
+                    let reason = String::from_utf8_lossy(payload.get(2..).unwrap_or(&[]));
+                    notes.add(format!("close {code} {reason:?}"));
+                    conn.write_frame(CLOSE, &payload);
+                    return;
+                }
+                op => {
+                    notes.add(format!("{op} {}", hex(&payload)));
+                    conn.write_frame(op, &payload);
+                }
+            }
+        }
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Waits for the server's notes to end with the close, then returns them.
+fn notes_until_close(raw: &RawServer) -> Vec<String> {
+    wait_until("the server to note the close", || {
+        raw.notes().iter().any(|n| n.starts_with("close "))
+    });
+    raw.notes()
+}
+
+#[test]
+fn binary_stdin_or_file_is_sent_verbatim_as_one_message() {
+    let bytes = every_byte();
+    let expected = vec![format!("2 {}", hex(&bytes)), "close 1000 \"\"".to_owned()];
+
+    let raw = recording_server();
+    let out = run(&[&raw.url(), "-b", "-w", "0.3"], &bytes);
+    out.expect_code(0);
+    assert_eq!(notes_until_close(&raw), expected, "{}", out.stderr);
+
+    let path = temp_file_bytes("every-byte.bin", &bytes);
+    let raw = recording_server();
+    // --file: stdin is not read (it stays open here).
+    let mut s = Spawned::start(&[
+        &raw.url(),
+        "-b",
+        "--file",
+        path.to_str().unwrap(),
+        "-w",
+        "0.3",
+    ]);
+    wait_until("the message to reach the server", || {
+        !raw.notes().is_empty()
+    });
+    s.close_stdin();
+    s.finish().expect_code(0);
+    assert_eq!(notes_until_close(&raw), expected);
+
+    // An empty input is one empty message.
+    let raw = recording_server();
+    run(&[&raw.url(), "-b", "-w", "0.3"], b"").expect_code(0);
+    assert_eq!(notes_until_close(&raw), ["2 ", "close 1000 \"\""]);
+
+    // A file that cannot be read: a usage error, before connecting.
+    let raw = counting_listener();
+    let out = run(
+        &[&raw.url(), "-b", "--file", "/nonexistent/unisocket.bin"],
+        b"",
+    );
+    out.expect_code(2);
+    assert!(
+        out.stderr
+            .contains("cannot read --file /nonexistent/unisocket.bin"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(raw.accepted(), 0);
+}
+
+#[test]
+fn binary_delimiter_sends_one_message_per_part() {
+    for (delimiter, input, messages) in [
+        (
+            r"\n",
+            &b"ab\n\ncd\r\nlast"[..],
+            &["2 6162", "2 ", "2 63640d", "2 6c617374"][..],
+        ),
+        ("0x00", b"a\x00b\nc\x00", &["2 61", "2 620a63"]),
+        (",", b"1,2,", &["2 31", "2 32"]),
+    ] {
+        let raw = recording_server();
+        let out = run(
+            &[
+                &raw.url(),
+                "-b",
+                "--binary-delimiter",
+                delimiter,
+                "-w",
+                "0.3",
+            ],
+            input,
+        );
+        out.expect_code(0);
+        let notes = notes_until_close(&raw);
+        assert_eq!(&notes[..notes.len() - 1], messages, "{delimiter:?}");
+    }
+    // Not one byte; or without -b: usage errors.
+    for args in [
+        &["-b", "--binary-delimiter", "ab"][..],
+        &["-b", "--binary-delimiter", "0xzz"],
+        &["--binary-delimiter", ","],
+        &["-b", "--binary-delimiter", ",", "--input-format", "hex"],
+    ] {
+        let raw = counting_listener();
+        let url = raw.url();
+        let out = run(&[&[url.as_str()][..], args].concat(), b"");
+        out.expect_code(2);
+        assert_eq!(raw.accepted(), 0, "{args:?}");
+    }
+}
+
+#[test]
+fn hex_and_base64_input_lines_are_sent_as_binary_messages() {
+    let raw = recording_server();
+    let out = run(
+        &[&raw.url(), "--input-format", "hex", "-w", "0.3"],
+        b"00ff10\n0a 0B\r\nzz\nabc\n\n",
+    );
+    out.expect_code(0);
+    assert_eq!(
+        notes_until_close(&raw),
+        ["2 00ff10", "2 0a0b", "2 ", "close 1000 \"\""]
+    );
+    assert!(
+        out.stderr
+            .contains("line 3 of stdin is not hex and was not sent"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("line 4 of stdin is not hex (an odd number of digits) and was not sent"),
+        "{}",
+        out.stderr
+    );
+
+    let raw = recording_server();
+    let out = run(
+        &[&raw.url(), "--input-format", "base64", "-w", "0.3"],
+        b"aGkh\nAP8=\n!!\n",
+    );
+    out.expect_code(0);
+    assert_eq!(
+        notes_until_close(&raw),
+        ["2 686921", "2 00ff", "close 1000 \"\""]
+    );
+    assert!(
+        out.stderr
+            .contains("line 3 of stdin is not base64 and was not sent"),
+        "{}",
+        out.stderr
+    );
+
+    // -x messages too.
+    let raw = recording_server();
+    run(
+        &[
+            &raw.url(),
+            "--input-format",
+            "hex",
+            "-x",
+            "c0ffee",
+            "-w",
+            "0.3",
+        ],
+        b"",
+    )
+    .expect_code(0);
+    assert_eq!(notes_until_close(&raw), ["2 c0ffee", "close 1000 \"\""]);
+}
+
+/// Runs `unisocket args` with `stdin`, returning the exit status and the
+/// exact bytes of stdout.
+fn run_bytes(args: &[&str], stdin: &[u8]) -> (ExitStatus, Vec<u8>) {
+    let mut child = unisocket()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start unisocket");
+    let mut out = child.stdout.take().unwrap();
+    let reader = thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = out.read_to_end(&mut bytes);
+        bytes
+    });
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > LIMIT {
+            let _ = child.kill();
+            panic!("unisocket did not exit within {LIMIT:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    (status, reader.join().unwrap())
+}
+
+#[test]
+fn raw_binary_output_is_byte_exact() {
+    let server = Serve::start(&[]);
+    let bytes = every_byte();
+    let (status, out) = run_bytes(
+        &[&server.url, "-b", "--binary-format", "raw", "-w", "0.5"],
+        &bytes,
+    );
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(hex(&out), hex(&bytes));
+    // Several messages: their bytes one after the other, nothing between.
+    let (status, out) = run_bytes(
+        &[
+            &server.url,
+            "-b",
+            "--binary-delimiter",
+            "0x00",
+            "--binary-format",
+            "raw",
+            "-w",
+            "0.5",
+        ],
+        b"\n\xff\x00\x01\r\n\x00",
+    );
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(hex(&out), hex(b"\n\xff\x01\r\n"));
+    // JSON has no raw bytes: base64 there.
+    let out = run(
+        &[
+            &server.url,
+            "-b",
+            "--binary-format",
+            "raw",
+            "--json",
+            "-w",
+            "0.5",
+        ],
+        b"\xff\x00",
+    );
+    out.expect_code(0);
+    let message = out
+        .stdout
+        .lines()
+        .find(|l| l.contains(r#""event":"message""#))
+        .unwrap_or_else(|| panic!("no message event: {}", out.stdout));
+    assert!(message.contains(r#""data":"/wA=""#), "{message}");
+    assert!(message.contains(r#""encoding":"base64""#), "{message}");
 }
 
 #[test]
@@ -1274,6 +1569,10 @@ fn pki() -> Pki {
 }
 
 fn temp_file(name: &str, contents: &str) -> std::path::PathBuf {
+    temp_file_bytes(name, contents.as_bytes())
+}
+
+fn temp_file_bytes(name: &str, contents: &[u8]) -> std::path::PathBuf {
     let path =
         std::env::temp_dir().join(format!("unisocket-cli-test-{}-{name}", std::process::id()));
     std::fs::write(&path, contents).unwrap();
@@ -1951,15 +2250,25 @@ impl Tmux {
     }
 
     fn wait_screen(&self, needle: &str) -> String {
+        self.wait_until(&format!("{needle:?}"), |s| s.contains(needle))
+    }
+
+    /// Polls the screen until `ready` says yes; returns it.
+    fn wait_until(&self, what: &str, mut ready: impl FnMut(&str) -> bool) -> String {
         let start = Instant::now();
         loop {
-            let s = self.screen(false);
-            if s.contains(needle) {
+            // Trailing spaces of each line (the pane's width) left out.
+            let s: String = self
+                .screen(false)
+                .lines()
+                .map(|l| format!("{}\n", l.trim_end()))
+                .collect();
+            if ready(&s) {
                 return s;
             }
             assert!(
                 start.elapsed() < LIMIT,
-                "timed out waiting for {needle:?} on the screen:\n{s}"
+                "timed out waiting for {what} on the screen:\n{s}"
             );
             thread::sleep(Duration::from_millis(20));
         }
@@ -2001,21 +2310,225 @@ fn interactive_session_in_a_terminal() {
     tmux.wait_screen("< first line");
     tmux.keys(&["second line", "Enter"]);
     tmux.wait_screen("< second line");
+    // Up twice recalls the first line, which is sent again (not the
+    // escape sequence of the arrow key).
+    tmux.keys(&["Up"]);
+    tmux.wait_screen("> second line\n< second line\n> second line");
+    tmux.keys(&["Up", "Enter"]);
+    tmux.wait_until("the recalled line echoed", |screen| {
+        screen.matches("< first line").count() == 2
+    });
+    server.wait_log("the recalled line at the server", |log| {
+        log.iter()
+            .filter(|l| l.ends_with("text (10 bytes) \"first line\""))
+            .count()
+            == 2
+    });
     tmux.keys(&["C-d"]);
     let screen = tmux.wait_screen("exit=");
     assert!(screen.contains("closed 1000 (normal closure)"), "{screen}");
     assert!(screen.contains("exit=0"), "{screen}");
-    // Typed lines (echoed by the terminal) and replies alternate.
+    assert!(!screen.contains("[A"), "{screen}");
+    // Typed lines (after the prompt) and replies alternate.
     let lines: Vec<&str> = screen.lines().map(str::trim_end).collect();
-    let at = |s: &str| lines.iter().position(|l| *l == s).unwrap();
-    assert!(at("first line") < at("< first line"), "{screen}");
-    assert!(at("< first line") < at("second line"), "{screen}");
-    assert!(at("second line") < at("< second line"), "{screen}");
+    assert_eq!(
+        lines[1..7],
+        [
+            "> first line",
+            "< first line",
+            "> second line",
+            "< second line",
+            "> first line",
+            "< first line",
+        ],
+        "{screen}"
+    );
+    assert!(
+        !server.log().iter().any(|l| l.contains('\x1b')),
+        "{:?}",
+        server.log()
+    );
     // On a terminal, with colours.
     assert!(
         tmux.screen(true).contains('\x1b'),
         "no colours on a terminal"
     );
+}
+
+/// The environment for the client in tmux: no proxy, no NO_COLOR.
+const CLIENT_ENV: &str = "env -u NO_COLOR -u HTTP_PROXY -u http_proxy -u ALL_PROXY -u all_proxy";
+
+/// The client in tmux, connected to `url` with `extra` arguments, once it
+/// has shown that it is connected.
+fn interactive_client(name: &str, url: &str, extra: &[&str]) -> Option<Tmux> {
+    let tmux = Tmux::start(
+        name,
+        &shell_command(CLIENT_ENV, &[&[url][..], extra].concat()),
+    )?;
+    tmux.wait_screen("Ctrl-D to close");
+    Some(tmux)
+}
+
+/// The last line on the screen with text.
+fn last_line(screen: &str) -> &str {
+    screen
+        .lines()
+        .rev()
+        .find(|l| !l.is_empty())
+        .unwrap_or_default()
+}
+
+#[test]
+#[cfg_attr(no_tmux, ignore = "needs tmux")]
+fn a_message_arriving_while_typing_is_printed_above_the_half_typed_line() {
+    let server = Serve::start(&["--mode", "broadcast"]);
+    let Some(tmux) = interactive_client("above", &server.url, &[]) else {
+        return;
+    };
+    tmux.keys(&["half typ"]);
+    tmux.wait_screen("> half typ");
+    // Another client's message, broadcast to this one.
+    run(&[&server.url, "-x", "from elsewhere", "-w", "0"], b"").expect_code(0);
+    let screen = tmux.wait_screen("< from elsewhere");
+    // The message is above the prompt, which still holds what was typed.
+    let lines: Vec<&str> = screen.lines().collect();
+    let at = |s: &str| lines.iter().position(|l| *l == s);
+    assert!(at("< from elsewhere") < at("> half typ"), "{screen}");
+    assert_eq!(last_line(&screen), "> half typ", "{screen}");
+    // Typing goes on where it was: the whole line is sent.
+    tmux.keys(&["ed", "Enter"]);
+    tmux.wait_screen("< half typed");
+    server.wait_log("the whole line at the server", |log| {
+        log.iter()
+            .any(|l| l.contains("text (10 bytes) \"half typed\""))
+    });
+    tmux.keys(&["C-d"]);
+    let screen = tmux.wait_screen("exit=");
+    assert!(screen.contains("exit=0"), "{screen}");
+}
+
+#[test]
+#[cfg_attr(no_tmux, ignore = "needs tmux")]
+fn slash_commands_ping_binary_help_and_a_double_slash() {
+    let server = Serve::start(&[]);
+    let Some(tmux) = interactive_client("commands", &server.url, &[]) else {
+        return;
+    };
+    // /ping shows its pong, without -P.
+    tmux.keys(&["/ping are you there", "Enter"]);
+    tmux.wait_screen("pong received: are you there (round trip ");
+    tmux.keys(&["/binary 00 ff10", "Enter"]);
+    tmux.wait_screen("< [binary 3 B] 00ff10");
+    tmux.keys(&["/help", "Enter"]);
+    let help = tmux.wait_screen("//TEXT");
+    for command in [
+        "/ping [DATA]",
+        "/close [CODE [REASON]]",
+        "/binary HEX",
+        "/help",
+    ] {
+        assert!(help.contains(command), "{help}");
+    }
+    // A message that starts with a slash: written with two.
+    tmux.keys(&["//not a command", "Enter"]);
+    tmux.wait_screen("< /not a command");
+    tmux.keys(&["/pnig", "Enter"]);
+    tmux.wait_screen("unknown command /pnig");
+    tmux.keys(&["/binary 0g", "Enter"]);
+    tmux.wait_screen("/binary: the bytes are not hex");
+    tmux.keys(&["/close 1004", "Enter"]);
+    tmux.wait_screen("/close 1004 is not allowed");
+    // None of the commands was sent as a message.
+    let log = server.log();
+    let texts: Vec<&String> = log.iter().filter(|l| l.contains(" text (")).collect();
+    assert_eq!(texts.len(), 1, "{log:?}");
+    assert!(texts[0].ends_with("\"/not a command\""), "{log:?}");
+    assert!(
+        log.iter().any(|l| l.ends_with("binary (3 bytes)")),
+        "{log:?}"
+    );
+    tmux.keys(&["C-d"]);
+    let screen = tmux.wait_screen("exit=");
+    assert!(screen.contains("exit=0"), "{screen}");
+}
+
+#[test]
+#[cfg_attr(no_tmux, ignore = "needs tmux")]
+fn close_command_sends_its_code_and_reason() {
+    let server = Serve::start(&[]);
+    let Some(tmux) = interactive_client("close", &server.url, &[]) else {
+        return;
+    };
+    tmux.keys(&["/close 4000 bye", "Enter"]);
+    server.wait_log("the server to see the close", |log| {
+        log.iter().any(|l| l.ends_with("sent close 4000 \"bye\""))
+    });
+    let screen = tmux.wait_screen("exit=");
+    assert!(screen.contains("closed 4000 \"bye\""), "{screen}");
+    assert!(screen.contains("exit=0"), "{screen}");
+}
+
+#[test]
+#[cfg_attr(no_tmux, ignore = "needs tmux")]
+fn ctrl_c_closes_with_a_closing_handshake_and_the_close_code() {
+    let server = Serve::start(&[]);
+    let Some(tmux) = interactive_client("ctrlc", &server.url, &["--close-code", "4001"]) else {
+        return;
+    };
+    tmux.keys(&["not sent"]);
+    tmux.wait_screen("> not sent");
+    tmux.keys(&["C-c"]);
+    let screen = tmux.wait_screen("exit=");
+    assert!(screen.contains("closed 4001"), "{screen}");
+    assert!(screen.contains("exit=0"), "{screen}");
+    server.wait_log("the server to see the close", |log| {
+        log.iter().any(|l| l.ends_with("sent close 4001"))
+    });
+    // A close frame, then the end of the connection; the half-typed line
+    // was not sent.
+    let log = server.log();
+    assert!(log.iter().any(|l| l.ends_with(" disconnected")), "{log:?}");
+    assert!(!log.iter().any(|l| l.contains(" text (")), "{log:?}");
+}
+
+#[test]
+#[cfg_attr(no_tmux, ignore = "needs tmux")]
+fn the_server_closing_while_a_line_is_typed_leaves_the_terminal_as_it_was() {
+    // Closes when the test says so.
+    let (close_now, wait) = std::sync::mpsc::channel::<()>();
+    let wait = Mutex::new(wait);
+    let raw = RawServer::start(move |conn, _| {
+        conn.accept(None);
+        if wait.lock().unwrap().recv_timeout(LIMIT).is_ok() {
+            conn.write_frame(CLOSE, &Conn::close_payload(1000, "done"));
+            let _ = conn.read_frame();
+        }
+    });
+    // After the client: whether the terminal is in canonical mode with
+    // echo, as the shell left it.
+    let mut cmd = format!(
+        "{CLIENT_ENV} '{}' '{}'",
+        env!("CARGO_BIN_EXE_unisocket"),
+        raw.url()
+    );
+    cmd.push_str("; echo exit=$?; stty -a | tr ' ' '\\n' | grep -x -e -icanon -e icanon -e -echo -e echo | tr '\\n' ' '; echo; sleep 60");
+    let Some(tmux) = Tmux::start("restore", &format!("sh -c \"{}\"", cmd.replace('$', "\\$")))
+    else {
+        return;
+    };
+    tmux.wait_screen("Ctrl-D to close");
+    tmux.keys(&["half"]);
+    tmux.wait_screen("> half");
+    close_now.send(()).unwrap();
+    let screen = tmux.wait_screen("exit=");
+    assert!(
+        screen.contains("closed 1000 (normal closure) \"done\""),
+        "{screen}"
+    );
+    assert!(screen.contains("exit=0"), "{screen}");
+    let screen = tmux.wait_screen("icanon");
+    assert!(screen.contains("icanon echo"), "{screen}");
+    assert!(!screen.contains("-icanon"), "{screen}");
 }
 
 #[test]

@@ -2253,6 +2253,14 @@ impl Tmux {
         self.wait_until(&format!("{needle:?}"), |s| s.contains(needle))
     }
 
+    /// Waits for the interactive client's banner and then its empty prompt:
+    /// the line editor has the terminal, so keys sent now are its (keys sent
+    /// before would be echoed by the terminal itself).
+    fn wait_prompt(&self) -> String {
+        self.wait_screen("Ctrl-D to close");
+        self.wait_until("the prompt", |s| s.lines().any(|l| l == ">"))
+    }
+
     /// Polls the screen until `ready` says yes; returns it.
     fn wait_until(&self, what: &str, mut ready: impl FnMut(&str) -> bool) -> String {
         let start = Instant::now();
@@ -2305,7 +2313,7 @@ fn interactive_session_in_a_terminal() {
     ) else {
         return;
     };
-    tmux.wait_screen("Ctrl-D to close");
+    tmux.wait_prompt();
     tmux.keys(&["first line", "Enter"]);
     tmux.wait_screen("< first line");
     tmux.keys(&["second line", "Enter"]);
@@ -2365,7 +2373,7 @@ fn interactive_client(name: &str, url: &str, extra: &[&str]) -> Option<Tmux> {
         name,
         &shell_command(CLIENT_ENV, &[&[url][..], extra].concat()),
     )?;
-    tmux.wait_screen("Ctrl-D to close");
+    tmux.wait_prompt();
     Some(tmux)
 }
 
@@ -2516,7 +2524,7 @@ fn the_server_closing_while_a_line_is_typed_leaves_the_terminal_as_it_was() {
     else {
         return;
     };
-    tmux.wait_screen("Ctrl-D to close");
+    tmux.wait_prompt();
     tmux.keys(&["half"]);
     tmux.wait_screen("> half");
     close_now.send(()).unwrap();

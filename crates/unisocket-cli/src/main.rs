@@ -68,8 +68,11 @@ enum Command {
 Examples:
   unisocket serve                              echo server on ws://127.0.0.1:9001
   unisocket serve --port 0 --mode broadcast    broadcast server on a free port
+  unisocket serve --port 8443 --cert cert.pem --key key.pem   wss:// (clients: --ca cert.pem)
 
-The first line on stdout is always `listening on ws://HOST:PORT (MODE mode)`.")]
+The first line on stdout is always `listening on ws://HOST:PORT (MODE mode)`
+(wss:// with --cert). Ctrl-C or SIGTERM closes every connection with 1001
+(going away), waits up to 2 s for the clients' answers, and exits 0.")]
     Serve(server::ServeArgs),
     /// Measure an echo server: round trips per second, MB/s and latency.
     #[command(after_help = "\

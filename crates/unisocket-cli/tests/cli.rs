@@ -249,20 +249,43 @@ impl Serve {
                 panic!("unisocket serve printed no first line within 10 s");
             }
         };
-        // "listening on ws://127.0.0.1:PORT (echo mode)"
-        let addr = first
-            .strip_prefix("listening on ws://")
+        // "listening on ws://127.0.0.1:PORT (echo mode)", or wss://
+        let url = first
+            .strip_prefix("listening on ")
             .and_then(|rest| rest.split(' ').next())
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
-        Serve {
-            url: format!("ws://{addr}"),
-            child,
-            log,
-        }
+            .filter(|url| url.starts_with("ws://") || url.starts_with("wss://"))
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+            .to_owned();
+        Serve { url, child, log }
     }
 
     fn log(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
+    }
+
+    /// Sends the process `signal` (`TERM`, `INT`).
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits for the exit (killing the process at `LIMIT`).
+    fn wait_exit(&mut self) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                started.elapsed() < LIMIT,
+                "unisocket serve did not exit within {LIMIT:?}; log:\n{}",
+                self.log().join("\n")
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
     }
 
     fn wait_log(&self, what: &str, f: impl Fn(&[String]) -> bool) {
@@ -1228,9 +1251,12 @@ fn server_pings_are_answered_and_shown() {
     assert_eq!(raw.notes(), ["pong srv"]);
 }
 
-/// A throw-away CA and a server certificate for 127.0.0.1.
+/// A throw-away CA and a server certificate for 127.0.0.1 (also as PEM,
+/// for `unisocket serve --cert --key`).
 struct Pki {
     ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
     config: Arc<rustls::ServerConfig>,
 }
 
@@ -1262,13 +1288,16 @@ fn pki() -> Pki {
     let chain = CertificateDer::pem_slice_iter(cert.pem().as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
-    let key = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap();
+    let key_pem = key.serialize_pem();
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
     let config = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .unwrap();
     Pki {
         ca_pem: issuer.pem(),
+        cert_pem: cert.pem(),
+        key_pem,
         config: Arc::new(config),
     }
 }
@@ -1819,6 +1848,207 @@ fn serve_on_a_busy_port_fails_with_one_line() {
         out.stderr
     );
     assert_eq!(out.stderr.lines().count(), 1);
+}
+
+#[test]
+fn serve_with_cert_and_key_serves_wss_to_a_client_given_the_ca() {
+    let pki = pki();
+    let cert = temp_file("serve-cert.pem", &pki.cert_pem);
+    let key = temp_file("serve-key.pem", &pki.key_pem);
+    let ca = temp_file("serve-ca.pem", &pki.ca_pem);
+    let server = Serve::start(&[
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    let _ = std::fs::remove_file(&cert);
+    let _ = std::fs::remove_file(&key);
+    assert!(server.url.starts_with("wss://127.0.0.1:"), "{}", server.url);
+    let out = run(
+        &[
+            &server.url,
+            "--ca",
+            ca.to_str().unwrap(),
+            "-x",
+            "over tls",
+            "-w",
+            "0.2",
+        ],
+        b"",
+    );
+    // Without the CA, the server's certificate is not trusted.
+    let untrusted = run(&[&server.url, "-x", "t"], b"");
+    // A ws:// client to the wss:// server fails its TLS handshake.
+    let plain = run(
+        &[&server.url.replacen("wss://", "ws://", 1), "-x", "t"],
+        b"",
+    );
+    let _ = std::fs::remove_file(&ca);
+    out.expect_code(0);
+    assert_eq!(out.stdout, "over tls\n");
+    untrusted.expect_code(3);
+    assert!(
+        untrusted
+            .stderr
+            .contains("not signed by a certificate authority we trust"),
+        "{}",
+        untrusted.stderr
+    );
+    plain.expect_code(3);
+    server.wait_log("the TLS failures", |log| {
+        log.iter()
+            .filter(|l| l.contains("disconnected: TLS handshake failed"))
+            .count()
+            == 2
+    });
+    let log = server.log().join("\n");
+    assert!(log.contains("connected to /"), "{log}");
+    assert!(log.contains("text (8 bytes) \"over tls\""), "{log}");
+    assert!(log.contains("sent close 1000"), "{log}");
+}
+
+#[test]
+fn serve_refuses_unreadable_or_mismatched_cert_and_key_before_listening() {
+    let pki = pki();
+    let other = pki_with_other_key();
+    let cert = temp_file("bad-cert.pem", &pki.cert_pem);
+    let key = temp_file("bad-key.pem", &other);
+    let missing = std::env::temp_dir().join("unisocket-cli-test-no-such-file.pem");
+    for (args, needle) in [
+        (
+            vec![
+                "--cert",
+                missing.to_str().unwrap(),
+                "--key",
+                key.to_str().unwrap(),
+            ],
+            "cannot read the --cert file",
+        ),
+        // A certificate where the key should be.
+        (
+            vec![
+                "--cert",
+                cert.to_str().unwrap(),
+                "--key",
+                cert.to_str().unwrap(),
+            ],
+            "has no private key",
+        ),
+        (
+            vec![
+                "--cert",
+                cert.to_str().unwrap(),
+                "--key",
+                key.to_str().unwrap(),
+            ],
+            "--cert and --key cannot be used together",
+        ),
+    ] {
+        let mut full = vec!["serve", "--port", "0"];
+        full.extend(args);
+        let out = run(&full, b"");
+        out.expect_code(2);
+        assert!(out.stdout.is_empty(), "listened: {}", out.stdout);
+        assert!(out.stderr.contains(needle), "{needle:?}: {}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    }
+    // --cert alone: clap says --key is needed.
+    let out = run(&["serve", "--cert", cert.to_str().unwrap()], b"");
+    out.expect_code(2);
+    assert!(out.stderr.contains("--key"), "{}", out.stderr);
+    let _ = std::fs::remove_file(&cert);
+    let _ = std::fs::remove_file(&key);
+}
+
+/// The PEM of a key that belongs to no certificate of `pki()`.
+fn pki_with_other_key() -> String {
+    rcgen::KeyPair::generate().unwrap().serialize_pem()
+}
+
+#[test]
+fn sigterm_closes_every_client_with_1001_and_the_server_exits_0() {
+    let mut server = Serve::start(&[]);
+    let mut client = Spawned::start(&[&server.url, "--json", "--no-stdin"]);
+    client.wait_stdout("\"event\":\"open\"");
+    server.wait_log("the client", |log| {
+        log.iter().any(|l| l.contains("connected to /"))
+    });
+    server.signal("TERM");
+    let status = server.wait_exit();
+    client.close_stdin();
+    let out = client.finish();
+    // 1001 (going away) is a normal end for the client: exit 0.
+    out.expect_code(0);
+    let close: serde_json::Value = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["event"] == "close")
+        .unwrap_or_else(|| panic!("no close event: {}", out.stdout));
+    assert_eq!(close["code"], 1001, "{close}");
+    assert_eq!(close["reason"], "server shutting down", "{close}");
+    assert_eq!(close["clean"], true, "{close}");
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let log = server.log().join("\n");
+    assert!(
+        log.contains("SIGTERM: shutting down, closing 1 connection(s) with 1001 (going away)"),
+        "{log}"
+    );
+    // The client's answer is logged like any close frame.
+    assert!(log.contains("sent close 1001"), "{log}");
+}
+
+#[test]
+fn ctrl_c_closes_with_1001_and_gives_up_on_a_client_that_does_not_answer() {
+    let mut server = Serve::start(&[]);
+    // A client that completes the upgrade, then never reads or answers.
+    let addr = server.url.strip_prefix("ws://").unwrap().to_owned();
+    let mut silent = TcpStream::connect(&addr).unwrap();
+    silent
+        .write_all(
+            format!(
+                "GET /silent HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
+                 Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                 Sec-WebSocket-Version: 13\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    // And a well-behaved one.
+    let client = Spawned::start(&[&server.url, "--json", "--no-stdin"]);
+    client.wait_stdout("\"event\":\"open\"");
+    server.wait_log("both clients", |log| {
+        log.iter().filter(|l| l.contains("connected to /")).count() == 2
+    });
+    server.signal("INT");
+    let status = server.wait_exit();
+    let out = client.finish();
+    out.expect_code(0);
+    assert!(out.stdout.contains("\"code\":1001"), "{}", out.stdout);
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let log = server.log().join("\n");
+    assert!(
+        log.contains("SIGINT: shutting down, closing 2 connection(s)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("disconnected: no close frame within 2 s of ours"),
+        "{log}"
+    );
+    // What the silent client got: the 101, then our close frame with 1001.
+    silent.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut got = Vec::new();
+    let _ = silent.read_to_end(&mut got);
+    let head_end = got
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response")
+        + 4;
+    assert!(got.starts_with(b"HTTP/1.1 101 "), "{got:?}");
+    let frame = &got[head_end..];
+    assert_eq!(frame[0], 0x80 | CLOSE, "{frame:?}");
+    assert_eq!(&frame[2..4], &1001u16.to_be_bytes(), "{frame:?}");
 }
 
 // ---------------------------------------------------------------------------

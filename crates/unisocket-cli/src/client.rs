@@ -499,6 +499,15 @@ impl Printer {
         }
     }
 
+    /// `-v`: the response that refused the upgrade, if there was one.
+    fn refused(&self, e: &SocketError) {
+        if self.verbose {
+            for line in diagnose::refused_response(e) {
+                self.stderr_line(&self.err.dim(&self.err_text(&line)));
+            }
+        }
+    }
+
     /// The open event; `url` is already redacted.
     fn open(&self, url: &str, ev: &OpenEvent) {
         let p = ev.profile;
@@ -925,6 +934,7 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
                 f.store(true, Ordering::SeqCst);
                 p.error(&after_open(&ev.error, ping_timeout));
             } else {
+                p.refused(&ev.error);
                 p.error(&diagnose::connect_failure(&ev.error, &given));
             }
         });

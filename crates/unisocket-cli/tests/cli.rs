@@ -1506,6 +1506,80 @@ fn verbose_never_prints_passwords_or_secret_headers() {
 /// `-v` names the proxy in use and where it came from: `--proxy`, or the
 /// environment variable that applies (its timings are then the proxy's).
 #[test]
+fn verbose_shows_the_response_that_refused_the_upgrade() {
+    let raw = RawServer::start(|conn, _| {
+        let _ = conn.stream.write_all(
+            b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"chat\"\r\n\
+              Set-Cookie: session=cookie-secret\r\nContent-Type: text/plain\r\n\
+              Content-Length: 32\r\n\r\ntoken expired\r\n\x1b[31mlog in again",
+        );
+    });
+    let out = run(&[&raw.url(), "-v", "-x", "m"], b"");
+    out.expect_code(3).expect_no_colour();
+    for line in [
+        "< HTTP 401 Unauthorized",
+        "< WWW-Authenticate: Bearer realm=\"chat\"",
+        "< Set-Cookie: ***",
+        "< Content-Type: text/plain",
+        "< Content-Length: 32",
+        // On one line, the terminal's controls escaped.
+        "* body, 32 bytes: token expired\\r\\n\\x1b[31mlog in again",
+    ] {
+        assert!(
+            out.stderr.lines().any(|l| l == line),
+            "missing {line:?}:\n{}",
+            out.stderr
+        );
+    }
+    expect_hidden(&out, "cookie-secret");
+    // The error line is the last one, unchanged.
+    assert!(
+        out.stderr.lines().last().unwrap().starts_with(
+            "unisocket: connectSocket:fail server answered HTTP 401 Unauthorized instead of 101"
+        ),
+        "{}",
+        out.stderr
+    );
+    // Without -v: the error line alone.
+    let quiet = run(&[&raw.url(), "-x", "m"], b"");
+    quiet.expect_code(3);
+    assert_eq!(quiet.stderr.lines().count(), 1, "{}", quiet.stderr);
+
+    // A redirect: its Location; a body longer than what is shown is cut
+    // at 512 bytes, and says so.
+    let raw = RawServer::start(|conn, _| {
+        let mut response = b"HTTP/1.1 302 Found\r\nLocation: /elsewhere?x=1\r\n\
+              Content-Length: 2000\r\n\r\n"
+            .to_vec();
+        response.extend_from_slice(&[b'y'; 2000]);
+        let _ = conn.stream.write_all(&response);
+    });
+    let out = run(&[&raw.url(), "-v", "-x", "m"], b"");
+    out.expect_code(3);
+    assert!(
+        out.stderr.lines().any(|l| l == "< HTTP 302 Found"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l == "< Location: /elsewhere?x=1"),
+        "{}",
+        out.stderr
+    );
+    let body = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("* body, its first "))
+        .unwrap_or_else(|| panic!("no body line:\n{}", out.stderr));
+    let (what, shown) = body.split_once(": ").unwrap();
+    assert!(what.ends_with(" of 2000 bytes"), "{body}");
+    assert!(!shown.is_empty() && shown.len() <= 512, "{body}");
+    assert!(shown.bytes().all(|b| b == b'y'), "{body}");
+}
+
+#[test]
 fn verbose_names_the_proxy_and_where_it_came_from() {
     let raw = RawServer::start(echo_script);
     let (proxy, seen) = connect_proxy();

@@ -43,4 +43,4 @@ mod test_server;
 mod tests;
 
 pub use connection::{Config, Connection, Ending, Event, Heartbeat, Limits, SendError, State};
-pub use error::{HandshakeError, ProtocolError};
+pub use error::{HandshakeError, ProtocolError, RefusedResponse};

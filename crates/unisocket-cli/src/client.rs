@@ -23,6 +23,7 @@ use unisocket::{
 
 use crate::diagnose;
 use crate::exit;
+use crate::redirect;
 use crate::style::{self, describe_close_code, Paint};
 
 /// How binary messages are printed.
@@ -50,10 +51,15 @@ pub struct ClientArgs {
         conflicts_with = "url"
     )]
     pub connect: Option<String>,
-    /// Follow redirects: not supported (the server's Location is not
-    /// available to us); a redirect is reported with the URL to use instead.
-    #[arg(short = 'L', long = "location", hide = true)]
+    /// Follow redirects (HTTP 301, 302, 303, 307, 308) to their Location,
+    /// http(s):// taken as ws(s)://; the URL's user name and password, and
+    /// the credentials of -H and --auth, are sent to the first URL's origin
+    /// only.
+    #[arg(short = 'L', long = "location", conflicts_with = "reconnect")]
     pub location: bool,
+    /// With -L: stop with an error (exit code 3) at the redirect after N.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub max_redirs: u32,
     /// A request header "Name: value" (repeatable).
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
     pub headers: Vec<String>,
@@ -689,14 +695,6 @@ impl Printer {
 
 /// Runs the client; returns the exit code.
 pub fn run(url: String, args: ClientArgs) -> i32 {
-    if args.location {
-        eprintln!(
-            "unisocket: -L/--location: following redirects is not supported; a redirect \
-             (HTTP 3xx) is reported with the curl command that shows its Location, the URL \
-             to connect to instead"
-        );
-        return exit::USAGE;
-    }
     let url = match websocket_url(&url) {
         Some(ws) => {
             eprintln!(
@@ -744,10 +742,63 @@ pub fn run(url: String, args: ClientArgs) -> i32 {
         binary_format: args.binary_format,
         pings: Mutex::new(HashMap::new()),
     });
-    let code = rt.block_on(session(args, plan, printer));
+    let code = rt.block_on(follow_redirects(args, plan, printer));
     // The stdin thread may be blocked in a read: do not wait for it.
     rt.shutdown_background();
     code
+}
+
+/// [`session`], and with -L another one for each redirect that answers
+/// the upgrade (see `redirect`).
+async fn follow_redirects(mut args: ClientArgs, first: Plan, printer: Arc<Printer>) -> i32 {
+    let mut follow = redirect::Follow::new(&first.url, args.max_redirs);
+    let secret = |h: &String| redact::is_secret_header(h.split(':').next().unwrap_or_default());
+    let mut credentials = redact::url(&first.url) != first.url
+        || args.auth.is_some()
+        || args.headers.iter().any(secret);
+    let mut current = first;
+    loop {
+        let mut redirected = None;
+        let code = session(args.clone(), current, printer.clone(), &mut redirected).await;
+        let Some((e, (status, location))) = redirected
+            .as_ref()
+            .and_then(|e| Some((e, redirect::location(e)?)))
+        else {
+            return code;
+        };
+        let Some(follow) = follow.as_mut() else {
+            // A URL the library took and the URL parser not: said as is.
+            printer.error(e.err_msg());
+            return code;
+        };
+        let next = match follow.next(status, location) {
+            Ok(next) => next,
+            Err(why) => {
+                printer.error(&why);
+                return exit::CONNECT;
+            }
+        };
+        let mut note = format!(
+            "unisocket: note: HTTP {} redirect to {}",
+            next.status,
+            redact::url(&next.url)
+        );
+        if next.other_origin && credentials {
+            // The credentials were given for the first URL's origin.
+            args.headers.retain(|h| !secret(h));
+            args.auth = None;
+            credentials = false;
+            note.push_str("; another origin: the credentials given are not sent there");
+        }
+        printer.stderr_line(&note);
+        current = match plan(next.url, &args) {
+            Ok(p) => p,
+            Err(e) => {
+                printer.error(&e);
+                return exit::USAGE;
+            }
+        };
+    }
 }
 
 /// A failure once the connection was open, as a sentence: the reason
@@ -866,7 +917,14 @@ fn stdin_lines() -> mpsc::Receiver<std::io::Result<Vec<u8>>> {
     rx
 }
 
-async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
+/// One connection. With -L, a redirect that answered the upgrade is put
+/// in `redirected` instead of being reported.
+async fn session(
+    args: ClientArgs,
+    plan: Plan,
+    printer: Arc<Printer>,
+    redirected: &mut Option<SocketError>,
+) -> i32 {
     let Plan {
         url,
         options,
@@ -929,13 +987,17 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
             url: url.clone(),
             client_cert: args.cert.is_some(),
         };
+        let follow = args.location;
         task.on_error(move |ev| {
             if o.load(Ordering::SeqCst) {
                 f.store(true, Ordering::SeqCst);
                 p.error(&after_open(&ev.error, ping_timeout));
             } else {
                 p.refused(&ev.error);
-                p.error(&diagnose::connect_failure(&ev.error, &given));
+                // With -L, a redirect is followed, or why not said, later.
+                if !(follow && redirect::location(&ev.error).is_some()) {
+                    p.error(&diagnose::connect_failure(&ev.error, &given));
+                }
             }
         });
         if args.reconnect {
@@ -958,6 +1020,10 @@ async fn session(args: ClientArgs, plan: Plan, printer: Arc<Printer>) -> i32 {
         // The error line comes from `on_error`; wait for `on_close`, which
         // runs after it, so that it is printed before we exit.
         let _ = tokio::time::timeout(Duration::from_secs(2), done_rx).await;
+        if args.location && redirect::location(&e).is_some() {
+            *redirected = Some(e);
+            return exit::CONNECT;
+        }
         return if is_usage_error(&e) {
             exit::USAGE
         } else {

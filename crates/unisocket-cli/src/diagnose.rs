@@ -34,16 +34,24 @@ pub fn connect_failure(e: &SocketError, given: &Given) -> String {
         };
     }
     if let (ErrorKind::Handshake, Some(300..=399)) = (e.kind(), e.http_status()) {
-        let http = match given.url.split_once("://") {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("wss") => format!("https://{rest}"),
-            Some((_, rest)) => format!("http://{rest}"),
-            None => given.url.clone(),
+        let location = e.response_headers().and_then(|h| {
+            h.iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("location"))
+                .map(|(_, v)| v.trim())
+        });
+        return match location {
+            None => format!("{msg}: a redirect without a Location header"),
+            Some(location) => match crate::redirect::resolve(&given.url, location) {
+                Ok(url) if crate::redirect::STATUSES.contains(&e.http_status().unwrap_or(0)) => {
+                    format!(
+                        "{msg}: a redirect to {}; -L follows redirects",
+                        unisocket::redact::url(url.as_str())
+                    )
+                }
+                Ok(url) => format!("{msg}: Location {}", unisocket::redact::url(url.as_str())),
+                Err(why) => format!("{msg}: {why}"),
+            },
         };
-        return format!(
-            "{msg}: a redirect, which unisocket does not follow (-L is not supported); \
-             `curl -sI {}` shows its Location header, the URL to connect to instead",
-            unisocket::redact::url(&http)
-        );
     }
     match (e.kind(), handshake_error(e)) {
         // A TLS server sends an alert, or closes, on a plain HTTP request.

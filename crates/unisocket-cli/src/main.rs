@@ -4,6 +4,7 @@ mod bench;
 mod client;
 mod demo;
 mod diagnose;
+mod redirect;
 mod server;
 mod style;
 
@@ -35,6 +36,7 @@ Examples:
   unisocket ws://127.0.0.1:9001 --json < lines.txt
   unisocket wss://localhost:8443 --ca cert.pem   a self-signed server certificate, trusted
   unisocket wss://feed.example/ws --reconnect --ping-timeout 10
+  unisocket wss://example.com/old -L -v          follow redirects; -v shows a refused upgrade's response
   unisocket serve --port 9001 --mode broadcast
   unisocket bench ws://127.0.0.1:9001 --conns 8 --size 1024 --duration 5
 

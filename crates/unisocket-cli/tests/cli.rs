@@ -3129,36 +3129,170 @@ fn http_urls_and_bare_host_port_are_taken_as_websocket_urls_with_a_notice() {
 }
 
 #[test]
-fn redirects_are_not_followed_and_say_how_to_find_the_new_url() {
+fn without_l_a_redirect_names_its_location_and_is_not_followed() {
     let raw = RawServer::start(|conn, _| {
         let _ = conn.stream.write_all(
-            b"HTTP/1.1 301 Moved Permanently\r\nLocation: ws://127.0.0.1:1/new\r\n\
+            b"HTTP/1.1 301 Moved Permanently\r\nLocation: /new?x=1\r\n\
               Content-Length: 0\r\n\r\n",
         );
     });
     let url = format!("ws://user:redirect-secret@{}/old", raw.addr);
     let out = run(&[&url, "-x", "m"], b"");
     out.expect_code(3);
+    assert_eq!(
+        out.stderr,
+        format!(
+            "unisocket: connectSocket:fail server answered HTTP 301 Moved Permanently instead of \
+             101 Switching Protocols: a redirect to ws://user:***@{}/new?x=1; -L follows \
+             redirects\n",
+            raw.addr
+        )
+    );
+    expect_hidden(&out, "redirect-secret");
+    assert_eq!(raw.accepted(), 1);
+}
+
+/// A server that answers `/old` with `status` to `location` and accepts
+/// (and echoes) any other path.
+fn redirecting(status: &'static str, location: String) -> RawServer {
+    RawServer::start(move |conn, notes| {
+        if conn.request.line.starts_with("GET /old ") {
+            let _ = conn.stream.write_all(
+                format!("HTTP/1.1 {status}\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n")
+                    .as_bytes(),
+            );
+        } else {
+            echo_script(conn, notes);
+        }
+    })
+}
+
+#[test]
+fn l_follows_a_redirect_and_credentials_stay_on_their_origin() {
+    // Another origin (another port): the message goes there, the
+    // credentials do not.
+    let target = RawServer::start(echo_script);
+    let first = redirecting(
+        "302 Found",
+        format!("http://127.0.0.1:{}/new", target.addr.port()),
+    );
+    let url = format!("ws://user:redirect-secret@{}/old", first.addr);
+    let out = run(
+        &[
+            &url,
+            "-L",
+            "-H",
+            "Cookie: id=cookie-secret",
+            "-H",
+            "X-Trace: 7",
+            "-x",
+            "m",
+            "-w",
+            "0.2",
+        ],
+        b"",
+    );
+    out.expect_code(0);
+    assert_eq!(out.stdout, "m\n");
     assert!(
         out.stderr.contains(&format!(
-            "server answered HTTP 301 Moved Permanently instead of 101 Switching Protocols: \
-             a redirect, which unisocket does not follow (-L is not supported); \
-             `curl -sI http://user:***@{}/old` shows its Location header, the URL to connect \
-             to instead",
-            raw.addr
+            "unisocket: note: HTTP 302 redirect to ws://127.0.0.1:{}/new; another origin: the \
+             credentials given are not sent there\n",
+            target.addr.port()
         )),
         "{}",
         out.stderr
     );
     expect_hidden(&out, "redirect-secret");
-    // -L itself: refused before connecting, saying so.
-    let out = run(&[&raw.url(), "-L"], b"");
-    out.expect_code(2);
+    let asked = first.request();
+    assert!(asked.header("authorization").is_some(), "{asked:?}");
+    assert_eq!(asked.header("cookie"), Some("id=cookie-secret"));
+    let moved = target.request();
+    assert!(moved.line.starts_with("GET /new "), "{moved:?}");
+    assert_eq!(moved.header("authorization"), None, "{moved:?}");
+    assert_eq!(moved.header("cookie"), None, "{moved:?}");
+    assert_eq!(moved.header("x-trace"), Some("7"), "{moved:?}");
+
+    // The same origin, a relative Location: the credentials go along.
+    let same = redirecting("307 Temporary Redirect", "new".to_owned());
+    let url = format!("ws://user:redirect-secret@{}/old", same.addr);
+    let out = run(&[&url, "--location", "-x", "m", "-w", "0.2"], b"");
+    out.expect_code(0);
+    assert_eq!(out.stdout, "m\n");
     assert!(
-        out.stderr
-            .contains("-L/--location: following redirects is not supported"),
+        out.stderr.contains(&format!(
+            "unisocket: note: HTTP 307 redirect to ws://user:***@{}/new\n",
+            same.addr
+        )),
         "{}",
         out.stderr
     );
+    expect_hidden(&out, "redirect-secret");
+    wait_until("two requests", || same.requests.lock().unwrap().len() == 2);
+    let requests = same.requests.lock().unwrap().clone();
+    assert!(requests[1].line.starts_with("GET /new "), "{requests:?}");
+    assert_eq!(
+        requests[0].header("authorization"),
+        requests[1].header("authorization")
+    );
+    assert!(requests[1].header("authorization").is_some());
+}
+
+#[test]
+fn l_stops_a_redirect_loop_and_after_max_redirs_with_exit_3() {
+    // A server that redirects to itself.
+    let raw = RawServer::start(|conn, _| {
+        let _ = conn
+            .stream
+            .write_all(b"HTTP/1.1 302 Found\r\nLocation: /raw\r\nContent-Length: 0\r\n\r\n");
+    });
+    let out = run(&[&raw.url(), "-L", "-x", "m"], b"");
+    out.expect_code(3);
+    assert_eq!(
+        out.stderr,
+        format!(
+            "unisocket: redirect loop: HTTP 302 from {0} back to {0}, where we have been\n",
+            raw.url()
+        )
+    );
     assert_eq!(raw.accepted(), 1);
+
+    // A server that always sends on to the next page: /1 -> /2 -> ...
+    let raw = RawServer::start(|conn, _| {
+        let n: u32 = conn
+            .request
+            .line
+            .split(' ')
+            .nth(1)
+            .and_then(|p| p.trim_start_matches('/').parse().ok())
+            .unwrap_or(0);
+        let _ = conn.stream.write_all(
+            format!(
+                "HTTP/1.1 308 Permanent Redirect\r\nLocation: /{}\r\nContent-Length: 0\r\n\r\n",
+                n + 1
+            )
+            .as_bytes(),
+        );
+    });
+    let base = format!("ws://{}", raw.addr);
+    let out = run(&[&format!("{base}/0"), "-L", "--max-redirs", "2"], b"");
+    out.expect_code(3);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!("unisocket: note: HTTP 308 redirect to {base}/1"),
+            format!("unisocket: note: HTTP 308 redirect to {base}/2"),
+            format!(
+                "unisocket: too many redirects: 2 followed, and HTTP 308 to {base}/3 would be \
+                 one more than --max-redirs 2"
+            ),
+        ],
+        "{}",
+        out.stderr
+    );
+    assert_eq!(raw.accepted(), 3);
+    // -L and --reconnect do not go together.
+    let out = run(&[&raw.url(), "-L", "--reconnect"], b"");
+    out.expect_code(2);
 }

@@ -24,6 +24,7 @@ use unisocket_proto::connection::is_valid_endpoint_code;
 use crate::diagnose;
 use crate::editor::{self, Command, LineEditor, Typed};
 use crate::exit;
+use crate::redirect;
 use crate::style::{self, describe_close_code, Paint};
 
 /// How binary messages are printed.
@@ -65,10 +66,15 @@ pub struct ClientArgs {
         conflicts_with = "url"
     )]
     pub connect: Option<String>,
-    /// Follow redirects: not supported (the server's Location is not
-    /// available to us); a redirect is reported with the URL to use instead.
-    #[arg(short = 'L', long = "location", hide = true)]
+    /// Follow redirects (HTTP 301, 302, 303, 307, 308) to their Location,
+    /// http(s):// taken as ws(s)://; the URL's user name and password, and
+    /// the credentials of -H and --auth, are sent to the first URL's origin
+    /// only.
+    #[arg(short = 'L', long = "location", conflicts_with = "reconnect")]
     pub location: bool,
+    /// With -L: stop with an error (exit code 3) at the redirect after N.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub max_redirs: u32,
     /// A request header "Name: value" (repeatable).
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
     pub headers: Vec<String>,
@@ -653,6 +659,15 @@ impl Printer {
         }
     }
 
+    /// `-v`: the response that refused the upgrade, if there was one.
+    fn refused(&self, e: &SocketError) {
+        if self.verbose {
+            for line in diagnose::refused_response(e) {
+                self.stderr_line(&self.err.dim(&self.err_text(&line)));
+            }
+        }
+    }
+
     /// The open event; `url` is already redacted.
     fn open(&self, url: &str, ev: &OpenEvent) {
         let p = ev.profile;
@@ -842,14 +857,6 @@ impl Printer {
 
 /// Runs the client; returns the exit code.
 pub fn run(url: String, args: ClientArgs) -> i32 {
-    if args.location {
-        eprintln!(
-            "unisocket: -L/--location: following redirects is not supported; a redirect \
-             (HTTP 3xx) is reported with the curl command that shows its Location, the URL \
-             to connect to instead"
-        );
-        return exit::USAGE;
-    }
     let url = match websocket_url(&url) {
         Some(ws) => {
             eprintln!(
@@ -911,10 +918,75 @@ pub fn run(url: String, args: ClientArgs) -> i32 {
         hint,
         above: Mutex::new(line_editor.as_mut().and_then(LineEditor::take_above)),
     });
-    let code = rt.block_on(session(args, plan, printer, line_editor));
+    let code = rt.block_on(follow_redirects(args, plan, printer, line_editor));
     // The stdin thread may be blocked in a read: do not wait for it.
     rt.shutdown_background();
     code
+}
+
+/// [`session`], and with -L another one for each redirect that answers
+/// the upgrade (see `redirect`).
+async fn follow_redirects(
+    mut args: ClientArgs,
+    first: Plan,
+    printer: Arc<Printer>,
+    mut line_editor: Option<LineEditor>,
+) -> i32 {
+    let mut follow = redirect::Follow::new(&first.url, args.max_redirs);
+    let secret = |h: &String| redact::is_secret_header(h.split(':').next().unwrap_or_default());
+    let mut credentials = redact::url(&first.url) != first.url
+        || args.auth.is_some()
+        || args.headers.iter().any(secret);
+    let mut current = first;
+    loop {
+        let mut redirected = None;
+        let code = session(
+            args.clone(),
+            current,
+            printer.clone(),
+            &mut line_editor,
+            &mut redirected,
+        )
+        .await;
+        let Some((e, (status, location))) = redirected
+            .as_ref()
+            .and_then(|e| Some((e, redirect::location(e)?)))
+        else {
+            return code;
+        };
+        let Some(follow) = follow.as_mut() else {
+            // A URL the library took and the URL parser not: said as is.
+            printer.error(e.err_msg());
+            return code;
+        };
+        let next = match follow.next(status, location) {
+            Ok(next) => next,
+            Err(why) => {
+                printer.error(&why);
+                return exit::CONNECT;
+            }
+        };
+        let mut note = format!(
+            "unisocket: note: HTTP {} redirect to {}",
+            next.status,
+            redact::url(&next.url)
+        );
+        if next.other_origin && credentials {
+            // The credentials were given for the first URL's origin.
+            args.headers.retain(|h| !secret(h));
+            args.auth = None;
+            credentials = false;
+            note.push_str("; another origin: the credentials given are not sent there");
+        }
+        printer.stderr_line(&note);
+        current = match plan(next.url, &args) {
+            Ok(p) => p,
+            Err(e) => {
+                printer.error(&e);
+                return exit::USAGE;
+            }
+        };
+    }
 }
 
 /// A failure once the connection was open, as a sentence: the reason
@@ -1062,11 +1134,15 @@ fn read_input(
     rx
 }
 
+/// One connection. With -L, a redirect that answered the upgrade is put
+/// in `redirected` instead of being reported. The line editor is taken
+/// only once the connection is open (a redirect leaves it for the next).
 async fn session(
     args: ClientArgs,
     plan: Plan,
     printer: Arc<Printer>,
-    line_editor: Option<LineEditor>,
+    line_editor: &mut Option<LineEditor>,
+    redirected: &mut Option<SocketError>,
 ) -> i32 {
     let Plan {
         url,
@@ -1132,12 +1208,17 @@ async fn session(
             url: url.clone(),
             client_cert: args.cert.is_some(),
         };
+        let follow = args.location;
         task.on_error(move |ev| {
             if o.load(Ordering::SeqCst) {
                 f.store(true, Ordering::SeqCst);
                 p.error(&after_open(&ev.error, ping_timeout));
             } else {
-                p.error(&diagnose::connect_failure(&ev.error, &given));
+                p.refused(&ev.error);
+                // With -L, a redirect is followed, or why not said, later.
+                if !(follow && redirect::location(&ev.error).is_some()) {
+                    p.error(&diagnose::connect_failure(&ev.error, &given));
+                }
             }
         });
         if args.reconnect {
@@ -1160,6 +1241,10 @@ async fn session(
         // The error line comes from `on_error`; wait for `on_close`, which
         // runs after it, so that it is printed before we exit.
         let _ = tokio::time::timeout(Duration::from_secs(2), done_rx).await;
+        if args.location && redirect::location(&e).is_some() {
+            *redirected = Some(e);
+            return exit::CONNECT;
+        }
         return if is_usage_error(&e) {
             exit::USAGE
         } else {
@@ -1225,7 +1310,7 @@ async fn session(
                     break;
                 }
             }
-        } else if let Some(line_editor) = line_editor {
+        } else if let Some(line_editor) = line_editor.take() {
             let editing = running.insert(line_editor.start());
             loop {
                 let typed = tokio::select! {

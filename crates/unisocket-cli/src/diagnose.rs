@@ -34,16 +34,24 @@ pub fn connect_failure(e: &SocketError, given: &Given) -> String {
         };
     }
     if let (ErrorKind::Handshake, Some(300..=399)) = (e.kind(), e.http_status()) {
-        let http = match given.url.split_once("://") {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("wss") => format!("https://{rest}"),
-            Some((_, rest)) => format!("http://{rest}"),
-            None => given.url.clone(),
+        let location = e.response_headers().and_then(|h| {
+            h.iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("location"))
+                .map(|(_, v)| v.trim())
+        });
+        return match location {
+            None => format!("{msg}: a redirect without a Location header"),
+            Some(location) => match crate::redirect::resolve(&given.url, location) {
+                Ok(url) if crate::redirect::STATUSES.contains(&e.http_status().unwrap_or(0)) => {
+                    format!(
+                        "{msg}: a redirect to {}; -L follows redirects",
+                        unisocket::redact::url(url.as_str())
+                    )
+                }
+                Ok(url) => format!("{msg}: Location {}", unisocket::redact::url(url.as_str())),
+                Err(why) => format!("{msg}: {why}"),
+            },
         };
-        return format!(
-            "{msg}: a redirect, which unisocket does not follow (-L is not supported); \
-             `curl -sI {}` shows its Location header, the URL to connect to instead",
-            unisocket::redact::url(&http)
-        );
     }
     match (e.kind(), handshake_error(e)) {
         // A TLS server sends an alert, or closes, on a plain HTTP request.
@@ -63,6 +71,69 @@ pub fn connect_failure(e: &SocketError, given: &Given) -> String {
         }
         _ => msg,
     }
+}
+
+/// `-v` on a failed upgrade: the response that refused it, as lines to show
+/// after `< ` (status line, headers with secret values hidden) and `* `
+/// (what of the body came with them, escaped); empty when the failure had
+/// no response.
+pub fn refused_response(e: &SocketError) -> Vec<String> {
+    let (Some(status), Some(headers), Some(body)) =
+        (e.http_status(), e.response_headers(), e.response_body())
+    else {
+        return Vec::new();
+    };
+    let reason = match handshake_error(e) {
+        Some(HandshakeError::Status { reason, .. }) if !reason.is_empty() => format!(" {reason}"),
+        _ => String::new(),
+    };
+    let mut lines = vec![format!("< HTTP {status}{reason}")];
+    for (n, v) in headers {
+        lines.push(format!("< {n}: {}", unisocket::redact::header_value(n, v)));
+    }
+    let length = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse::<u64>().ok());
+    match (body.len(), length) {
+        (0, None | Some(0)) => {}
+        (0, Some(_)) => lines.push("* no byte of the body came with the headers".to_owned()),
+        (n, Some(len)) if (n as u64) < len => lines.push(format!(
+            "* body, its first {n} of {len} bytes: {}",
+            escape_bytes(body)
+        )),
+        (n, _) => lines.push(format!("* body, {n} bytes: {}", escape_bytes(body))),
+    }
+    lines
+}
+
+/// Bytes as text that is safe on a terminal and on one line: UTF-8 kept
+/// except control characters (`\n`, `\r`, `\t`, `\x1b`, `\u{9b}`), a
+/// backslash doubled, other bytes as `\xNN`.
+fn escape_bytes(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                '\\' => out.push_str("\\\\"),
+                c if c.is_control() && u32::from(c) <= 0x7f => {
+                    let _ = write!(out, "\\x{:02x}", u32::from(c));
+                }
+                c if c.is_control() => {
+                    let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+                }
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
 }
 
 fn handshake_error(e: &SocketError) -> Option<&HandshakeError> {
@@ -200,6 +271,17 @@ fn alert_sentence(alert: AlertDescription, given: &Given) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn body_bytes_are_escaped_onto_one_line() {
+        assert_eq!(escape_bytes(b"plain text"), "plain text");
+        assert_eq!(
+            escape_bytes("line 1\r\nline 2\t\x1b[31m\\ é".as_bytes()),
+            "line 1\\r\\nline 2\\t\\x1b[31m\\\\ é"
+        );
+        assert_eq!(escape_bytes(b"\xff\xfe ok \xc3"), "\\xff\\xfe ok \\xc3");
+        assert_eq!(escape_bytes("\u{9b}2J".as_bytes()), "\\u{9b}2J");
+    }
 
     #[test]
     fn presented_names_lose_their_debug_wrapping() {

@@ -5,6 +5,7 @@ mod client;
 mod demo;
 mod diagnose;
 mod editor;
+mod redirect;
 mod server;
 mod style;
 
@@ -37,6 +38,7 @@ Examples:
   unisocket ws://127.0.0.1:9001 -b --file blob.bin --binary-format raw > reply.bin
   unisocket wss://localhost:8443 --ca cert.pem   a self-signed server certificate, trusted
   unisocket wss://feed.example/ws --reconnect --ping-timeout 10
+  unisocket wss://example.com/old -L -v          follow redirects; -v shows a refused upgrade's response
   unisocket serve --port 9001 --mode broadcast
   unisocket bench ws://127.0.0.1:9001 --conns 8 --size 1024 --duration 5
 
@@ -72,8 +74,11 @@ enum Command {
 Examples:
   unisocket serve                              echo server on ws://127.0.0.1:9001
   unisocket serve --port 0 --mode broadcast    broadcast server on a free port
+  unisocket serve --port 8443 --cert cert.pem --key key.pem   wss:// (clients: --ca cert.pem)
 
-The first line on stdout is always `listening on ws://HOST:PORT (MODE mode)`.")]
+The first line on stdout is always `listening on ws://HOST:PORT (MODE mode)`
+(wss:// with --cert). Ctrl-C or SIGTERM closes every connection with 1001
+(going away), waits up to 2 s for the clients' answers, and exits 0.")]
     Serve(server::ServeArgs),
     /// Measure an echo server: round trips per second, MB/s and latency.
     #[command(after_help = "\

@@ -249,20 +249,43 @@ impl Serve {
                 panic!("unisocket serve printed no first line within 10 s");
             }
         };
-        // "listening on ws://127.0.0.1:PORT (echo mode)"
-        let addr = first
-            .strip_prefix("listening on ws://")
+        // "listening on ws://127.0.0.1:PORT (echo mode)", or wss://
+        let url = first
+            .strip_prefix("listening on ")
             .and_then(|rest| rest.split(' ').next())
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
-        Serve {
-            url: format!("ws://{addr}"),
-            child,
-            log,
-        }
+            .filter(|url| url.starts_with("ws://") || url.starts_with("wss://"))
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+            .to_owned();
+        Serve { url, child, log }
     }
 
     fn log(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
+    }
+
+    /// Sends the process `signal` (`TERM`, `INT`).
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits for the exit (killing the process at `LIMIT`).
+    fn wait_exit(&mut self) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                started.elapsed() < LIMIT,
+                "unisocket serve did not exit within {LIMIT:?}; log:\n{}",
+                self.log().join("\n")
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
     }
 
     fn wait_log(&self, what: &str, f: impl Fn(&[String]) -> bool) {
@@ -1523,9 +1546,12 @@ fn server_pings_are_answered_and_shown() {
     assert_eq!(raw.notes(), ["pong srv"]);
 }
 
-/// A throw-away CA and a server certificate for 127.0.0.1.
+/// A throw-away CA and a server certificate for 127.0.0.1 (also as PEM,
+/// for `unisocket serve --cert --key`).
 struct Pki {
     ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
     config: Arc<rustls::ServerConfig>,
 }
 
@@ -1557,13 +1583,16 @@ fn pki() -> Pki {
     let chain = CertificateDer::pem_slice_iter(cert.pem().as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
-    let key = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap();
+    let key_pem = key.serialize_pem();
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
     let config = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .unwrap();
     Pki {
         ca_pem: issuer.pem(),
+        cert_pem: cert.pem(),
+        key_pem,
         config: Arc::new(config),
     }
 }
@@ -1775,6 +1804,80 @@ fn verbose_never_prints_passwords_or_secret_headers() {
 
 /// `-v` names the proxy in use and where it came from: `--proxy`, or the
 /// environment variable that applies (its timings are then the proxy's).
+#[test]
+fn verbose_shows_the_response_that_refused_the_upgrade() {
+    let raw = RawServer::start(|conn, _| {
+        let _ = conn.stream.write_all(
+            b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"chat\"\r\n\
+              Set-Cookie: session=cookie-secret\r\nContent-Type: text/plain\r\n\
+              Content-Length: 32\r\n\r\ntoken expired\r\n\x1b[31mlog in again",
+        );
+    });
+    let out = run(&[&raw.url(), "-v", "-x", "m"], b"");
+    out.expect_code(3).expect_no_colour();
+    for line in [
+        "< HTTP 401 Unauthorized",
+        "< WWW-Authenticate: Bearer realm=\"chat\"",
+        "< Set-Cookie: ***",
+        "< Content-Type: text/plain",
+        "< Content-Length: 32",
+        // On one line, the terminal's controls escaped.
+        "* body, 32 bytes: token expired\\r\\n\\x1b[31mlog in again",
+    ] {
+        assert!(
+            out.stderr.lines().any(|l| l == line),
+            "missing {line:?}:\n{}",
+            out.stderr
+        );
+    }
+    expect_hidden(&out, "cookie-secret");
+    // The error line is the last one, unchanged.
+    assert!(
+        out.stderr.lines().last().unwrap().starts_with(
+            "unisocket: connectSocket:fail server answered HTTP 401 Unauthorized instead of 101"
+        ),
+        "{}",
+        out.stderr
+    );
+    // Without -v: the error line alone.
+    let quiet = run(&[&raw.url(), "-x", "m"], b"");
+    quiet.expect_code(3);
+    assert_eq!(quiet.stderr.lines().count(), 1, "{}", quiet.stderr);
+
+    // A redirect: its Location; a body longer than what is shown is cut
+    // at 512 bytes, and says so.
+    let raw = RawServer::start(|conn, _| {
+        let mut response = b"HTTP/1.1 302 Found\r\nLocation: /elsewhere?x=1\r\n\
+              Content-Length: 2000\r\n\r\n"
+            .to_vec();
+        response.extend_from_slice(&[b'y'; 2000]);
+        let _ = conn.stream.write_all(&response);
+    });
+    let out = run(&[&raw.url(), "-v", "-x", "m"], b"");
+    out.expect_code(3);
+    assert!(
+        out.stderr.lines().any(|l| l == "< HTTP 302 Found"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l == "< Location: /elsewhere?x=1"),
+        "{}",
+        out.stderr
+    );
+    let body = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("* body, its first "))
+        .unwrap_or_else(|| panic!("no body line:\n{}", out.stderr));
+    let (what, shown) = body.split_once(": ").unwrap();
+    assert!(what.ends_with(" of 2000 bytes"), "{body}");
+    assert!(!shown.is_empty() && shown.len() <= 512, "{body}");
+    assert!(shown.bytes().all(|b| b == b'y'), "{body}");
+}
+
 #[test]
 fn verbose_names_the_proxy_and_where_it_came_from() {
     let raw = RawServer::start(echo_script);
@@ -2118,6 +2221,207 @@ fn serve_on_a_busy_port_fails_with_one_line() {
         out.stderr
     );
     assert_eq!(out.stderr.lines().count(), 1);
+}
+
+#[test]
+fn serve_with_cert_and_key_serves_wss_to_a_client_given_the_ca() {
+    let pki = pki();
+    let cert = temp_file("serve-cert.pem", &pki.cert_pem);
+    let key = temp_file("serve-key.pem", &pki.key_pem);
+    let ca = temp_file("serve-ca.pem", &pki.ca_pem);
+    let server = Serve::start(&[
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    let _ = std::fs::remove_file(&cert);
+    let _ = std::fs::remove_file(&key);
+    assert!(server.url.starts_with("wss://127.0.0.1:"), "{}", server.url);
+    let out = run(
+        &[
+            &server.url,
+            "--ca",
+            ca.to_str().unwrap(),
+            "-x",
+            "over tls",
+            "-w",
+            "0.2",
+        ],
+        b"",
+    );
+    // Without the CA, the server's certificate is not trusted.
+    let untrusted = run(&[&server.url, "-x", "t"], b"");
+    // A ws:// client to the wss:// server fails its TLS handshake.
+    let plain = run(
+        &[&server.url.replacen("wss://", "ws://", 1), "-x", "t"],
+        b"",
+    );
+    let _ = std::fs::remove_file(&ca);
+    out.expect_code(0);
+    assert_eq!(out.stdout, "over tls\n");
+    untrusted.expect_code(3);
+    assert!(
+        untrusted
+            .stderr
+            .contains("not signed by a certificate authority we trust"),
+        "{}",
+        untrusted.stderr
+    );
+    plain.expect_code(3);
+    server.wait_log("the TLS failures", |log| {
+        log.iter()
+            .filter(|l| l.contains("disconnected: TLS handshake failed"))
+            .count()
+            == 2
+    });
+    let log = server.log().join("\n");
+    assert!(log.contains("connected to /"), "{log}");
+    assert!(log.contains("text (8 bytes) \"over tls\""), "{log}");
+    assert!(log.contains("sent close 1000"), "{log}");
+}
+
+#[test]
+fn serve_refuses_unreadable_or_mismatched_cert_and_key_before_listening() {
+    let pki = pki();
+    let other = pki_with_other_key();
+    let cert = temp_file("bad-cert.pem", &pki.cert_pem);
+    let key = temp_file("bad-key.pem", &other);
+    let missing = std::env::temp_dir().join("unisocket-cli-test-no-such-file.pem");
+    for (args, needle) in [
+        (
+            vec![
+                "--cert",
+                missing.to_str().unwrap(),
+                "--key",
+                key.to_str().unwrap(),
+            ],
+            "cannot read the --cert file",
+        ),
+        // A certificate where the key should be.
+        (
+            vec![
+                "--cert",
+                cert.to_str().unwrap(),
+                "--key",
+                cert.to_str().unwrap(),
+            ],
+            "has no private key",
+        ),
+        (
+            vec![
+                "--cert",
+                cert.to_str().unwrap(),
+                "--key",
+                key.to_str().unwrap(),
+            ],
+            "--cert and --key cannot be used together",
+        ),
+    ] {
+        let mut full = vec!["serve", "--port", "0"];
+        full.extend(args);
+        let out = run(&full, b"");
+        out.expect_code(2);
+        assert!(out.stdout.is_empty(), "listened: {}", out.stdout);
+        assert!(out.stderr.contains(needle), "{needle:?}: {}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    }
+    // --cert alone: clap says --key is needed.
+    let out = run(&["serve", "--cert", cert.to_str().unwrap()], b"");
+    out.expect_code(2);
+    assert!(out.stderr.contains("--key"), "{}", out.stderr);
+    let _ = std::fs::remove_file(&cert);
+    let _ = std::fs::remove_file(&key);
+}
+
+/// The PEM of a key that belongs to no certificate of `pki()`.
+fn pki_with_other_key() -> String {
+    rcgen::KeyPair::generate().unwrap().serialize_pem()
+}
+
+#[test]
+fn sigterm_closes_every_client_with_1001_and_the_server_exits_0() {
+    let mut server = Serve::start(&[]);
+    let mut client = Spawned::start(&[&server.url, "--json", "--no-stdin"]);
+    client.wait_stdout("\"event\":\"open\"");
+    server.wait_log("the client", |log| {
+        log.iter().any(|l| l.contains("connected to /"))
+    });
+    server.signal("TERM");
+    let status = server.wait_exit();
+    client.close_stdin();
+    let out = client.finish();
+    // 1001 (going away) is a normal end for the client: exit 0.
+    out.expect_code(0);
+    let close: serde_json::Value = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["event"] == "close")
+        .unwrap_or_else(|| panic!("no close event: {}", out.stdout));
+    assert_eq!(close["code"], 1001, "{close}");
+    assert_eq!(close["reason"], "server shutting down", "{close}");
+    assert_eq!(close["clean"], true, "{close}");
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let log = server.log().join("\n");
+    assert!(
+        log.contains("SIGTERM: shutting down, closing 1 connection(s) with 1001 (going away)"),
+        "{log}"
+    );
+    // The client's answer is logged like any close frame.
+    assert!(log.contains("sent close 1001"), "{log}");
+}
+
+#[test]
+fn ctrl_c_closes_with_1001_and_gives_up_on_a_client_that_does_not_answer() {
+    let mut server = Serve::start(&[]);
+    // A client that completes the upgrade, then never reads or answers.
+    let addr = server.url.strip_prefix("ws://").unwrap().to_owned();
+    let mut silent = TcpStream::connect(&addr).unwrap();
+    silent
+        .write_all(
+            format!(
+                "GET /silent HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
+                 Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                 Sec-WebSocket-Version: 13\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    // And a well-behaved one.
+    let client = Spawned::start(&[&server.url, "--json", "--no-stdin"]);
+    client.wait_stdout("\"event\":\"open\"");
+    server.wait_log("both clients", |log| {
+        log.iter().filter(|l| l.contains("connected to /")).count() == 2
+    });
+    server.signal("INT");
+    let status = server.wait_exit();
+    let out = client.finish();
+    out.expect_code(0);
+    assert!(out.stdout.contains("\"code\":1001"), "{}", out.stdout);
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let log = server.log().join("\n");
+    assert!(
+        log.contains("SIGINT: shutting down, closing 2 connection(s)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("disconnected: no close frame within 2 s of ours"),
+        "{log}"
+    );
+    // What the silent client got: the 101, then our close frame with 1001.
+    silent.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut got = Vec::new();
+    let _ = silent.read_to_end(&mut got);
+    let head_end = got
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response")
+        + 4;
+    assert!(got.starts_with(b"HTTP/1.1 101 "), "{got:?}");
+    let frame = &got[head_end..];
+    assert_eq!(frame[0], 0x80 | CLOSE, "{frame:?}");
+    assert_eq!(&frame[2..4], &1001u16.to_be_bytes(), "{frame:?}");
 }
 
 // ---------------------------------------------------------------------------
@@ -3346,36 +3650,170 @@ fn http_urls_and_bare_host_port_are_taken_as_websocket_urls_with_a_notice() {
 }
 
 #[test]
-fn redirects_are_not_followed_and_say_how_to_find_the_new_url() {
+fn without_l_a_redirect_names_its_location_and_is_not_followed() {
     let raw = RawServer::start(|conn, _| {
         let _ = conn.stream.write_all(
-            b"HTTP/1.1 301 Moved Permanently\r\nLocation: ws://127.0.0.1:1/new\r\n\
+            b"HTTP/1.1 301 Moved Permanently\r\nLocation: /new?x=1\r\n\
               Content-Length: 0\r\n\r\n",
         );
     });
     let url = format!("ws://user:redirect-secret@{}/old", raw.addr);
     let out = run(&[&url, "-x", "m"], b"");
     out.expect_code(3);
+    assert_eq!(
+        out.stderr,
+        format!(
+            "unisocket: connectSocket:fail server answered HTTP 301 Moved Permanently instead of \
+             101 Switching Protocols: a redirect to ws://user:***@{}/new?x=1; -L follows \
+             redirects\n",
+            raw.addr
+        )
+    );
+    expect_hidden(&out, "redirect-secret");
+    assert_eq!(raw.accepted(), 1);
+}
+
+/// A server that answers `/old` with `status` to `location` and accepts
+/// (and echoes) any other path.
+fn redirecting(status: &'static str, location: String) -> RawServer {
+    RawServer::start(move |conn, notes| {
+        if conn.request.line.starts_with("GET /old ") {
+            let _ = conn.stream.write_all(
+                format!("HTTP/1.1 {status}\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n")
+                    .as_bytes(),
+            );
+        } else {
+            echo_script(conn, notes);
+        }
+    })
+}
+
+#[test]
+fn l_follows_a_redirect_and_credentials_stay_on_their_origin() {
+    // Another origin (another port): the message goes there, the
+    // credentials do not.
+    let target = RawServer::start(echo_script);
+    let first = redirecting(
+        "302 Found",
+        format!("http://127.0.0.1:{}/new", target.addr.port()),
+    );
+    let url = format!("ws://user:redirect-secret@{}/old", first.addr);
+    let out = run(
+        &[
+            &url,
+            "-L",
+            "-H",
+            "Cookie: id=cookie-secret",
+            "-H",
+            "X-Trace: 7",
+            "-x",
+            "m",
+            "-w",
+            "0.2",
+        ],
+        b"",
+    );
+    out.expect_code(0);
+    assert_eq!(out.stdout, "m\n");
     assert!(
         out.stderr.contains(&format!(
-            "server answered HTTP 301 Moved Permanently instead of 101 Switching Protocols: \
-             a redirect, which unisocket does not follow (-L is not supported); \
-             `curl -sI http://user:***@{}/old` shows its Location header, the URL to connect \
-             to instead",
-            raw.addr
+            "unisocket: note: HTTP 302 redirect to ws://127.0.0.1:{}/new; another origin: the \
+             credentials given are not sent there\n",
+            target.addr.port()
         )),
         "{}",
         out.stderr
     );
     expect_hidden(&out, "redirect-secret");
-    // -L itself: refused before connecting, saying so.
-    let out = run(&[&raw.url(), "-L"], b"");
-    out.expect_code(2);
+    let asked = first.request();
+    assert!(asked.header("authorization").is_some(), "{asked:?}");
+    assert_eq!(asked.header("cookie"), Some("id=cookie-secret"));
+    let moved = target.request();
+    assert!(moved.line.starts_with("GET /new "), "{moved:?}");
+    assert_eq!(moved.header("authorization"), None, "{moved:?}");
+    assert_eq!(moved.header("cookie"), None, "{moved:?}");
+    assert_eq!(moved.header("x-trace"), Some("7"), "{moved:?}");
+
+    // The same origin, a relative Location: the credentials go along.
+    let same = redirecting("307 Temporary Redirect", "new".to_owned());
+    let url = format!("ws://user:redirect-secret@{}/old", same.addr);
+    let out = run(&[&url, "--location", "-x", "m", "-w", "0.2"], b"");
+    out.expect_code(0);
+    assert_eq!(out.stdout, "m\n");
     assert!(
-        out.stderr
-            .contains("-L/--location: following redirects is not supported"),
+        out.stderr.contains(&format!(
+            "unisocket: note: HTTP 307 redirect to ws://user:***@{}/new\n",
+            same.addr
+        )),
         "{}",
         out.stderr
     );
+    expect_hidden(&out, "redirect-secret");
+    wait_until("two requests", || same.requests.lock().unwrap().len() == 2);
+    let requests = same.requests.lock().unwrap().clone();
+    assert!(requests[1].line.starts_with("GET /new "), "{requests:?}");
+    assert_eq!(
+        requests[0].header("authorization"),
+        requests[1].header("authorization")
+    );
+    assert!(requests[1].header("authorization").is_some());
+}
+
+#[test]
+fn l_stops_a_redirect_loop_and_after_max_redirs_with_exit_3() {
+    // A server that redirects to itself.
+    let raw = RawServer::start(|conn, _| {
+        let _ = conn
+            .stream
+            .write_all(b"HTTP/1.1 302 Found\r\nLocation: /raw\r\nContent-Length: 0\r\n\r\n");
+    });
+    let out = run(&[&raw.url(), "-L", "-x", "m"], b"");
+    out.expect_code(3);
+    assert_eq!(
+        out.stderr,
+        format!(
+            "unisocket: redirect loop: HTTP 302 from {0} back to {0}, where we have been\n",
+            raw.url()
+        )
+    );
     assert_eq!(raw.accepted(), 1);
+
+    // A server that always sends on to the next page: /1 -> /2 -> ...
+    let raw = RawServer::start(|conn, _| {
+        let n: u32 = conn
+            .request
+            .line
+            .split(' ')
+            .nth(1)
+            .and_then(|p| p.trim_start_matches('/').parse().ok())
+            .unwrap_or(0);
+        let _ = conn.stream.write_all(
+            format!(
+                "HTTP/1.1 308 Permanent Redirect\r\nLocation: /{}\r\nContent-Length: 0\r\n\r\n",
+                n + 1
+            )
+            .as_bytes(),
+        );
+    });
+    let base = format!("ws://{}", raw.addr);
+    let out = run(&[&format!("{base}/0"), "-L", "--max-redirs", "2"], b"");
+    out.expect_code(3);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!("unisocket: note: HTTP 308 redirect to {base}/1"),
+            format!("unisocket: note: HTTP 308 redirect to {base}/2"),
+            format!(
+                "unisocket: too many redirects: 2 followed, and HTTP 308 to {base}/3 would be \
+                 one more than --max-redirs 2"
+            ),
+        ],
+        "{}",
+        out.stderr
+    );
+    assert_eq!(raw.accepted(), 3);
+    // -L and --reconnect do not go together.
+    let out = run(&[&raw.url(), "-L", "--reconnect"], b"");
+    out.expect_code(2);
 }

@@ -150,9 +150,14 @@ impl std::error::Error for ProtocolError {}
 /// use unisocket_proto::handshake::parse_response;
 /// use unisocket_proto::HandshakeError;
 ///
-/// let response = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n";
+/// let response = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 6\r\n\r\ndenied";
 /// let err = parse_response(response, "dGhlIHNhbXBsZSBub25jZQ==", &[], 1024).unwrap_err();
-/// assert_eq!(err, HandshakeError::Status { status: 403, reason: "Forbidden".into() });
+/// let HandshakeError::Status { status, reason, response } = &err else {
+///     panic!("{err:?}");
+/// };
+/// assert_eq!((*status, reason.as_str()), (403, "Forbidden"));
+/// assert_eq!(response.headers, [("Content-Length".to_owned(), "6".to_owned())]);
+/// assert_eq!(response.body, b"denied");
 /// assert_eq!(
 ///     err.to_string(),
 ///     "server answered HTTP 403 Forbidden instead of 101 Switching Protocols"
@@ -167,6 +172,9 @@ pub enum HandshakeError {
         status: u16,
         /// The reason phrase the server gave.
         reason: String,
+        /// The response's headers and the first bytes of its body (boxed:
+        /// the other variants stay small).
+        response: Box<RefusedResponse>,
     },
     /// The response did not end within the size limit.
     ResponseTooLarge {
@@ -192,7 +200,7 @@ pub enum HandshakeError {
 impl fmt::Display for HandshakeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HandshakeError::Status { status, reason } => {
+            HandshakeError::Status { status, reason, .. } => {
                 write!(f, "server answered HTTP {status}")?;
                 if !reason.is_empty() {
                     write!(f, " {reason}")?;
@@ -227,3 +235,62 @@ impl fmt::Display for HandshakeError {
 }
 
 impl std::error::Error for HandshakeError {}
+
+/// What came with a response other than `101 Switching Protocols`: its
+/// headers, and the first bytes of its body that arrived with them (the
+/// client does not wait for more), at most
+/// [`MAX_REFUSED_BODY`](super::handshake::MAX_REFUSED_BODY). The body is as
+/// sent: still chunked or compressed if the server sent it so.
+///
+/// `Debug` hides the values of secret headers (`Set-Cookie`, ...); the
+/// fields hold them as sent.
+///
+/// # Examples
+///
+/// ```
+/// use unisocket_proto::handshake::parse_response;
+/// use unisocket_proto::HandshakeError;
+///
+/// let response = b"HTTP/1.1 302 Found\r\nLocation: /new\r\nSet-Cookie: id=s3cret\r\n\r\n";
+/// let Err(HandshakeError::Status { response, .. }) =
+///     parse_response(response, "dGhlIHNhbXBsZSBub25jZQ==", &[], 1024)
+/// else {
+///     panic!("not refused")
+/// };
+/// assert_eq!(response.header("location"), Some("/new"));
+/// assert!(response.body.is_empty());
+/// assert!(!format!("{response:?}").contains("s3cret"));
+/// ```
+#[derive(Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RefusedResponse {
+    /// Every header, in order, names as sent (values decoded as UTF-8,
+    /// lossily).
+    pub headers: Vec<(String, String)>,
+    /// The first bytes of the body, as far as they arrived with the headers.
+    pub body: Vec<u8>,
+}
+
+impl RefusedResponse {
+    /// The value of the first header named `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl fmt::Debug for RefusedResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: Vec<(&str, std::borrow::Cow<'_, str>)> = self
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), crate::redact::header_value(n, v)))
+            .collect();
+        f.debug_struct("RefusedResponse")
+            .field("headers", &headers)
+            .field("body", &String::from_utf8_lossy(&self.body))
+            .finish()
+    }
+}

@@ -4,7 +4,7 @@
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 
-use super::error::HandshakeError;
+use super::error::{HandshakeError, RefusedResponse};
 
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -172,6 +172,10 @@ pub struct Response {
 /// The most response headers accepted.
 const MAX_HEADERS: usize = 128;
 
+/// The most bytes of a refused response's body kept in
+/// [`HandshakeError::Status`] (see [`RefusedResponse`]).
+pub const MAX_REFUSED_BODY: usize = 512;
+
 /// Parses and checks the server's response.
 ///
 /// Returns `Ok(None)` while the response is incomplete and `buf` is within
@@ -227,13 +231,6 @@ pub fn parse_response(
         }
         Err(e) => return Err(HandshakeError::Malformed(e.to_string())),
     };
-    let status = resp.code.unwrap_or(0);
-    if status != 101 {
-        return Err(HandshakeError::Status {
-            status,
-            reason: resp.reason.unwrap_or("").to_owned(),
-        });
-    }
     let headers: Vec<(String, String)> = resp
         .headers
         .iter()
@@ -244,6 +241,19 @@ pub fn parse_response(
             )
         })
         .collect();
+    let status = resp.code.unwrap_or(0);
+    if status != 101 {
+        // The body as far as it came with the head: no waiting for more.
+        let body = &buf[consumed..];
+        return Err(HandshakeError::Status {
+            status,
+            reason: resp.reason.unwrap_or("").to_owned(),
+            response: Box::new(RefusedResponse {
+                headers,
+                body: body[..body.len().min(MAX_REFUSED_BODY)].to_vec(),
+            }),
+        });
+    }
     let (protocol, extensions) = check_headers(&headers, key, offered_protocols)?;
     Ok(Some((
         Response {
@@ -381,13 +391,46 @@ mod tests {
             r,
             Err(HandshakeError::Status {
                 status: 403,
-                reason: "Forbidden".into()
+                reason: "Forbidden".into(),
+                response: Box::new(RefusedResponse {
+                    headers: vec![("Content-Length".into(), "0".into())],
+                    body: Vec::new(),
+                }),
             })
         );
         assert_eq!(
             r.unwrap_err().to_string(),
             "server answered HTTP 403 Forbidden instead of 101 Switching Protocols"
         );
+    }
+
+    #[test]
+    fn a_refused_response_keeps_its_headers_and_the_body_that_came_with_it() {
+        let head = "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"x\"\r\n\
+                    Set-Cookie: id=s3cret\r\n\r\n";
+        let body = vec![b'b'; MAX_REFUSED_BODY + 100];
+        for sent in [&b""[..], b"no token", &body] {
+            let mut r = head.as_bytes().to_vec();
+            r.extend_from_slice(sent);
+            let Err(HandshakeError::Status {
+                status, response, ..
+            }) = parse_response(&r, KEY, &[], 1024)
+            else {
+                panic!("not refused")
+            };
+            assert_eq!(status, 401);
+            assert_eq!(
+                response.header("www-authenticate"),
+                Some("Bearer realm=\"x\"")
+            );
+            assert_eq!(response.headers.len(), 2);
+            // At most MAX_REFUSED_BODY bytes, even past the size limit of
+            // the head.
+            assert_eq!(response.body, sent[..sent.len().min(MAX_REFUSED_BODY)]);
+            let debug = format!("{response:?}");
+            assert!(!debug.contains("s3cret"), "{debug}");
+            assert!(debug.contains("Bearer realm"), "{debug}");
+        }
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub mod deflate;
 pub mod error;
 pub mod frame;
 pub mod handshake;
+pub mod redact;
 pub mod utf8;
 
 #[cfg(all(test, feature = "deflate"))]
@@ -51,4 +52,4 @@ mod tests;
 
 pub use connection::{Config, Connection, Ending, Event, Heartbeat, Limits, SendError, State};
 pub use data::{Data, Text};
-pub use error::{HandshakeError, ProtocolError};
+pub use error::{HandshakeError, ProtocolError, RefusedResponse};

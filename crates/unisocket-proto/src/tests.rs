@@ -354,14 +354,18 @@ fn handshake_rejects_bad_responses() {
         Err(HandshakeError::MissingUpgrade)
     );
 
-    // 403.
-    assert_eq!(
-        parse(&response_status(403, &[], b"denied"), &[]),
+    // 403, with its body.
+    match parse(&response_status(403, &[], b"denied"), &[]) {
         Err(HandshakeError::Status {
             status: 403,
-            reason: "Forbidden".into()
-        })
-    );
+            reason,
+            response,
+        }) => {
+            assert_eq!(reason, "Forbidden");
+            assert_eq!(response.body, b"denied");
+        }
+        other => panic!("{other:?}"),
+    }
 
     // A subprotocol that was not offered, or one when none was offered.
     let chat = response_101(&key, Some("chat"), &[]);

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::proto::{HandshakeError, ProtocolError, SendError};
+use crate::proto::{HandshakeError, ProtocolError, RefusedResponse, SendError};
 
 /// Which API call an outcome belongs to; the prefix of `errMsg`.
 ///
@@ -329,6 +329,65 @@ impl SocketError {
     /// ```
     pub fn http_status(&self) -> Option<u16> {
         self.status
+    }
+
+    /// The headers of a response that refused the upgrade (with
+    /// [`ErrorKind::Handshake`] and an [`http_status`](Self::http_status)),
+    /// in order, names as sent; `None` for any other failure. A redirect's
+    /// `Location` is here, and a `WWW-Authenticate` that says which
+    /// credentials the server wants. Values are as sent: secrets such as
+    /// `Set-Cookie` too (hide them with [`redact::header_value`](crate::redact::header_value)
+    /// before printing).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// # use std::io::{Read, Write};
+    /// use unisocket::{connect_socket, ConnectOptions};
+    ///
+    /// // A local server that wants credentials, and says so in its body too.
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    /// let url = format!("ws://{}/", listener.local_addr().unwrap());
+    /// std::thread::spawn(move || {
+    ///     let (mut conn, _) = listener.accept().unwrap();
+    ///     let _ = conn.read(&mut [0; 4096]);
+    ///     conn.write_all(
+    ///         b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\n\
+    ///           Content-Length: 13\r\n\r\ntoken expired",
+    ///     )
+    ///     .unwrap();
+    /// });
+    /// let err = connect_socket(ConnectOptions::new(url)).await.unwrap_err();
+    /// assert_eq!(err.http_status(), Some(401));
+    /// let headers = err.response_headers().unwrap();
+    /// assert!(headers.contains(&("WWW-Authenticate".to_owned(), "Bearer".to_owned())));
+    /// // The body, as far as it arrived with the headers.
+    /// assert_eq!(err.response_body(), Some(&b"token expired"[..]));
+    /// # }
+    /// ```
+    pub fn response_headers(&self) -> Option<&[(String, String)]> {
+        self.refused_response().map(|r| r.headers.as_slice())
+    }
+
+    /// The first bytes of the body of a response that refused the upgrade,
+    /// as far as they arrived with its headers (the client does not wait
+    /// for more), at most
+    /// [`MAX_REFUSED_BODY`](crate::proto::handshake::MAX_REFUSED_BODY)
+    /// (512), as sent; `None` for any other failure, `Some` and empty when
+    /// no body came. See [`response_headers`](Self::response_headers) for
+    /// an example.
+    pub fn response_body(&self) -> Option<&[u8]> {
+        self.refused_response().map(|r| r.body.as_slice())
+    }
+
+    /// The response of a refused upgrade, from the source error.
+    fn refused_response(&self) -> Option<&RefusedResponse> {
+        match self.source.as_deref()?.downcast_ref::<HandshakeError>()? {
+            HandshakeError::Status { response, .. } => Some(response),
+            _ => None,
+        }
     }
 
     /// The close code sent to the server when the connection was failed

@@ -112,13 +112,13 @@ mod ledger;
 mod manifest;
 mod options;
 mod reconnect;
-pub mod redact;
 mod runtime;
 mod task;
 mod transport;
 
 pub use connect::{connect_socket, network_timeout, set_network_timeout};
 pub use unisocket_proto::deflate::DeflateConfig;
+pub use unisocket_proto::redact;
 pub use unisocket_proto::{Data, HandshakeError, ProtocolError, Text};
 
 // The protocol core, under the names this crate's modules use.

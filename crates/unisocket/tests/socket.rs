@@ -311,6 +311,96 @@ async fn subprotocol_negotiation() {
 
 // 5. Refused handshake.
 
+/// A server that answers every upgrade request with `response`, written
+/// at once (head and body in one write).
+async fn answering(response: &'static [u8]) -> String {
+    let addr = support::raw_server(move |mut stream| async move {
+        if support::read_http_head(&mut stream).await.is_some() {
+            let _ = stream.write_all(response).await;
+            let _ = stream.shutdown().await;
+        }
+    })
+    .await;
+    format!("ws://{addr}/")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_handshake_keeps_the_response_headers_and_body() {
+    within(async {
+        let unauthorized = answering(
+            b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"ws\"\r\n\
+              Content-Type: text/plain\r\nContent-Length: 19\r\n\r\nlog in first, \x1bplz",
+        )
+        .await;
+        let err = connect_socket(ConnectOptions::new(unauthorized))
+            .await
+            .expect_err("a 401 must fail");
+        assert_eq!(err.kind(), ErrorKind::Handshake);
+        assert_eq!(err.http_status(), Some(401));
+        assert_eq!(
+            err.response_headers(),
+            Some(
+                &[
+                    (
+                        "WWW-Authenticate".to_owned(),
+                        "Basic realm=\"ws\"".to_owned()
+                    ),
+                    ("Content-Type".to_owned(), "text/plain".to_owned()),
+                    ("Content-Length".to_owned(), "19".to_owned()),
+                ][..]
+            )
+        );
+        assert_eq!(err.response_body(), Some(&b"log in first, \x1bplz"[..]));
+        // The errMsg is the one it always was.
+        assert_eq!(
+            err.err_msg(),
+            "connectSocket:fail server answered HTTP 401 Unauthorized instead of 101 \
+             Switching Protocols"
+        );
+        // Reported for another API, the response is still there.
+        let task = connect_socket(ConnectOptions::new(
+            answering(b"HTTP/1.1 302 Found\r\nLocation: ws://127.0.0.1:1/elsewhere\r\n\r\n").await,
+        ));
+        let _ = task.clone().await;
+        let send = task.send("x").await.expect_err("not connected");
+        assert_eq!(send.response_headers(), None, "{send:?}");
+        let err = task.clone().await.expect_err("a 302 must fail");
+        assert_eq!(err.http_status(), Some(302));
+        let location = err
+            .response_headers()
+            .and_then(|h| h.iter().find(|(n, _)| n == "Location"));
+        assert_eq!(
+            location.map(|(_, v)| v.as_str()),
+            Some("ws://127.0.0.1:1/elsewhere")
+        );
+        assert_eq!(err.response_body(), Some(&b""[..]));
+
+        // A body longer than 512 bytes: its first 512.
+        let long = answering(Box::leak(
+            [
+                &b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 2000\r\n\r\n"[..],
+                &[b'z'; 2000][..],
+            ]
+            .concat()
+            .into_boxed_slice(),
+        ))
+        .await;
+        let err = connect_socket(ConnectOptions::new(long)).await.unwrap_err();
+        assert_eq!(err.http_status(), Some(503));
+        let body = err.response_body().expect("a body");
+        assert!(body.len() <= 512, "{}", body.len());
+        assert!(body.iter().all(|&b| b == b'z'));
+
+        // Failures without a response have neither.
+        let refused = connect_socket(ConnectOptions::new("ws://127.0.0.1:1/"))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.response_headers(), None);
+        assert_eq!(refused.response_body(), None);
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_handshake_reports_the_http_status() {
     within(async {

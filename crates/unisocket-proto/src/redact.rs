@@ -11,10 +11,11 @@
 //!   of an `Authorization` value stays (`Bearer ***`).
 //!
 //! Every error message, `Debug` output and line of the `unisocket` command
-//! that shows a URL or a header goes through these functions.
+//! that shows a URL or a header goes through these functions (`unisocket`
+//! re-exports this module as `unisocket::redact`).
 //!
 //! ```
-//! use unisocket::redact;
+//! use unisocket_proto::redact;
 //!
 //! assert_eq!(redact::url("wss://alice:s3cret@example.com/chat"), "wss://alice:***@example.com/chat");
 //! assert_eq!(redact::header_value("authorization", "Bearer abc.def"), "Bearer ***");
@@ -43,7 +44,7 @@ const SECRET_HEADERS: &[&str] = &[
 /// too little; text without user info comes back unchanged (borrowed).
 ///
 /// ```
-/// use unisocket::redact;
+/// use unisocket_proto::redact;
 ///
 /// assert_eq!(redact::url("ws://u:pw@127.0.0.1:9001/x?y=1"), "ws://u:***@127.0.0.1:9001/x?y=1");
 /// assert_eq!(redact::url("wss://t0ken@example.com/"), "wss://***@example.com/");
@@ -97,8 +98,8 @@ fn userinfo(raw: &str) -> Option<Range<usize>> {
 /// `Proxy-Authorization`, `Cookie` or `Set-Cookie`, in any case.
 ///
 /// ```
-/// assert!(unisocket::redact::is_secret_header("COOKIE"));
-/// assert!(!unisocket::redact::is_secret_header("Origin"));
+/// assert!(unisocket_proto::redact::is_secret_header("COOKIE"));
+/// assert!(!unisocket_proto::redact::is_secret_header("Origin"));
 /// ```
 pub fn is_secret_header(name: &str) -> bool {
     let name = name.trim();
@@ -110,7 +111,7 @@ pub fn is_secret_header(name: &str) -> bool {
 /// `Proxy-Authorization`, as in `Basic ***`), else `value` unchanged.
 ///
 /// ```
-/// use unisocket::redact::header_value;
+/// use unisocket_proto::redact::header_value;
 ///
 /// assert_eq!(header_value("Proxy-Authorization", "Basic dTpwdw=="), "Basic ***");
 /// assert_eq!(header_value("Authorization", "s3cret"), "***");
@@ -143,7 +144,14 @@ fn is_auth_scheme(word: &str) -> bool {
 
 /// A list of request headers, printed by `Debug` as `[("Name", "value"), ..]`
 /// with the values of secret headers redacted.
-pub(crate) struct HeaderList<'a>(pub &'a [(String, String)]);
+///
+/// ```
+/// use unisocket_proto::redact::HeaderList;
+///
+/// let headers = [("Cookie".to_string(), "id=1".to_string())];
+/// assert_eq!(format!("{:?}", HeaderList(&headers)), r#"[("Cookie", "***")]"#);
+/// ```
+pub struct HeaderList<'a>(pub &'a [(String, String)]);
 
 impl fmt::Debug for HeaderList<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

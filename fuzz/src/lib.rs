@@ -727,12 +727,11 @@ pub fn deflate_config(b: u8) -> DeflateConfig {
         0..=7 => None,
         n => Some(n),
     };
-    DeflateConfig {
-        server_no_context_takeover: b & 1 != 0,
-        client_no_context_takeover: b & 2 != 0,
-        server_max_window_bits: bits(b >> 2).filter(|_| b & 0x40 != 0),
-        client_max_window_bits: bits(b >> 4),
-    }
+    DeflateConfig::default()
+        .server_no_context_takeover(b & 1 != 0)
+        .client_no_context_takeover(b & 2 != 0)
+        .server_max_window_bits(bits(b >> 2).filter(|_| b & 0x40 != 0))
+        .client_max_window_bits(bits(b >> 4))
 }
 
 /// `negotiate` never accepts parameters outside the offer.

@@ -39,6 +39,7 @@ pub const INFLATE_CHUNK: usize = 64 * 1024;
 /// # Ok::<(), unisocket_proto::HandshakeError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct DeflateConfig {
     /// Ask the server to reset its compression context after each message.
     pub server_no_context_takeover: bool,
@@ -52,6 +53,56 @@ pub struct DeflateConfig {
 }
 
 impl DeflateConfig {
+    /// Asks the server to reset its compression context after each message
+    /// (`server_no_context_takeover`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket_proto::deflate::DeflateConfig;
+    ///
+    /// let config = DeflateConfig::default().server_no_context_takeover(true);
+    /// assert!(config.offer().contains("; server_no_context_takeover"));
+    /// ```
+    #[must_use]
+    pub fn server_no_context_takeover(mut self, on: bool) -> Self {
+        self.server_no_context_takeover = on;
+        self
+    }
+
+    /// Resets our own compression context after each message
+    /// (`client_no_context_takeover`: less memory, a worse ratio).
+    #[must_use]
+    pub fn client_no_context_takeover(mut self, on: bool) -> Self {
+        self.client_no_context_takeover = on;
+        self
+    }
+
+    /// Asks the server for a window of at most 2^`bits` bytes (8-15), or
+    /// leaves it to the server (`None`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unisocket_proto::deflate::DeflateConfig;
+    ///
+    /// let config = DeflateConfig::default().server_max_window_bits(10);
+    /// assert!(config.offer().contains("; server_max_window_bits=10"));
+    /// ```
+    #[must_use]
+    pub fn server_max_window_bits(mut self, bits: impl Into<Option<u8>>) -> Self {
+        self.server_max_window_bits = bits.into();
+        self
+    }
+
+    /// Uses a window of at most 2^`bits` bytes ourselves (8-15); `None`
+    /// offers the parameter without a value, letting the server choose.
+    #[must_use]
+    pub fn client_max_window_bits(mut self, bits: impl Into<Option<u8>>) -> Self {
+        self.client_max_window_bits = bits.into();
+        self
+    }
+
     /// The `Sec-WebSocket-Extensions` header value to send.
     ///
     /// # Examples
@@ -59,11 +110,9 @@ impl DeflateConfig {
     /// ```
     /// use unisocket_proto::deflate::DeflateConfig;
     ///
-    /// let config = DeflateConfig {
-    ///     client_no_context_takeover: true,
-    ///     server_max_window_bits: Some(10),
-    ///     ..DeflateConfig::default()
-    /// };
+    /// let config = DeflateConfig::default()
+    ///     .client_no_context_takeover(true)
+    ///     .server_max_window_bits(10);
     /// assert_eq!(
     ///     config.offer(),
     ///     "permessage-deflate; client_no_context_takeover; \
@@ -355,7 +404,7 @@ impl Deflate {
     /// ```
     /// use unisocket_proto::deflate::{Deflate, DeflateConfig};
     ///
-    /// let config = DeflateConfig { client_no_context_takeover: true, ..DeflateConfig::default() };
+    /// let config = DeflateConfig::default().client_no_context_takeover(true);
     /// let params = config.negotiate(Some("permessage-deflate"))?.unwrap();
     /// let mut deflate = Deflate::new(params);
     /// // Without context takeover, each message is compressed on its own:

@@ -1082,11 +1082,11 @@ impl ConnectOptions {
     /// use unisocket::DeflateConfig;
     /// use unisocket::ConnectOptions;
     ///
-    /// let options = ConnectOptions::new("ws://127.0.0.1:9001").deflate(DeflateConfig {
-    ///     client_no_context_takeover: true,
-    ///     server_max_window_bits: Some(10),
-    ///     ..DeflateConfig::default()
-    /// });
+    /// let options = ConnectOptions::new("ws://127.0.0.1:9001").deflate(
+    ///     DeflateConfig::default()
+    ///         .client_no_context_takeover(true)
+    ///         .server_max_window_bits(10),
+    /// );
     /// # drop(options);
     /// ```
     #[must_use]

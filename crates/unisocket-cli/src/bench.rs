@@ -1,6 +1,13 @@
 //! `unisocket bench URL`: drives an echo server with N connections, each
 //! doing send-then-await-echo round trips (one in flight per connection),
 //! and reports messages/s, MB/s and latency percentiles.
+//!
+//! Every message starts with a tag, its connection's number and its own
+//! sequence number ([`TAG_LEN`] ASCII hex digits, so text stays UTF-8), and
+//! every reply must be, byte for byte and of the same type, the message that
+//! connection sent last. Anything else (another connection's message, as a
+//! broadcast server sends; an old one; a changed one; one that was never
+//! sent) stops the run with an error instead of being counted as an echo.
 
 use std::future::IntoFuture;
 use std::io::{IsTerminal, Write};
@@ -8,13 +15,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use unisocket::{connect_socket, Bytes, CloseOptions, ConnectOptions, Data, ErrorKind, SocketTask};
+use unisocket::{connect_socket, CloseOptions, ConnectOptions, Data, ErrorKind, SocketTask};
 
 use crate::exit;
 use crate::style::Paint;
 
 /// The largest message the bench sends (the library's default limit).
 const MAX_SIZE: usize = 64 << 20;
+
+/// The length of the tag that starts every message: the connection's number
+/// (from 1) and the message's sequence number (from 0, wrapping), each as 8
+/// lowercase hex digits. It is also the smallest `--size`.
+const TAG_LEN: usize = 16;
 
 /// The options of `unisocket bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -24,7 +36,9 @@ pub struct BenchArgs {
     /// Concurrent connections.
     #[arg(short = 'c', long, value_name = "N", default_value_t = 4)]
     pub conns: usize,
-    /// Message size in bytes.
+    /// Message size in bytes (at least 16: each message starts with its
+    /// connection's number and its sequence number, so that a reply can be
+    /// checked to be the echo of what that connection sent).
     #[arg(short = 's', long, value_name = "BYTES", default_value_t = 1024)]
     pub size: usize,
     /// How long to run.
@@ -44,6 +58,13 @@ fn check(args: &BenchArgs) -> Result<(Duration, Duration), String> {
         return Err(format!(
             "--conns must be between 1 and 100000 (not {})",
             args.conns
+        ));
+    }
+    if args.size < TAG_LEN {
+        return Err(format!(
+            "--size must be at least {TAG_LEN} bytes (not {}): each message starts with \
+             its connection's number and its sequence number, to check that replies are echoes",
+            args.size
         ));
     }
     if args.size > MAX_SIZE {
@@ -81,12 +102,6 @@ pub fn run(args: &BenchArgs) -> i32 {
         }
     };
     rt.block_on(bench(args, duration, timeout))
-}
-
-/// What one connection measured.
-struct Run {
-    latencies: Vec<Duration>,
-    error: Option<String>,
 }
 
 async fn bench(args: &BenchArgs, duration: Duration, timeout: Duration) -> i32 {
@@ -131,18 +146,17 @@ async fn bench(args: &BenchArgs, duration: Duration, timeout: Duration) -> i32 {
         };
     }
 
-    let payload = if args.text {
-        Data::from("x".repeat(args.size))
-    } else {
-        Data::from(Bytes::from(vec![0xA5u8; args.size]))
-    };
     let rounds = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = tokio::time::Instant::from_std(started + duration);
-    let mut workers = Vec::with_capacity(tasks.len());
-    for task in &tasks {
-        let (task, payload, rounds) = (task.clone(), payload.clone(), rounds.clone());
-        workers.push(tokio::spawn(round_trips(task, payload, rounds, deadline)));
+    let mut workers = tokio::task::JoinSet::new();
+    for (conn, task) in (1..).zip(&tasks) {
+        let sender = Sender {
+            conn,
+            size: args.size,
+            text: args.text,
+        };
+        workers.spawn(round_trips(task.clone(), sender, rounds.clone(), deadline));
     }
 
     let progress = std::io::stderr().is_terminal();
@@ -171,12 +185,22 @@ async fn bench(args: &BenchArgs, duration: Duration, timeout: Duration) -> i32 {
 
     let mut latencies = Vec::new();
     let mut errors = Vec::new();
-    for w in workers {
-        match w.await {
+    let mut not_echo = None;
+    while let Some(joined) = workers.join_next().await {
+        match joined {
             Ok(run) => {
                 latencies.extend(run.latencies);
-                errors.extend(run.error);
+                match run.error {
+                    // The run stops at the first reply that is not an echo.
+                    Some(Failure::NotEcho(e)) => {
+                        not_echo.get_or_insert(e);
+                        workers.abort_all();
+                    }
+                    Some(Failure::Other(e)) => errors.push(e),
+                    None => {}
+                }
             }
+            Err(e) if e.is_cancelled() => {}
             Err(e) => errors.push(e.to_string()),
         }
     }
@@ -189,6 +213,11 @@ async fn bench(args: &BenchArgs, duration: Duration, timeout: Duration) -> i32 {
     }
     close_all(&tasks).await;
 
+    // No figures: they would count replies that were not round trips.
+    if let Some(e) = not_echo {
+        eprintln!("unisocket: {e}");
+        return exit::FAILURE;
+    }
     report(args, elapsed, &mut latencies);
     for e in &errors {
         eprintln!("unisocket: {e}");
@@ -203,48 +232,134 @@ async fn bench(args: &BenchArgs, duration: Duration, timeout: Duration) -> i32 {
     }
 }
 
-/// Send, await the echo, repeat until `deadline`.
+/// Why a connection stopped before the deadline.
+enum Failure {
+    /// A reply was not the echo of the message sent: the server is not an
+    /// echo server (stops the whole run).
+    NotEcho(String),
+    /// The connection failed or closed.
+    Other(String),
+}
+
+/// What one connection measured.
+struct Run {
+    latencies: Vec<Duration>,
+    error: Option<Failure>,
+}
+
+/// Makes the messages of one connection: its tag, then filler up to `size`.
+#[derive(Debug, Clone, Copy)]
+struct Sender {
+    /// The connection's number, from 1.
+    conn: u32,
+    size: usize,
+    text: bool,
+}
+
+impl Sender {
+    /// Message `seq` of this connection.
+    fn message(&self, seq: u32) -> Data {
+        let tag = format!("{:08x}{seq:08x}", self.conn);
+        debug_assert_eq!(tag.len(), TAG_LEN);
+        let fill = self.size.saturating_sub(TAG_LEN);
+        if self.text {
+            let mut s = String::with_capacity(self.size);
+            s.push_str(&tag);
+            s.extend(std::iter::repeat_n('x', fill));
+            Data::from(s)
+        } else {
+            let mut v = Vec::with_capacity(self.size);
+            v.extend_from_slice(tag.as_bytes());
+            v.resize(TAG_LEN + fill, 0xA5);
+            Data::from(v)
+        }
+    }
+
+    /// `None` when `reply` is the echo of `sent`, message `seq` of this
+    /// connection: the same bytes, and text if and only if `sent` is.
+    /// Otherwise the error that stops the run.
+    fn check_echo(&self, seq: u32, sent: &Data, reply: &Data) -> Option<String> {
+        if reply.is_text() == sent.is_text() && reply.as_bytes() == sent.as_bytes() {
+            return None;
+        }
+        let conn = self.conn;
+        let what = match parse_tag(reply.as_bytes()) {
+            Some((c, s)) if c == conn && s == seq => format!(
+                "got its message {seq} back changed (sent {}, got {})",
+                describe(sent),
+                describe(reply)
+            ),
+            Some((c, s)) if c == conn => {
+                format!("got its message {s} back while waiting for the echo of message {seq}")
+            }
+            Some((c, s)) => {
+                format!("got a message it did not send (message {s} of connection {c})")
+            }
+            None => format!("got a message it did not send ({})", describe(reply)),
+        };
+        Some(format!(
+            "the server does not echo: connection {conn} {what}; bench needs an echo server"
+        ))
+    }
+}
+
+/// The connection and sequence numbers at the start of a bench message.
+fn parse_tag(bytes: &[u8]) -> Option<(u32, u32)> {
+    let tag = bytes.get(..TAG_LEN)?;
+    if !tag.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    let tag = std::str::from_utf8(tag).ok()?;
+    let (conn, seq) = tag.split_at(TAG_LEN / 2);
+    Some((
+        u32::from_str_radix(conn, 16).ok()?,
+        u32::from_str_radix(seq, 16).ok()?,
+    ))
+}
+
+fn describe(d: &Data) -> String {
+    let kind = if d.is_text() { "text" } else { "binary" };
+    format!("{} bytes of {kind}", d.len())
+}
+
+/// Send, await the echo, check it, repeat until `deadline`.
 async fn round_trips(
     task: SocketTask,
-    payload: Data,
+    sender: Sender,
     rounds: Arc<AtomicU64>,
     deadline: tokio::time::Instant,
 ) -> Run {
     let mut latencies = Vec::with_capacity(1 << 16);
-    let fail = |latencies, e: String| Run {
+    let fail = |latencies, e: Failure| Run {
         latencies,
         error: Some(e),
     };
+    let mut seq = 0u32;
     while tokio::time::Instant::now() < deadline {
+        let message = sender.message(seq);
         let start = Instant::now();
-        if let Err(e) = task.send(payload.clone()).await {
+        if let Err(e) = task.send(message.clone()).await {
             if task.ready_state() == unisocket::ReadyState::Open {
-                return fail(latencies, e.err_msg().to_owned());
+                return fail(latencies, Failure::Other(e.err_msg().to_owned()));
             }
             let ev = task.closed().await;
-            return fail(latencies, closed_during_run(&ev));
+            return fail(latencies, Failure::Other(closed_during_run(&ev)));
         }
         match tokio::time::timeout_at(deadline, task.recv()).await {
             // The run ended with this round trip in flight: not counted.
             Err(_) => break,
             Ok(None) => {
                 let ev = task.closed().await;
-                return fail(latencies, closed_during_run(&ev));
+                return fail(latencies, Failure::Other(closed_during_run(&ev)));
             }
             Ok(Some(reply)) => {
-                if reply.len() != payload.len() || reply.is_text() != payload.is_text() {
-                    return fail(
-                        latencies,
-                        format!(
-                            "the reply is not an echo: sent {} bytes, got {} bytes of {}",
-                            payload.len(),
-                            reply.len(),
-                            if reply.is_text() { "text" } else { "binary" }
-                        ),
-                    );
+                let elapsed = start.elapsed();
+                if let Some(e) = sender.check_echo(seq, &message, &reply) {
+                    return fail(latencies, Failure::NotEcho(e));
                 }
-                latencies.push(start.elapsed());
+                latencies.push(elapsed);
                 rounds.fetch_add(1, Ordering::Relaxed);
+                seq = seq.wrapping_add(1);
             }
         }
     }
@@ -342,5 +457,78 @@ mod tests {
         assert_eq!(percentile(&v, 100.0), Duration::from_millis(100));
         assert_eq!(percentile(&v[..1], 99.0), Duration::from_millis(1));
         assert_eq!(percentile(&[], 50.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn messages_carry_their_connection_and_sequence_number() {
+        for text in [false, true] {
+            let sender = Sender {
+                conn: 3,
+                size: 40,
+                text,
+            };
+            let m = sender.message(0x1_0000);
+            assert_eq!(m.len(), 40);
+            assert_eq!(m.is_text(), text);
+            assert_eq!(&m.as_bytes()[..TAG_LEN], b"0000000300010000");
+            assert_eq!(parse_tag(m.as_bytes()), Some((3, 0x1_0000)));
+            assert_eq!(sender.check_echo(0x1_0000, &m, &m), None);
+        }
+        // The smallest size is the tag alone.
+        let tiny = Sender {
+            conn: 100_000,
+            size: TAG_LEN,
+            text: true,
+        };
+        let m = tiny.message(u32::MAX);
+        assert_eq!(m.as_text(), Some("000186a0ffffffff"));
+        assert_eq!(parse_tag(m.as_bytes()), Some((100_000, u32::MAX)));
+        assert_eq!(parse_tag(b"000186a0ffffff"), None, "too short");
+        assert_eq!(parse_tag(b"000186A0ffffffff"), None, "upper case");
+    }
+
+    #[test]
+    fn replies_other_than_the_echo_are_named() {
+        let one = Sender {
+            conn: 1,
+            size: 32,
+            text: false,
+        };
+        let two = Sender { conn: 2, ..one };
+        let sent = one.message(5);
+        let check = |reply: &Data| one.check_echo(5, &sent, reply).expect("not an echo");
+        for e in [
+            check(&two.message(5)),
+            check(&one.message(4)),
+            check(&Data::from("hello")),
+        ] {
+            assert!(
+                e.starts_with("the server does not echo: connection 1 got "),
+                "{e}"
+            );
+            assert!(e.ends_with("; bench needs an echo server"), "{e}");
+        }
+        assert!(check(&two.message(5))
+            .contains("connection 1 got a message it did not send (message 5 of connection 2)"));
+        assert!(check(&one.message(4))
+            .contains("got its message 4 back while waiting for the echo of message 5"));
+        assert!(
+            check(&Data::from("hello")).contains("got a message it did not send (5 bytes of text)")
+        );
+        // The same bytes as text.
+        let text = Sender { text: true, ..one };
+        let as_text = Data::from(text.message(5).as_bytes().to_vec());
+        assert_eq!(text.check_echo(5, &text.message(5), &text.message(5)), None);
+        assert!(text
+            .check_echo(5, &text.message(5), &as_text)
+            .expect("not an echo")
+            .contains(
+                "got its message 5 back changed (sent 32 bytes of text, got 32 bytes of binary)"
+            ));
+        let mut changed = sent.as_bytes().to_vec();
+        changed[31] ^= 1;
+        assert!(check(&Data::from(changed)).contains(
+            "got its message 5 back changed (sent 32 bytes of binary, got 32 bytes of binary)"
+        ));
     }
 }

@@ -15,7 +15,8 @@ use clap::{CommandFactory, Parser, Subcommand};
 pub mod exit {
     /// The connection closed with a closing handshake (or the command succeeded).
     pub const OK: i32 = 0;
-    /// Any other failure (no runtime, cannot listen, nothing measured, ...).
+    /// Any other failure (no runtime, cannot listen, nothing measured, a
+    /// `bench` server that does not echo, ...).
     pub const FAILURE: i32 = 1;
     /// Bad arguments: found by clap or by our own checks, before any connection.
     pub const USAGE: i32 = 2;
@@ -87,7 +88,11 @@ Examples:
   unisocket bench ws://127.0.0.1:9001 --conns 16 --size 4096 --duration 10 --text
 
 Each connection sends a message and waits for its echo before sending the
-next (one in flight per connection); latency is measured per round trip.")]
+next (one in flight per connection); latency is measured per round trip.
+Each message starts with its connection's number and its sequence number
+(16 bytes, the smallest --size), and each reply must be the message that
+connection sent: any other reply (a broadcast server's, for one) stops the
+run with an error and exit code 1.")]
     Bench(bench::BenchArgs),
 }
 

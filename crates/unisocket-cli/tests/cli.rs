@@ -2080,6 +2080,10 @@ fn usage_errors_exit_2_before_connecting() {
         (vec!["-x", "hello"], "need a URL"),
         (vec!["bench", &url, "--conns", "0"], "--conns must be"),
         (vec!["bench", &url, "--duration", "0"], "--duration must be"),
+        (
+            vec!["bench", &url, "--size", "15"],
+            "--size must be at least 16 bytes (not 15)",
+        ),
         (vec!["serve", "--mode", "nope"], "error: invalid value"),
     ];
     for (args, message) in cases {
@@ -2492,6 +2496,126 @@ fn bench_exit_codes() {
         "{}",
         out.stderr
     );
+}
+
+#[test]
+fn bench_refuses_a_broadcast_server_and_accepts_an_echo_server() {
+    // Broadcast: each of the two connections also gets the other's messages.
+    let broadcast = Serve::start(&["--quiet", "--mode", "broadcast"]);
+    let out = run(
+        &["bench", &broadcast.url, "--conns", "2", "--duration", "5"],
+        b"",
+    );
+    out.expect_code(1).expect_no_colour();
+    let err = &out.stderr;
+    assert!(
+        err.starts_with("unisocket: the server does not echo: connection "),
+        "{err}"
+    );
+    assert!(
+        err.contains(" got a message it did not send (message ")
+            && err.contains("; bench needs an echo server"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // No figures made of replies that were not round trips.
+    assert!(!out.stdout.contains("msg/s"), "{}", out.stdout);
+
+    // The echo server passes, down to the smallest size (the tag alone).
+    let echo = Serve::start(&["--quiet"]);
+    for extra in [&[][..], &["--text"][..]] {
+        let mut args = vec![
+            "bench",
+            &echo.url,
+            "--conns",
+            "2",
+            "--size",
+            "16",
+            "--duration",
+            "0.5",
+        ];
+        args.extend_from_slice(extra);
+        let out = run(&args, b"");
+        out.expect_code(0);
+        assert!(out.stdout.contains("16-byte"), "{}", out.stdout);
+        assert!(out.stdout.contains("msg/s"), "{}", out.stdout);
+        assert!(out.stderr.is_empty(), "{}", out.stderr);
+    }
+}
+
+#[test]
+fn bench_refuses_replies_that_are_not_the_echo() {
+    /// What the server sends back for one message's payload.
+    type Answer = fn(Vec<u8>) -> Vec<Vec<u8>>;
+    /// Answers each data frame with the frames `answer(payload)` returns,
+    /// until a close frame, which it echoes.
+    fn server(answer: Answer) -> RawServer {
+        RawServer::start(move |conn, _| {
+            conn.accept(None);
+            while let Ok((op, p)) = conn.read_frame() {
+                if op == CLOSE {
+                    conn.write_frame(CLOSE, &p);
+                    break;
+                }
+                for reply in answer(p) {
+                    conn.write_frame(op, &reply);
+                }
+            }
+        })
+    }
+    let cases: [(Answer, &str); 4] = [
+        // The same size and type, but not the message.
+        (
+            |p| vec![vec![b'z'; p.len()]],
+            "connection 1 got a message it did not send (64 bytes of binary)",
+        ),
+        // The message with its last byte changed.
+        (
+            |mut p| {
+                *p.last_mut().unwrap() ^= 1;
+                vec![p]
+            },
+            "connection 1 got its message 0 back changed \
+             (sent 64 bytes of binary, got 64 bytes of binary)",
+        ),
+        // Cut short.
+        (
+            |mut p| {
+                p.truncate(20);
+                vec![p]
+            },
+            "connection 1 got its message 0 back changed \
+             (sent 64 bytes of binary, got 20 bytes of binary)",
+        ),
+        // Every message twice: the second copy arrives in place of the next echo.
+        (
+            |p| vec![p.clone(), p],
+            "connection 1 got its message 0 back while waiting for the echo of message 1",
+        ),
+    ];
+    for (answer, expected) in cases {
+        let raw = server(answer);
+        let out = run(
+            &[
+                "bench",
+                &raw.url(),
+                "--conns",
+                "1",
+                "--size",
+                "64",
+                "--duration",
+                "5",
+            ],
+            b"",
+        );
+        out.expect_code(1);
+        assert_eq!(
+            out.stderr.trim_end(),
+            format!("unisocket: the server does not echo: {expected}; bench needs an echo server"),
+            "{out:?}"
+        );
+        assert!(!out.stdout.contains("msg/s"), "{}", out.stdout);
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -1555,35 +1555,52 @@ struct Pki {
     config: Arc<rustls::ServerConfig>,
 }
 
-fn pki() -> Pki {
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
-        IsCa, KeyPair, KeyUsagePurpose,
-    };
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+/// A throw-away CA named `name` that signs certificates.
+fn test_ca(name: &str) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "unisocket-cli test CA");
+    ca.distinguished_name.push(DnType::CommonName, name);
     ca.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    let issuer = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
-    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
-    leaf.distinguished_name
-        .push(DnType::CommonName, "127.0.0.1");
-    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    leaf.use_authority_key_identifier_extension = true;
-    let key = KeyPair::generate().unwrap();
-    let cert = leaf.signed_by(&key, &issuer).unwrap();
-    let chain = CertificateDer::pem_slice_iter(cert.pem().as_bytes())
+    rcgen::CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap()
+}
+
+/// A certificate for `name` with `usage`, signed by `issuer`, and its key,
+/// both as PEM.
+fn signed_leaf(
+    issuer: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    name: &str,
+    usage: rcgen::ExtendedKeyUsagePurpose,
+) -> (String, String) {
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.extended_key_usages = vec![usage];
+    params.use_authority_key_identifier_extension = true;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+fn pki() -> Pki {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let issuer = test_ca("unisocket-cli test CA");
+    let (cert_pem, key_pem) = signed_leaf(
+        &issuer,
+        "127.0.0.1",
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
-    let key_pem = key.serialize_pem();
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
     let config = rustls::ServerConfig::builder()
         .with_no_client_auth()
@@ -1591,7 +1608,7 @@ fn pki() -> Pki {
         .unwrap();
     Pki {
         ca_pem: issuer.pem(),
-        cert_pem: cert.pem(),
+        cert_pem,
         key_pem,
         config: Arc::new(config),
     }
@@ -3283,28 +3300,12 @@ struct MtlsPki {
 }
 
 fn mtls_pki() -> MtlsPki {
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
-        IsCa, KeyPair, KeyUsagePurpose,
-    };
+    use rcgen::ExtendedKeyUsagePurpose;
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "unisocket-cli mTLS test CA");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let issuer = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
-    let leaf = |name: &str, usage: ExtendedKeyUsagePurpose| {
-        let mut params = CertificateParams::new(vec![name.to_owned()]).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.extended_key_usages = vec![usage];
-        params.use_authority_key_identifier_extension = true;
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    };
+    let issuer = test_ca("unisocket-cli mTLS test CA");
+    let leaf = |name: &str, usage| signed_leaf(&issuer, name, usage);
     let (server_cert, server_key) = leaf("127.0.0.1", ExtendedKeyUsagePurpose::ServerAuth);
     let (client_cert_pem, client_key_pem) = leaf("client", ExtendedKeyUsagePurpose::ClientAuth);
     let mut roots = rustls::RootCertStore::empty();

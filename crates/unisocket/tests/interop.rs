@@ -309,7 +309,6 @@ async fn open(options: ConnectOptions) -> (SocketTask, String) {
     (task, extensions)
 }
 
-/// Connects and returns the error it fails with.
 /// Connects and expects the connection to fail; checks that the call ended
 /// in `success` alone (the request was under way) and that the failure
 /// reached `on_error` with the error's errMsg, then `on_close` with 1006

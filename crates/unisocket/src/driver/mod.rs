@@ -606,12 +606,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
                 reason,
                 reply,
             } => {
-                if let Some(e) = self.pending_failure.take() {
+                if self.pending_failure.is_some() {
                     // The server already broke the protocol (behind a message
                     // nobody took yet): report that, with its close code,
                     // rather than closing as if all were well.
-                    self.conn.fail(&e);
-                    self.shared.set_closing();
+                    self.fail_pending();
                 } else if self.conn.state() == State::Open
                     && self.conn.close(code, &reason, now()).is_ok()
                 {
@@ -728,9 +727,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
     /// that were held, once the application has taken them. Says whether
     /// it did (the turn starts again, to write the close frame).
     fn fail_after_held_messages(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.pending_failure.is_none() || !self.shared.held_empty(cx) {
-            return false;
-        }
+        self.pending_failure.is_some() && self.shared.held_empty(cx) && self.fail_pending()
+    }
+
+    /// Fails the connection for the protocol error waiting behind held
+    /// messages, if there is one (its close frame is queued; the error is
+    /// the connection's `ending`). Says whether there was.
+    fn fail_pending(&mut self) -> bool {
         let Some(e) = self.pending_failure.take() else {
             return false;
         };
@@ -908,10 +911,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + transport::RecvLowWater> Driver<S> {
         while self.more_events {
             yield_to_app |= self.process_events();
         }
-        if let Some(e) = self.pending_failure.take() {
-            self.shared.set_closing();
-            self.conn.fail(&e);
-        }
+        self.fail_pending();
         yield_to_app
     }
 

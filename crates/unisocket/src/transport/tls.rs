@@ -576,7 +576,7 @@ fn verifier(material: &Material, provider: &Arc<CryptoProvider>) -> Result<Verif
     Ok((Arc::new(verifier), None))
 }
 
-/// The verifier behind `danger_accept_invalid_certs(true)`: any certificate
+/// The verifier behind `dangerous().accept_invalid_certs()`: any certificate
 /// chain and name pass; the handshake signatures are still checked, so the
 /// peer must at least hold the key of the certificate it shows.
 #[derive(Debug)]

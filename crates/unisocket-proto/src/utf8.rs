@@ -64,14 +64,15 @@ fn may_begin_valid(bytes: &[u8]) -> bool {
 }
 
 /// Whether `bytes` is valid UTF-8: simdutf (AVX-512, AVX2 or SSE, chosen at
-/// run time) with the `simdutf` feature, simdutf8 without it, and std under
+/// run time) with the `simdutf` feature, simdutf8 without it (and in the
+/// browser, where simdutf is not built), and std under
 /// Miri, which runs neither foreign code nor every SIMD intrinsic.
-#[cfg(all(feature = "simdutf", not(miri)))]
+#[cfg(all(feature = "simdutf", not(target_arch = "wasm32"), not(miri)))]
 pub(crate) fn is_valid(bytes: &[u8]) -> bool {
     simdutf::validate_utf8(bytes)
 }
 
-#[cfg(all(not(feature = "simdutf"), not(miri)))]
+#[cfg(all(any(not(feature = "simdutf"), target_arch = "wasm32"), not(miri)))]
 pub(crate) fn is_valid(bytes: &[u8]) -> bool {
     simdutf8::basic::from_utf8(bytes).is_ok()
 }

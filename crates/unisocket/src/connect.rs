@@ -1,20 +1,35 @@
 //! `connect_socket`: input checks, then a task and its driver.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+#[cfg(not(target_arch = "wasm32"))]
+use std::time::Instant;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
-use crate::driver::{self, Params, Target};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::driver::{self, Params};
 use crate::error::{Api, ErrorKind, SocketError};
 use crate::events::CloseEvent;
-use crate::options::{ConnectOptions, ConnectSuccess, ProxyChoice, TlsOptions};
-use crate::proto;
+use crate::options::{ConnectOptions, ConnectSuccess};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::options::{ProxyChoice, TlsOptions};
 use crate::redact;
-use crate::runtime;
 use crate::task::{Shared, SocketTask};
-use crate::transport;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::{proto, runtime, transport};
+
+/// Where to connect, checked and split up by `connect_socket`.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub host: String,
+    pub port: u16,
+    /// `wss://`: TLS over the connection.
+    pub secure: bool,
+    pub host_header: String,
+    pub request_target: String,
+}
 
 static NETWORK_TIMEOUT_MS: AtomicU64 = AtomicU64::new(60_000);
 
@@ -69,7 +84,8 @@ pub fn network_timeout() -> Duration {
 /// task.on_message(|ev| println!("message: {:?}", ev.data));
 /// task.on_close(|ev| println!("closed with {}", ev.code));
 /// ```
-pub fn connect_socket(options: ConnectOptions) -> SocketTask {
+pub fn connect_socket(mut options: ConnectOptions) -> SocketTask {
+    #[cfg(not(target_arch = "wasm32"))]
     let started = Instant::now();
     let shared = Shared::new(
         options.max_held_bytes,
@@ -79,6 +95,62 @@ pub fn connect_socket(options: ConnectOptions) -> SocketTask {
     let task = SocketTask {
         shared: shared.clone(),
     };
+    let callbacks = std::mem::take(&mut options.callbacks);
+    #[cfg(not(target_arch = "wasm32"))]
+    let prepared = prepare(options, started);
+    #[cfg(target_arch = "wasm32")]
+    let prepared = crate::browser::prepare(options);
+    let params = match prepared {
+        Ok(params) => params,
+        Err(err) => {
+            shared.failed(err.clone());
+            shared.closed(CloseEvent {
+                code: 1006,
+                reason: err.reason().to_owned(),
+                was_clean: false,
+            });
+            callbacks.settle(&Err(err));
+            return task;
+        }
+    };
+    // Registered first: inside `success` the task is the current socket
+    // (when no older one is alive), and the global functions act on it.
+    crate::global::register(&task);
+    // The request is under way: `success` now, as in uni-app. What goes
+    // wrong on the network from here on reaches `on_error` and `on_close`
+    // (and the awaited task's `Err`), never `fail`: a call ends in one of
+    // the two.
+    callbacks.settle(&Ok(ConnectSuccess {
+        err_msg: Api::ConnectSocket.ok_msg(),
+    }));
+    #[cfg(not(target_arch = "wasm32"))]
+    runtime::spawn(driver::run(shared, params));
+    #[cfg(target_arch = "wasm32")]
+    crate::browser::spawn(shared, params);
+    task
+}
+
+/// The checks of every engine: the URL, the headers, the subprotocols, and
+/// the features the options need.
+pub(crate) fn check(options: &ConnectOptions) -> Result<Target, SocketError> {
+    let target = parse_url(&options.url)?;
+    check_headers(&options.headers)?;
+    check_protocols(&options.protocols)?;
+    if options.deflate.is_some() && !cfg!(feature = "deflate") {
+        return Err(invalid(
+            ErrorKind::InvalidArgument,
+            "per_message_deflate needs the `deflate` feature of unisocket",
+        ));
+    }
+    Ok(target)
+}
+
+/// The native driver's parameters, once the options are checked. PEM files
+/// and the proxy variables of the environment are read here, so that a bad
+/// one fails at once, before any connection.
+#[cfg(not(target_arch = "wasm32"))]
+fn prepare(options: ConnectOptions, started: Instant) -> Result<Box<Params>, SocketError> {
+    let target = check(&options)?;
     let ConnectOptions {
         url,
         headers,
@@ -98,34 +170,10 @@ pub fn connect_socket(options: ConnectOptions) -> SocketTask {
         reconnect,
         max_queued_bytes,
         max_buffered_bytes: _,
-        callbacks,
+        callbacks: _,
     } = options;
-    let checked = parse_url(&url).and_then(|target| {
-        check_headers(&headers)?;
-        check_protocols(&protocols)?;
-        if deflate.is_some() && !cfg!(feature = "deflate") {
-            return Err(invalid(
-                ErrorKind::InvalidArgument,
-                "per_message_deflate needs the `deflate` feature of unisocket",
-            ));
-        }
-        let route = route(&target, &tls, &proxy)?;
-        Ok((target, route))
-    });
-    let (target, route) = match checked {
-        Ok(t) => t,
-        Err(err) => {
-            shared.failed(err.clone());
-            shared.closed(CloseEvent {
-                code: 1006,
-                reason: err.reason().to_owned(),
-                was_clean: false,
-            });
-            callbacks.settle(&Err(err));
-            return task;
-        }
-    };
-    let params = Params {
+    let route = route(&target, &tls, &proxy)?;
+    Ok(Box::new(Params {
         target,
         headers: with_url_credentials(&url, headers),
         protocols,
@@ -145,24 +193,11 @@ pub fn connect_socket(options: ConnectOptions) -> SocketTask {
         queue_until_open,
         max_queued_bytes,
         started,
-    };
-    // Registered first: inside `success` the task is the current socket
-    // (when no older one is alive), and the global functions act on it.
-    crate::global::register(&task);
-    // The request is under way: `success` now, as in uni-app. What goes
-    // wrong on the network from here on reaches `on_error` and `on_close`
-    // (and the awaited task's `Err`), never `fail`: a call ends in one of
-    // the two.
-    callbacks.settle(&Ok(ConnectSuccess {
-        err_msg: Api::ConnectSocket.ok_msg(),
-    }));
-    runtime::spawn(driver::run(shared, Box::new(params)));
-    task
+    }))
 }
 
-/// The proxy and the TLS configuration for `target`. PEM files and the
-/// proxy variables of the environment are read here, so that a bad one fails
-/// at once, before any connection.
+/// The proxy and the TLS configuration for `target`.
+#[cfg(not(target_arch = "wasm32"))]
 fn route(
     target: &Target,
     tls: &TlsOptions,
@@ -245,6 +280,7 @@ pub(crate) fn parse_url(raw: &str) -> Result<Target, SocketError> {
 /// password percent-decoded (any bytes, not only UTF-8), the password empty
 /// when the URL has none. A header the application set itself
 /// (`Authorization` in any case) wins, and then the user info is not sent.
+#[cfg(not(target_arch = "wasm32"))]
 fn with_url_credentials(raw: &str, mut headers: Vec<(String, String)>) -> Vec<(String, String)> {
     if let Some(value) = url_credentials(raw) {
         if !headers
@@ -258,7 +294,7 @@ fn with_url_credentials(raw: &str, mut headers: Vec<(String, String)>) -> Vec<(S
 }
 
 /// The `Basic` credentials of the user info of `raw`, if it has some.
-fn url_credentials(raw: &str) -> Option<String> {
+pub(crate) fn url_credentials(raw: &str) -> Option<String> {
     let url = url::Url::parse(raw).ok()?;
     let password = url.password().unwrap_or_default();
     if url.username().is_empty() && password.is_empty() {

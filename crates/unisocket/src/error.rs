@@ -118,6 +118,10 @@ pub enum ErrorKind {
     BufferFull,
     /// The heartbeat got no answer from the server in time.
     HeartbeatTimeout,
+    /// The platform cannot do what the options or the call ask: in the
+    /// browser, custom headers, proxies, TLS settings, pings and the other
+    /// options of the README's "In the browser" table.
+    Unsupported,
 }
 
 /// The error of every fallible call and of the `fail` callbacks.
@@ -161,6 +165,7 @@ impl SocketError {
 
     /// From a failure to reach the server (DNS, TCP, proxy, TLS): the one
     /// place where it gets its `errMsg`, for `connectSocket`.
+    #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn transport(e: crate::transport::Error) -> Self {
         let crate::transport::Error {
             kind,
@@ -172,6 +177,13 @@ impl SocketError {
         err.status = status;
         err.source = source.map(Arc::from);
         err
+    }
+
+    /// The close code the connection ends with for this failure.
+    #[cfg(target_arch = "wasm32")]
+    pub(crate) fn with_close_code(mut self, code: u16) -> Self {
+        self.close_code = Some(code);
+        self
     }
 
     pub(crate) fn with_source(
@@ -440,6 +452,7 @@ impl std::error::Error for SocketError {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 impl From<crate::transport::Error> for SocketError {
     fn from(e: crate::transport::Error) -> Self {
         SocketError::transport(e)

@@ -97,13 +97,20 @@
 //! and the callbacks are a thin layer over that task.
 
 #![warn(missing_docs)]
+// The browser engine leaves out what only a socket of our own needs (pings
+// and pongs, read pauses, response headers, the transport's targets).
+#![cfg_attr(target_arch = "wasm32", allow(dead_code))]
 
 /// The code blocks of README.md, compiled as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;
 
+mod attempt;
+#[cfg(target_arch = "wasm32")]
+mod browser;
 mod connect;
+#[cfg(not(target_arch = "wasm32"))]
 mod driver;
 mod error;
 mod events;
@@ -112,8 +119,10 @@ mod ledger;
 mod manifest;
 mod options;
 mod reconnect;
+#[cfg(not(target_arch = "wasm32"))]
 mod runtime;
 mod task;
+#[cfg(not(target_arch = "wasm32"))]
 mod transport;
 
 pub use connect::{connect_socket, network_timeout, set_network_timeout};

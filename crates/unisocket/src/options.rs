@@ -254,27 +254,27 @@ pub(crate) struct TlsOptions {
     /// Skip server certificate verification.
     pub danger_accept_invalid_certs: bool,
     /// The application's own rustls configuration, which replaces the above.
-    #[cfg(feature = "tls")]
+    #[cfg(all(feature = "tls", not(target_arch = "wasm32")))]
     pub client_config: Option<OwnClientConfig>,
 }
 
 /// An application's rustls configuration ([`ConnectOptions::tls_client_config`]),
 /// the same one if it is the same `Arc`.
-#[cfg(feature = "tls")]
+#[cfg(all(feature = "tls", not(target_arch = "wasm32")))]
 #[derive(Clone)]
 pub(crate) struct OwnClientConfig(pub std::sync::Arc<rustls::ClientConfig>);
 
-#[cfg(feature = "tls")]
+#[cfg(all(feature = "tls", not(target_arch = "wasm32")))]
 impl PartialEq for OwnClientConfig {
     fn eq(&self, other: &Self) -> bool {
         std::sync::Arc::ptr_eq(&self.0, &other.0)
     }
 }
 
-#[cfg(feature = "tls")]
+#[cfg(all(feature = "tls", not(target_arch = "wasm32")))]
 impl Eq for OwnClientConfig {}
 
-#[cfg(feature = "tls")]
+#[cfg(all(feature = "tls", not(target_arch = "wasm32")))]
 impl fmt::Debug for OwnClientConfig {
     // Its parts (keys, resumption secrets) are not ours to print.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -289,7 +289,7 @@ impl Default for TlsOptions {
             client_auth: None,
             webpki_roots: true,
             danger_accept_invalid_certs: false,
-            #[cfg(feature = "tls")]
+            #[cfg(all(feature = "tls", not(target_arch = "wasm32")))]
             client_config: None,
         }
     }
@@ -955,7 +955,7 @@ impl ConnectOptions {
     /// # drop(options);
     /// # }
     /// ```
-    #[cfg(feature = "tls")]
+    #[cfg(all(feature = "tls", not(target_arch = "wasm32")))]
     #[must_use]
     pub fn tls_client_config(mut self, config: std::sync::Arc<rustls::ClientConfig>) -> Self {
         self.tls.client_config = Some(OwnClientConfig(config));
@@ -1021,6 +1021,7 @@ impl ConnectOptions {
     /// assert_eq!(proxy.source, ProxySource::Options);
     /// assert_eq!(ConnectOptions::new("ws://example.com/").no_proxy().proxy_in_use().unwrap(), None);
     /// ```
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn proxy_in_use(&self) -> Result<Option<ProxyInUse>, SocketError> {
         let target = crate::connect::parse_url(&self.url)?;
         Ok(crate::transport::proxy_in_use(
@@ -1028,6 +1029,24 @@ impl ConnectOptions {
             &target.host,
             target.secure,
         )?)
+    }
+
+    /// In the browser: `None`, the browser's own proxy settings being
+    /// invisible to a page; a [`proxy`](Self::proxy) of the options is
+    /// refused, as `connect_socket` refuses it.
+    ///
+    /// # Errors
+    /// The URL is invalid, or the options set a proxy.
+    #[cfg(target_arch = "wasm32")]
+    pub fn proxy_in_use(&self) -> Result<Option<ProxyInUse>, SocketError> {
+        crate::connect::parse_url(&self.url)?;
+        match self.proxy {
+            ProxyChoice::Url(_) => Err(crate::browser::unsupported(
+                "proxies are",
+                "the browser uses its own proxy settings",
+            )),
+            _ => Ok(None),
+        }
     }
 
     /// Connects directly: no proxy, and the proxy variables of the

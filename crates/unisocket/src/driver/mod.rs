@@ -13,6 +13,10 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Sleep;
 
+use crate::attempt::{
+    end_during_backoff, take_abort, wait_backoff, wait_for_abort, Abort, Early, EndGuard, Ended,
+};
+use crate::connect::Target;
 use crate::data::Data;
 use crate::error::{Api, ErrorKind, SocketError};
 use crate::events::{CloseEvent, Headers, OpenEvent, PingPongEvent, Profile};
@@ -20,24 +24,13 @@ use crate::options::{CloseSuccess, SendSuccess};
 use crate::proto::connection::{MAX_PONG, WAITING_PONGS};
 use crate::proto::deflate::{DeflateConfig, DeflateParams};
 use crate::proto::{self, handshake, Connection, Ending, Event, HandshakeError, State};
-use crate::reconnect::{ReconnectEvent, ReconnectPolicy};
-use crate::task::{fail_command, Command, Reply, Shared};
+use crate::reconnect::ReconnectPolicy;
+use crate::task::{Command, Reply, Shared};
 use crate::transport;
 
 mod buffers;
 
 use buffers::{take_spare, Buffers, MAX_READ, QUIET_QUEUE, SPARE_READS, SPARE_WRITES};
-
-/// Where to connect, checked and split up by `connect_socket`.
-#[derive(Debug, Clone)]
-pub(crate) struct Target {
-    pub host: String,
-    pub port: u16,
-    /// `wss://`: TLS over the connection.
-    pub secure: bool,
-    pub host_header: String,
-    pub request_target: String,
-}
 
 /// Everything the driver needs to open and run one connection.
 pub(crate) struct Params {
@@ -75,7 +68,10 @@ struct Opened<S> {
 /// opened connection is boxed until the driver takes it, and without a
 /// reconnect policy the parameters are dropped once the connection is open.
 pub(crate) async fn run(shared: Arc<Shared>, mut params: Box<Params>) {
-    let _guard = EndGuard(shared.clone());
+    let _guard = EndGuard {
+        shared: shared.clone(),
+        stopped: "the connection task stopped: its tokio runtime shut down, or lacks the time and I/O drivers",
+    };
     let mut early = Early::new(params.queue_until_open, params.max_queued_bytes);
     let reconnect = params.reconnect.take();
     let mut params = Some(params);
@@ -100,30 +96,8 @@ pub(crate) async fn run(shared: Arc<Shared>, mut params: Box<Params>) {
         if outcome.is_ok() && !shared.begin_open() {
             outcome = Err(take_abort(&shared, &mut early));
         }
-        let (close, user_closed, close_replies, cause) = match outcome {
-            Err(Abort::ByUser {
-                code,
-                reason,
-                reply,
-            }) => {
-                let (close, err) = closed_while_connecting(
-                    &shared,
-                    code,
-                    reason,
-                    "closed before the connection was established",
-                    "closed while reconnecting",
-                );
-                (close, true, vec![reply], Some(err))
-            }
-            Err(Abort::Failed(err)) => {
-                shared.failed(err.clone());
-                let close = CloseEvent {
-                    code: 1006,
-                    reason: err.reason().to_owned(),
-                    was_clean: false,
-                };
-                (close, false, Vec::new(), Some(err))
-            }
+        let ended = match outcome {
+            Err(abort) => Ended::unopened(&shared, abort),
             Ok(opened) => {
                 attempt = 0;
                 let mut driver = Driver::open(&shared, p, *opened);
@@ -140,35 +114,18 @@ pub(crate) async fn run(shared: Arc<Shared>, mut params: Box<Params>) {
                 let result = poll_fn(|cx| driver.poll(cx)).await;
                 // Boxed: the lingering close lives only at the end.
                 let close = Box::pin(driver.end(result)).await;
-                let user_closed = !driver.close_replies.is_empty();
-                (close, user_closed, driver.close_replies, None)
+                Ended::closed(close, driver.close_replies)
             }
         };
-        if !user_closed {
-            if let Some(policy) = &reconnect {
-                attempt += 1;
-                if policy.allows(&close, attempt) {
-                    let delay = policy.delay(attempt, rand::random::<f64>());
-                    shared.reconnecting(ReconnectEvent { attempt, delay });
-                    // Boxed, as the opening: a state of the waits only.
-                    let backoff = Box::pin(wait_backoff(&shared, &mut early, delay));
-                    let Some(Abort::ByUser {
-                        code,
-                        reason,
-                        reply,
-                    }) = backoff.await
-                    else {
-                        continue;
-                    };
-                    let why = "closed while waiting to reconnect";
-                    let (close, err) = closed_while_connecting(&shared, code, reason, why, why);
-                    end_task(&shared, &mut early, close, vec![reply], Some(err));
-                    return;
-                }
+        if let Some(delay) = ended.reconnect_delay(&shared, reconnect.as_ref(), &mut attempt) {
+            // Boxed, as the opening: a state of the waits only.
+            let backoff = Box::pin(wait_backoff(&shared, &mut early, tokio::time::sleep(delay)));
+            match backoff.await {
+                None => continue,
+                Some(abort) => return end_during_backoff(&shared, &mut early, abort),
             }
         }
-        end_task(&shared, &mut early, close, close_replies, cause);
-        return;
+        return ended.end_task(&shared, &mut early);
     }
 }
 
@@ -178,235 +135,6 @@ pub(crate) async fn run(shared: Arc<Shared>, mut params: Box<Params>) {
 /// sleeps that wait for them then agree.
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
-}
-
-/// How a `close` (with `code` and `reason`) while CONNECTING ends the task,
-/// and the error that queued sends fail with. Before the task ever opened,
-/// as a browser ends it: an error event (`unopened`), then a close with
-/// 1006; the code and reason go nowhere, no connection being open. While it
-/// reconnects, with the code and reason the application gave, and no error
-/// event: the connection it knew was lost, and reported, already.
-fn closed_while_connecting(
-    shared: &Shared,
-    code: u16,
-    reason: String,
-    unopened: &str,
-    reconnecting: &str,
-) -> (CloseEvent, SocketError) {
-    if shared.has_opened() {
-        let err = SocketError::new(Api::ConnectSocket, ErrorKind::Aborted, reconnecting);
-        let close = CloseEvent {
-            code,
-            reason,
-            was_clean: false,
-        };
-        return (close, err);
-    }
-    let err = SocketError::new(Api::ConnectSocket, ErrorKind::Aborted, unopened);
-    shared.failed(err.clone());
-    let close = CloseEvent {
-        code: 1006,
-        reason: err.reason().to_owned(),
-        was_clean: false,
-    };
-    (close, err)
-}
-
-/// Closes the task if the driver stops without having closed it: its
-/// runtime shut down (the future was dropped) or it panicked (e.g. a runtime
-/// built without the time or I/O driver). Without this the task would stay
-/// OPEN or CONNECTING forever.
-struct EndGuard(Arc<Shared>);
-
-impl Drop for EndGuard {
-    fn drop(&mut self) {
-        // Commands sent from now on, and those nobody will take, fail.
-        for cmd in self.0.close_commands() {
-            fail_command(cmd, SocketError::not_connected(Api::SendSocketMessage));
-        }
-        if self.0.ready_state() == crate::task::ReadyState::Closed {
-            return;
-        }
-        let err = SocketError::new(
-            Api::ConnectSocket,
-            ErrorKind::Closed,
-            "the connection task stopped: its tokio runtime shut down, or lacks the time and I/O drivers",
-        );
-        let reason = err.reason().to_owned();
-        self.0.failed(err);
-        self.0.closed(CloseEvent {
-            code: 1006,
-            reason,
-            was_clean: false,
-        });
-    }
-}
-
-/// The final close of the task: fails what is still queued, reports the
-/// close, then settles the `close` calls (after the close event, so that an
-/// awaiting caller sees CLOSED).
-fn end_task(
-    shared: &Arc<Shared>,
-    early: &mut Early,
-    close: CloseEvent,
-    close_replies: Vec<Reply<CloseSuccess>>,
-    cause: Option<SocketError>,
-) {
-    let err = cause.unwrap_or_else(|| {
-        SocketError::new(
-            Api::ConnectSocket,
-            ErrorKind::Closed,
-            format_args!("the connection closed ({})", close.code),
-        )
-    });
-    fail_commands(&mut early.cmds, &err);
-    shared.fail_waiting(&SocketError::not_connected(Api::SendSocketMessage));
-    finish(shared, close);
-    for reply in close_replies {
-        reply.settle(Ok(CloseSuccess {
-            err_msg: Api::CloseSocket.ok_msg(),
-        }));
-    }
-}
-
-/// Sends made before open (with `queue_until_open`), bounded in bytes.
-struct Early {
-    cmds: VecDeque<Command>,
-    bytes: usize,
-    max: usize,
-    /// `queue_until_open`: without it, sends that reach the driver while it
-    /// is not connected (sent just before the connection dropped) fail.
-    enabled: bool,
-}
-
-impl Early {
-    fn new(enabled: bool, max: usize) -> Self {
-        Early {
-            cmds: VecDeque::new(),
-            bytes: 0,
-            max,
-            enabled,
-        }
-    }
-
-    fn push(&mut self, cmd: Command) {
-        let len = match &cmd {
-            Command::Send { data, .. } => data.len(),
-            _ => 0,
-        };
-        if !self.enabled && !matches!(cmd, Command::Close { .. }) {
-            fail_command(cmd, SocketError::not_connected(Api::SendSocketMessage));
-            return;
-        }
-        if self.bytes + len > self.max && len > 0 {
-            let err = SocketError::new(
-                Api::SendSocketMessage,
-                ErrorKind::BufferFull,
-                format_args!(
-                    "send queue full: {} bytes wait for the open, the limit is {} (max_queued_bytes)",
-                    self.bytes, self.max
-                ),
-            );
-            fail_command(cmd, err);
-            return;
-        }
-        self.bytes += len;
-        self.cmds.push_back(cmd);
-    }
-
-    fn drain(&mut self) -> impl Iterator<Item = Command> + '_ {
-        self.bytes = 0;
-        self.cmds.drain(..)
-    }
-
-    /// Gives back the room of the queue once drained: it is used only while
-    /// the connection is down, and a task that kept it would hold the
-    /// largest queue of all its reconnects.
-    fn shrink(&mut self) {
-        if self.cmds.is_empty() {
-            self.cmds = VecDeque::new();
-        }
-    }
-}
-
-/// Why the connection never opened.
-enum Abort {
-    Failed(SocketError),
-    /// A `close`, with the code and reason it was given.
-    ByUser {
-        code: u16,
-        reason: String,
-        reply: Reply<CloseSuccess>,
-    },
-}
-
-/// Waits for a `close` during CONNECTING; sends made meanwhile (with
-/// `queue_until_open`) are kept for the open.
-async fn wait_for_abort(shared: &Shared, early: &mut Early) -> Abort {
-    loop {
-        let cmd = poll_fn(|cx| shared.poll_command(cx)).await;
-        if let Some(abort) = abort_or_keep(cmd, early) {
-            return abort;
-        }
-    }
-}
-
-/// A `close` while CONNECTING aborts; other commands wait for the open.
-fn abort_or_keep(cmd: Command, early: &mut Early) -> Option<Abort> {
-    match cmd {
-        Command::Close {
-            code,
-            reason,
-            reply,
-        } => Some(Abort::ByUser {
-            code,
-            reason,
-            reply,
-        }),
-        cmd => {
-            early.push(cmd);
-            None
-        }
-    }
-}
-
-/// The `close` that made the task CLOSING before it could open. It is
-/// queued already: `close` queues it under the lock that this takes.
-fn take_abort(shared: &Shared, early: &mut Early) -> Abort {
-    let mut cx = Context::from_waker(std::task::Waker::noop());
-    while let Poll::Ready(cmd) = shared.poll_command(&mut cx) {
-        if let Some(abort) = abort_or_keep(cmd, early) {
-            return abort;
-        }
-    }
-    // Not reached: CLOSING before OPEN comes from a queued `close` alone.
-    Abort::Failed(SocketError::new(
-        Api::ConnectSocket,
-        ErrorKind::Aborted,
-        "closed before the connection was established",
-    ))
-}
-
-/// Waits `delay` before a reconnect; a `close` meanwhile ends the wait.
-async fn wait_backoff(shared: &Shared, early: &mut Early, delay: Duration) -> Option<Abort> {
-    tokio::select! {
-        () = tokio::time::sleep(delay) => None,
-        abort = wait_for_abort(shared, early) => Some(abort),
-    }
-}
-
-fn fail_commands(cmds: &mut VecDeque<Command>, err: &SocketError) {
-    for cmd in cmds.drain(..) {
-        fail_command(cmd, err.clone());
-    }
-}
-
-/// Reports the close and fails whatever was asked after the end.
-fn finish(shared: &Arc<Shared>, close: CloseEvent) {
-    shared.closed(close);
-    for cmd in shared.close_commands() {
-        fail_command(cmd, SocketError::not_connected(Api::SendSocketMessage));
-    }
 }
 
 async fn open(params: &Params) -> Result<Box<Opened<transport::Stream>>, SocketError> {

@@ -284,6 +284,12 @@ impl Shared {
         }
     }
 
+    /// Whether more than `max` bytes of messages are held for `recv`.
+    #[cfg(target_arch = "wasm32")]
+    pub(crate) fn held_over(&self, max: usize) -> bool {
+        self.held_bytes.load(Ordering::Relaxed) > max
+    }
+
     /// Whether every held message has been taken; if not, the driver's
     /// waker is kept and woken when a consumer takes one.
     pub(crate) fn held_empty(&self, cx: &mut Context<'_>) -> bool {

@@ -9,6 +9,10 @@
 //   - "close CODE REASON"  -> closes with that code and reason
 //   - "ping PAYLOAD"       -> sends a ping with that payload, then "pinged"
 //                             once the client's pong came back
+//   - "drop"               -> ends the TCP connection without a close frame
+//   - "last-close"         -> "last-close CODE REASON" of the last close of a
+//                             connection to the same path (the browser tests
+//                             read what they sent)
 //   - anything else        -> echoed as it came (text or binary)
 // The subprotocol is "chat" when offered, else the first one offered.
 // Logs errors and closes to stderr. Exits when stdin closes.
@@ -43,10 +47,20 @@ const wss = new WebSocketServer({
   handleProtocols: (protocols) => (protocols.has('chat') ? 'chat' : protocols.values().next().value || false),
 });
 
-wss.on('connection', (ws) => {
+const lastClose = new Map();
+
+wss.on('connection', (ws, req) => {
   ws.on('message', (data, isBinary) => {
     if (!isBinary && data.length < 200) {
       const text = data.toString();
+      if (text === 'drop') {
+        ws.terminate();
+        return;
+      }
+      if (text === 'last-close') {
+        ws.send(`last-close ${lastClose.get(req.url) || 'none'}`);
+        return;
+      }
       const close = /^close (\d+) ?(.*)$/s.exec(text);
       if (close) {
         ws.close(Number(close[1]), close[2]);
@@ -62,7 +76,10 @@ wss.on('connection', (ws) => {
     ws.send(data, { binary: isBinary });
   });
   ws.on('error', (e) => console.error('error', e.message));
-  ws.on('close', (code, reason) => console.error('close', code, reason.toString()));
+  ws.on('close', (code, reason) => {
+    lastClose.set(req.url, `${code} ${reason.toString()}`);
+    console.error('close', code, reason.toString());
+  });
 });
 
 server.listen(port, host, () => {

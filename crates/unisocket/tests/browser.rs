@@ -136,6 +136,15 @@ async fn codes_a_browser_cannot_send_fail_at_once() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{}", err.err_msg());
+    let err = task
+        .close(CloseOptions::default().endpoint_code(1001))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{}", err.err_msg());
+    assert_eq!(
+        err.err_msg(),
+        "closeSocket:fail close code 1001 is not supported in the browser (a page may close with 1000 or 3000-4999 only)"
+    );
     let err = task.ping("x").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unsupported);
     assert_eq!(
@@ -272,6 +281,19 @@ async fn what_a_browser_cannot_do_fails_at_once() {
             ConnectOptions::new("ws://user:pw@127.0.0.1:9/"),
             "connectSocket:fail credentials in the URL are not supported in the browser (the browser sends no Authorization header)",
         ),
+        (
+            ConnectOptions::new(url()).dangerous().accept_invalid_certs(),
+            "connectSocket:fail TLS settings (CAs, client certificates, skipping verification) are not supported in the browser (the browser uses its own certificate store)",
+        ),
+        (
+            ConnectOptions::new(url())
+                .deflate(unisocket::DeflateConfig::default().client_no_context_takeover(true)),
+            "connectSocket:fail permessage-deflate parameters are not supported in the browser (the browser negotiates compression itself)",
+        ),
+        (
+            ConnectOptions::new(url()).max_frame_size(1 << 20),
+            "connectSocket:fail frame and handshake size limits are not supported in the browser (the browser reads frames and the handshake itself; max_message_size works)",
+        ),
     ];
     for (options, expected) in cases {
         let failed = Arc::new(Mutex::new(None));
@@ -339,4 +361,53 @@ async fn buffered_amount_and_stream() {
     }
     assert_eq!(got, ["a", "b"]);
     task.close(CloseOptions::default()).await.unwrap();
+}
+
+#[wasm_bindgen_test]
+async fn default_compression_is_the_browsers() {
+    let task = connect_socket(ConnectOptions::new(url()).per_message_deflate(true))
+        .await
+        .unwrap();
+    task.send("x".repeat(10_000)).await.unwrap();
+    assert_eq!(task.recv().await, Some(Data::from("x".repeat(10_000))));
+    task.close(CloseOptions::default()).await.unwrap();
+}
+
+#[wasm_bindgen_test]
+async fn unanswered_close_times_out() {
+    let task = connect_socket(ConnectOptions::new(url()).close_timeout(Duration::from_millis(300)))
+        .await
+        .unwrap();
+    task.send("mute").await.unwrap();
+    sleep(50).await;
+    task.close(CloseOptions::default()).await.unwrap();
+    let ev = task.closed().await;
+    assert_eq!(
+        (ev.code, ev.reason.as_str(), ev.was_clean),
+        (
+            1006,
+            "the server did not answer the close within 300 ms",
+            false
+        )
+    );
+}
+
+#[wasm_bindgen_test]
+async fn unread_messages_past_max_held_bytes_end_the_connection() {
+    let task = connect_socket(ConnectOptions::new(url()).max_held_bytes(10_000))
+        .await
+        .unwrap();
+    let log = log();
+    task.on_error({
+        let log = log.clone();
+        move |ev| push(&log, format!("{:?}", ev.error.kind()))
+    });
+    // Nobody calls `recv`: the echoes pile up.
+    for _ in 0..5 {
+        task.send(vec![0u8; 4000]).await.unwrap();
+    }
+    let ev = task.closed().await;
+    assert_eq!(ev.code, 1006, "{}", ev.reason);
+    assert!(ev.reason.contains("max_held_bytes"), "{}", ev.reason);
+    assert_eq!(entries(&log), ["BufferFull"]);
 }

@@ -1091,6 +1091,15 @@ impl SocketTask {
         };
         if let Err(e) = checked {
             reply.settle(Err(SocketError::invalid_argument(Api::CloseSocket, e)));
+        } else if cfg!(target_arch = "wasm32") && check_browser_close(code, &reason).is_err() {
+            // A valid endpoint code, which a page may not send.
+            reply.settle(Err(SocketError::new(
+                Api::CloseSocket,
+                ErrorKind::Unsupported,
+                format_args!(
+                    "close code {code} is not supported in the browser (a page may close with 1000 or 3000-4999 only)"
+                ),
+            )));
         } else if self.ready_state() == ReadyState::Closed {
             reply.settle(Err(SocketError::not_connected(Api::CloseSocket)));
         } else if let Err(cmd) = self.shared.try_submit(

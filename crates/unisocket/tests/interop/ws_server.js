@@ -10,6 +10,7 @@
 //   - "ping PAYLOAD"       -> sends a ping with that payload, then "pinged"
 //                             once the client's pong came back
 //   - "drop"               -> ends the TCP connection without a close frame
+//   - "mute"               -> stops reading the connection (a close is never answered)
 //   - "last-close"         -> "last-close CODE REASON" of the last close of a
 //                             connection to the same path (the browser tests
 //                             read what they sent)
@@ -55,6 +56,10 @@ wss.on('connection', (ws, req) => {
       const text = data.toString();
       if (text === 'drop') {
         ws.terminate();
+        return;
+      }
+      if (text === 'mute') {
+        ws._socket.pause();
         return;
       }
       if (text === 'last-close') {

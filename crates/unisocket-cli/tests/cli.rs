@@ -3001,6 +3001,36 @@ fn ctrl_c_while_connecting_abandons_the_attempt_and_exits_130() {
     assert_eq!(raw.notes(), ["dropped after 0 more bytes"]);
 }
 
+#[test]
+#[cfg_attr(no_tmux, ignore = "needs tmux")]
+fn ctrl_c_again_while_closing_stops_waiting_for_the_server_and_exits_130() {
+    // Notes the close frame, and never answers it.
+    let raw = RawServer::start(|conn, notes| {
+        conn.accept(None);
+        if let Ok((CLOSE, payload)) = conn.read_frame() {
+            notes.add(close_note(&payload));
+            let _ = conn.read_frame();
+        }
+    });
+    let Some(tmux) = interactive_client("ctrlc-twice", &raw.url(), &[]) else {
+        return;
+    };
+    // The first Ctrl-C, at the prompt: the close frame goes out.
+    tmux.keys(&["C-c"]);
+    wait_until("the server to see the close", || !raw.notes().is_empty());
+    assert_eq!(raw.notes(), ["close 1000 \"\""]);
+    // The second, while the client waits for the server's close (up to 10 s).
+    tmux.keys(&["C-c"]);
+    let screen = tmux.wait_screen("exit=");
+    assert!(
+        screen.contains(
+            "unisocket: interrupted (Ctrl-C) while closing: the server's close was not awaited\n"
+        ),
+        "{screen}"
+    );
+    assert!(screen.contains("exit=130"), "{screen}");
+}
+
 /// A slow server: it reads a line and answers it only after the client's
 /// next frame, which it notes (with the line) before answering that too.
 fn slow_echo_server() -> RawServer {

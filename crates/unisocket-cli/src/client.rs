@@ -177,7 +177,9 @@ pub struct ClientArgs {
     /// Connect directly, ignoring the proxy environment variables.
     #[arg(long)]
     pub no_proxy: bool,
-    /// Also trust the CA certificates of this PEM file (for wss://).
+    /// Also trust the CA certificates of this PEM file (for wss://); a
+    /// self-signed server certificate can be given as it is (its host name
+    /// and dates are still checked).
     #[arg(long, value_name = "FILE")]
     pub ca: Option<PathBuf>,
     /// A client certificate (PEM, with its chain) for mutual TLS; needs --key.

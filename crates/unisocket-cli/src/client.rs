@@ -924,7 +924,8 @@ pub fn run(url: String, args: ClientArgs) -> i32 {
     // In an interactive session, Ctrl-C outside the editor's reading of a
     // line (while connecting, between lines, without an editor, while
     // closing) is a signal: it closes the connection instead of ending the
-    // process without a closing handshake.
+    // process without a closing handshake. (Where it cannot be caught, it
+    // ends the process, as it does outside interactive sessions.)
     let interrupts = Interrupts(if typing {
         let _runtime = rt.enter();
         signals::forward(false).ok()

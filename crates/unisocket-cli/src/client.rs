@@ -25,6 +25,7 @@ use crate::diagnose;
 use crate::editor::{self, Command, LineEditor, Typed};
 use crate::exit;
 use crate::redirect;
+use crate::signals;
 use crate::style::{self, describe_close_code, Paint};
 
 /// How binary messages are printed.
@@ -176,7 +177,9 @@ pub struct ClientArgs {
     /// Connect directly, ignoring the proxy environment variables.
     #[arg(long)]
     pub no_proxy: bool,
-    /// Also trust the CA certificates of this PEM file (for wss://).
+    /// Also trust the CA certificates of this PEM file (for wss://); a
+    /// self-signed server certificate can be given as it is (its host name
+    /// and dates are still checked).
     #[arg(long, value_name = "FILE")]
     pub ca: Option<PathBuf>,
     /// A client certificate (PEM, with its chain) for mutual TLS; needs --key.
@@ -918,7 +921,24 @@ pub fn run(url: String, args: ClientArgs) -> i32 {
         hint,
         above: Mutex::new(line_editor.as_mut().and_then(LineEditor::take_above)),
     });
-    let code = rt.block_on(follow_redirects(args, plan, printer, line_editor));
+    // In an interactive session, Ctrl-C outside the editor's reading of a
+    // line (while connecting, between lines, without an editor, while
+    // closing) is a signal: it closes the connection instead of ending the
+    // process without a closing handshake. (Where it cannot be caught, it
+    // ends the process, as it does outside interactive sessions.)
+    let interrupts = Interrupts(if typing {
+        let _runtime = rt.enter();
+        signals::forward(false).ok()
+    } else {
+        None
+    });
+    let code = rt.block_on(follow_redirects(
+        args,
+        plan,
+        printer,
+        line_editor,
+        interrupts,
+    ));
     // The stdin thread may be blocked in a read: do not wait for it.
     rt.shutdown_background();
     code
@@ -931,6 +951,7 @@ async fn follow_redirects(
     first: Plan,
     printer: Arc<Printer>,
     mut line_editor: Option<LineEditor>,
+    mut interrupts: Interrupts,
 ) -> i32 {
     let mut follow = redirect::Follow::new(&first.url, args.max_redirs);
     let secret = |h: &String| redact::is_secret_header(h.split(':').next().unwrap_or_default());
@@ -945,6 +966,7 @@ async fn follow_redirects(
             current,
             printer.clone(),
             &mut line_editor,
+            &mut interrupts,
             &mut redirected,
         )
         .await;
@@ -1134,6 +1156,23 @@ fn read_input(
     rx
 }
 
+/// Ctrl-C (SIGINT) in an interactive session; none otherwise, where Ctrl-C
+/// ends the process.
+struct Interrupts(Option<mpsc::UnboundedReceiver<&'static str>>);
+
+impl Interrupts {
+    /// The next Ctrl-C; never, when they are not caught.
+    async fn next(&mut self) {
+        let caught = match &mut self.0 {
+            Some(rx) => rx.recv().await.is_some(),
+            None => false,
+        };
+        if !caught {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 /// One connection. With -L, a redirect that answered the upgrade is put
 /// in `redirected` instead of being reported. The line editor is taken
 /// only once the connection is open (a redirect leaves it for the next).
@@ -1142,6 +1181,7 @@ async fn session(
     plan: Plan,
     printer: Arc<Printer>,
     line_editor: &mut Option<LineEditor>,
+    interrupts: &mut Interrupts,
     redirected: &mut Option<SocketError>,
 ) -> i32 {
     let Plan {
@@ -1159,6 +1199,8 @@ async fn session(
     // "connected to" and --json show the URL without its password.
     let shown_url = redact::url(&url).into_owned();
     let opened = Arc::new(AtomicBool::new(false));
+    // Ctrl-C while connecting: the attempt's failure is not reported.
+    let abandoned = Arc::new(AtomicBool::new(false));
     let failed_after_open = Arc::new(AtomicBool::new(false));
     let (done_tx, mut done_rx) = oneshot::channel::<CloseEvent>();
     let done_tx = Mutex::new(Some(done_tx));
@@ -1204,6 +1246,7 @@ async fn session(
             task.on_ping_pong(move |ev| p.ping_pong(ev, all));
         }
         let (p, o, f) = (printer.clone(), opened.clone(), failed_after_open.clone());
+        let gone = abandoned.clone();
         let given = diagnose::Given {
             url: url.clone(),
             client_cert: args.cert.is_some(),
@@ -1213,7 +1256,7 @@ async fn session(
             if o.load(Ordering::SeqCst) {
                 f.store(true, Ordering::SeqCst);
                 p.error(&after_open(&ev.error, ping_timeout));
-            } else {
+            } else if !gone.load(Ordering::SeqCst) {
                 p.refused(&ev.error);
                 // With -L, a redirect is followed, or why not said, later.
                 if !(follow && redirect::location(&ev.error).is_some()) {
@@ -1237,7 +1280,19 @@ async fn session(
         });
     }
 
-    if let Err(e) = task.clone().await {
+    let connecting = tokio::select! {
+        connected = task.opened() => connected,
+        () = interrupts.next() => {
+            // Closing while CONNECTING aborts the attempt (and, with
+            // --reconnect, the next ones).
+            abandoned.store(true, Ordering::SeqCst);
+            drop(task.close(CloseOptions::default()));
+            let _ = tokio::time::timeout(Duration::from_secs(2), done_rx).await;
+            printer.error("interrupted (Ctrl-C) while connecting: nothing was sent");
+            return exit::INTERRUPTED;
+        }
+    };
+    if let Err(e) = connecting {
         // The error line comes from `on_error`; wait for `on_close`, which
         // runs after it, so that it is printed before we exit.
         let _ = tokio::time::timeout(Duration::from_secs(2), done_rx).await;
@@ -1316,6 +1371,9 @@ async fn session(
                 let typed = tokio::select! {
                     ev = &mut done_rx => break 'sending ev.ok(),
                     () = count_done.notified() => break 'sending None,
+                    // Ctrl-C while no line is being read (just after
+                    // Enter): as Ctrl-C at the prompt.
+                    () = interrupts.next() => Some(Typed::Interrupt),
                     typed = editing.typed.recv() => typed,
                 };
                 let line = match typed {
@@ -1388,6 +1446,8 @@ async fn session(
                 tokio::select! {
                     ev = &mut done_rx => break 'sending ev.ok(),
                     () = count_done.notified() => break 'sending None,
+                    // Ctrl-C on a terminal without a line editor: as Ctrl-D.
+                    () = interrupts.next() => break,
                     line = lines.recv() => match line {
                         Some(Ok(bytes)) => {
                             n += 1;
@@ -1433,11 +1493,27 @@ async fn session(
             let close = CloseOptions::default()
                 .endpoint_code(close_code)
                 .reason(close_reason);
-            // A failure here (the server closed first) shows in the close event.
-            let _ = task.close(close).await;
-            match tokio::time::timeout(Duration::from_secs(10), done_rx).await {
-                Ok(Ok(ev)) => ev,
-                _ => task.closed().await,
+            let closing = async {
+                // A failure here (the server closed first) shows in the close event.
+                let _ = task.close(close).await;
+                match tokio::time::timeout(Duration::from_secs(10), done_rx).await {
+                    Ok(Ok(ev)) => ev,
+                    _ => task.closed().await,
+                }
+            };
+            tokio::select! {
+                ev = closing => ev,
+                // Ctrl-C (again) while waiting for the server's close.
+                () = interrupts.next() => {
+                    if let Some(editing) = running {
+                        printer.stop_printing_above();
+                        editing.finish();
+                    }
+                    printer.error(
+                        "interrupted (Ctrl-C) while closing: the server's close was not awaited",
+                    );
+                    return exit::INTERRUPTED;
+                }
             }
         }
     };

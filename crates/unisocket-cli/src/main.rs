@@ -7,6 +7,7 @@ mod diagnose;
 mod editor;
 mod redirect;
 mod server;
+mod signals;
 mod style;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -27,6 +28,10 @@ pub mod exit {
     /// With `--fail-on-close-code`: the server closed cleanly, but with an
     /// error code (not 1000, 1001, none, or the echo of ours).
     pub const CLOSE_CODE: i32 = 5;
+    /// An interactive session ended by Ctrl-C before the connection opened,
+    /// or by a second Ctrl-C while its close was under way (128 + SIGINT,
+    /// as a shell reports a process that Ctrl-C ended).
+    pub const INTERRUPTED: i32 = 130;
 }
 
 const EXAMPLES: &str = "\
@@ -45,7 +50,8 @@ Examples:
 
 Exit codes:
   0 clean close   1 other failure   2 usage error   3 could not connect   4 abnormal close
-  5 the server closed with an error code (with --fail-on-close-code)";
+  5 the server closed with an error code (with --fail-on-close-code)
+  130 interactive: Ctrl-C before the connection opened, or again while closing";
 
 /// A WebSocket client, test server and benchmark built on the uni-app socket API.
 ///

@@ -19,6 +19,7 @@ use unisocket_proto::frame::{apply_mask, FrameHeader, OpCode, MAX_HEADER_LEN};
 use unisocket_proto::handshake::accept_key;
 
 use crate::exit;
+use crate::signals;
 
 /// What the server does with each message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -109,40 +110,6 @@ fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Forwards Ctrl-C (and SIGTERM on Unix) as they come, by name. Registered
-/// before the server listens, so that no signal is missed once a client
-/// can connect.
-fn shutdown_signals() -> std::io::Result<mpsc::UnboundedReceiver<&'static str>> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        for (kind, name) in [
-            (SignalKind::interrupt(), "SIGINT"),
-            (SignalKind::terminate(), "SIGTERM"),
-        ] {
-            let mut stream = signal(kind)?;
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                while stream.recv().await.is_some() {
-                    if tx.send(name).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    }
-    #[cfg(not(unix))]
-    tokio::spawn(async move {
-        while tokio::signal::ctrl_c().await.is_ok() {
-            if tx.send("Ctrl-C").is_err() {
-                break;
-            }
-        }
-    });
-    Ok(rx)
-}
-
 /// Runs `unisocket serve` until Ctrl-C or SIGTERM; returns the exit code.
 pub fn run(args: &ServeArgs) -> i32 {
     let tls = match (&args.cert, &args.key) {
@@ -163,7 +130,9 @@ pub fn run(args: &ServeArgs) -> i32 {
         }
     };
     rt.block_on(async {
-        let signals = match shutdown_signals() {
+        // Registered before the server listens, so that no signal is missed
+        // once a client can connect.
+        let signals = match signals::forward(true) {
             Ok(rx) => rx,
             Err(e) => {
                 eprintln!("unisocket: cannot listen for Ctrl-C and SIGTERM: {e}");

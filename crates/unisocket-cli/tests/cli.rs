@@ -550,15 +550,17 @@ fn echo_script(conn: &mut Conn, notes: &Notes) {
 /// [`echo_script`] once the connection is accepted.
 fn echo_script_after_accept(conn: &mut Conn, notes: &Notes) {
     if let Some(p) = conn.echo_until_close() {
-        if p.len() >= 2 {
-            let code = u16::from_be_bytes([p[0], p[1]]);
-            notes.add(format!(
-                "close {code} {:?}",
-                String::from_utf8_lossy(&p[2..])
-            ));
-        } else {
-            notes.add("close (no code)".to_owned());
-        }
+        notes.add(close_note(&p));
+    }
+}
+
+/// A close frame's payload as the scripts note it: `close 1000 "reason"`.
+fn close_note(p: &[u8]) -> String {
+    if p.len() >= 2 {
+        let code = u16::from_be_bytes([p[0], p[1]]);
+        format!("close {code} {:?}", String::from_utf8_lossy(&p[2..]))
+    } else {
+        "close (no code)".to_owned()
     }
 }
 
@@ -2684,6 +2686,24 @@ impl Tmux {
         assert!(status.success());
     }
 
+    /// The process id of the binary that the pane's shell runs.
+    fn client_pid(&self) -> u32 {
+        let out = self
+            .cmd()
+            .args(["display-message", "-p", "-t", "t", "#{pane_pid}"])
+            .output()
+            .expect("run tmux");
+        let shell = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children"))
+            .unwrap_or_else(|e| panic!("the children of the pane's shell {shell}: {e}"));
+        let pids: Vec<u32> = children
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        assert_eq!(pids.len(), 1, "the shell's children: {children:?}");
+        pids[0]
+    }
+
     /// The pane's text; with `escapes`, with its colour codes.
     fn screen(&self, escapes: bool) -> String {
         let mut c = self.cmd();
@@ -2736,13 +2756,16 @@ impl Drop for Tmux {
 }
 
 /// `sh -c` command text that runs the binary with `args`, prints its exit
-/// code and stays on screen.
+/// code and stays on screen. A Ctrl-C that the terminal turns into SIGINT
+/// reaches the shell too (the whole foreground process group): the shell
+/// catches it (the binary starts with the default action all the same),
+/// and goes on to print the exit code.
 fn shell_command(env: &str, args: &[&str]) -> String {
     let mut cmd = format!("{env} '{}'", env!("CARGO_BIN_EXE_unisocket"));
     for a in args {
         cmd.push_str(&format!(" '{a}'"));
     }
-    format!("sh -c \"{cmd}; echo exit=\\$?; sleep 60\"")
+    format!("sh -c \"trap : INT; {cmd}; echo exit=\\$?; sleep 60\"")
 }
 
 #[test]
@@ -2942,6 +2965,164 @@ fn ctrl_c_closes_with_a_closing_handshake_and_the_close_code() {
     let log = server.log();
     assert!(log.iter().any(|l| l.ends_with(" disconnected")), "{log:?}");
     assert!(!log.iter().any(|l| l.contains(" text (")), "{log:?}");
+}
+
+#[test]
+#[cfg_attr(no_tmux, ignore = "needs tmux")]
+fn ctrl_c_while_connecting_abandons_the_attempt_and_exits_130() {
+    // Accepts TCP and reads the upgrade request, but never answers it; notes
+    // when the client drops the connection.
+    let raw = RawServer::start(|conn, notes| {
+        let mut rest = Vec::new();
+        let _ = conn.stream.read_to_end(&mut rest);
+        notes.add(format!("dropped after {} more bytes", rest.len()));
+    });
+    let Some(tmux) = Tmux::start(
+        "ctrlc-connecting",
+        &shell_command(CLIENT_ENV, &[&raw.url()]),
+    ) else {
+        return;
+    };
+    // The request is sent: the client waits for the answer.
+    raw.request();
+    tmux.keys(&["C-c"]);
+    let screen = tmux.wait_screen("exit=");
+    // Without a handler, SIGINT would end the process at once (exit 130
+    // too, from the shell), without a word.
+    assert!(
+        screen.contains("unisocket: interrupted (Ctrl-C) while connecting: nothing was sent\n"),
+        "{screen}"
+    );
+    assert!(screen.contains("exit=130"), "{screen}");
+    assert!(!screen.contains("connected to"), "{screen}");
+    wait_until("the server to see the connection dropped", || {
+        !raw.notes().is_empty()
+    });
+    assert_eq!(raw.notes(), ["dropped after 0 more bytes"]);
+}
+
+#[test]
+#[cfg_attr(no_tmux, ignore = "needs tmux")]
+fn ctrl_c_again_while_closing_stops_waiting_for_the_server_and_exits_130() {
+    // Notes the close frame, and never answers it.
+    let raw = RawServer::start(|conn, notes| {
+        conn.accept(None);
+        if let Ok((CLOSE, payload)) = conn.read_frame() {
+            notes.add(close_note(&payload));
+            let _ = conn.read_frame();
+        }
+    });
+    let Some(tmux) = interactive_client("ctrlc-twice", &raw.url(), &[]) else {
+        return;
+    };
+    // The first Ctrl-C, at the prompt: the close frame goes out.
+    tmux.keys(&["C-c"]);
+    wait_until("the server to see the close", || !raw.notes().is_empty());
+    assert_eq!(raw.notes(), ["close 1000 \"\""]);
+    // The second, while the client waits for the server's close (up to 10 s).
+    tmux.keys(&["C-c"]);
+    let screen = tmux.wait_screen("exit=");
+    assert!(
+        screen.contains(
+            "unisocket: interrupted (Ctrl-C) while closing: the server's close was not awaited\n"
+        ),
+        "{screen}"
+    );
+    assert!(screen.contains("exit=130"), "{screen}");
+}
+
+/// A slow server: it reads a line and answers it only after the client's
+/// next frame, which it notes (with the line) before answering that too.
+fn slow_echo_server() -> RawServer {
+    RawServer::start(|conn, notes| {
+        conn.accept(None);
+        let Ok((_, line)) = conn.read_frame() else {
+            return;
+        };
+        notes.add(format!("text {}", String::from_utf8_lossy(&line)));
+        match conn.read_frame() {
+            Ok((CLOSE, payload)) => {
+                notes.add(close_note(&payload));
+                conn.write_frame(1, &line);
+                conn.write_frame(CLOSE, &payload);
+                let _ = conn.read_frame();
+            }
+            Ok((op, _)) => notes.add(format!("frame {op} instead of a close")),
+            Err(e) => notes.add(format!("no close frame: {e}")),
+        }
+    })
+}
+
+#[test]
+#[cfg_attr(no_tmux, ignore = "needs tmux")]
+fn ctrl_c_right_after_a_line_closes_with_1000_while_the_server_is_slow() {
+    // How Ctrl-C comes after the line:
+    // - with the line editor, pressed with Enter: read by the editor as a
+    //   key, or, when it comes before the next prompt, turned into SIGINT
+    //   by the terminal (which is not in raw mode between two lines);
+    // - with the line editor, as SIGINT from elsewhere (`kill -INT`) while
+    //   the editor reads the next line: rustyline's handler then, which
+    //   gives the session's back when the line ends;
+    // - without a line editor (TERM=dumb: stdin read as it is), from the
+    //   terminal as SIGINT once the server has the line: the session's
+    //   handler (without it, the process ends with no close frame).
+    for how in ["with Enter", "kill -INT", "TERM=dumb"] {
+        let raw = slow_echo_server();
+        let env = if how == "TERM=dumb" {
+            format!("{CLIENT_ENV} TERM=dumb")
+        } else {
+            CLIENT_ENV.to_owned()
+        };
+        let Some(tmux) = Tmux::start(
+            &format!("ctrlc-slow-{}", how.replace([' ', '='], "-")),
+            &shell_command(&env, &[&raw.url()]),
+        ) else {
+            return;
+        };
+        tmux.wait_screen("Ctrl-D to close");
+        let has_line = || raw.notes().contains(&"text slow line".to_owned());
+        match how {
+            "with Enter" => {
+                tmux.wait_until("the prompt", |s| s.lines().any(|l| l == ">"));
+                tmux.keys(&["slow line", "Enter", "C-c"]);
+            }
+            "kill -INT" => {
+                tmux.wait_until("the prompt", |s| s.lines().any(|l| l == ">"));
+                tmux.keys(&["slow line", "Enter"]);
+                wait_until("the server to have the line", has_line);
+                tmux.wait_until("the next prompt", |s| last_line(s) == ">");
+                let status = Command::new("kill")
+                    .args(["-INT", &tmux.client_pid().to_string()])
+                    .status()
+                    .expect("run kill");
+                assert!(status.success());
+            }
+            _ => {
+                assert!(
+                    !tmux.screen(false).contains("/help"),
+                    "an editor with TERM=dumb"
+                );
+                tmux.keys(&["slow line", "Enter"]);
+                wait_until("the server to have the line", has_line);
+                tmux.keys(&["C-c"]);
+            }
+        }
+        let screen = tmux.wait_screen("exit=");
+        assert_eq!(
+            raw.notes(),
+            ["text slow line", "close 1000 \"\""],
+            "{how}: {screen}"
+        );
+        // The late answer is printed, then the close, after a closing handshake.
+        let answer = screen
+            .find("< slow line")
+            .unwrap_or_else(|| panic!("{how}: {screen}"));
+        let closed = screen
+            .find("closed 1000 (normal closure)")
+            .unwrap_or_else(|| panic!("{how}: {screen}"));
+        assert!(answer < closed, "{how}: {screen}");
+        assert!(screen.contains("exit=0"), "{how}: {screen}");
+    }
 }
 
 #[test]

@@ -443,11 +443,7 @@ fn verifier(material: &Material, provider: &Arc<CryptoProvider>) -> Result<Verif
     };
     #[cfg(not(feature = "native-roots"))]
     let note = None;
-    for cert in &material.ca {
-        roots
-            .add(cert.clone())
-            .map_err(|e| tls_error(format_args!("unusable CA certificate: {e}")))?;
-    }
+    add_ca(&mut roots, material)?;
     let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .map_err(|e| {
@@ -464,10 +460,21 @@ fn verifier(material: &Material, provider: &Arc<CryptoProvider>) -> Result<Verif
         return Ok((verifier, note));
     }
     let verifier = TrustedSelfSigned {
+        platform: None,
         webpki: verifier,
         trusted: material.ca.clone(),
     };
     Ok((Arc::new(verifier), note))
+}
+
+/// Adds the application's CA certificates to `roots`.
+fn add_ca(roots: &mut rustls::RootCertStore, material: &Material) -> Result<(), Error> {
+    for cert in &material.ca {
+        roots
+            .add(cert.clone())
+            .map_err(|e| tls_error(format_args!("unusable CA certificate: {e}")))?;
+    }
+    Ok(())
 }
 
 /// webpki, plus one case it refuses: a server certificate that is itself
@@ -479,10 +486,33 @@ fn verifier(material: &Material, provider: &Arc<CryptoProvider>) -> Result<Verif
 /// do we, with the host name still checked. The dates were checked before
 /// webpki looked at the basic constraints: an expired one is still refused
 /// as expired, and so is any other failure.
+///
+/// Where the operating system verifies (`native-roots` on macOS, iOS and
+/// Windows), it decides first, and its refusals stand, but one: a server
+/// certificate that is exactly one of the application's trusted ones is
+/// then verified as on the other platforms, by webpki over the
+/// application's CAs. The application trusts that very certificate: the
+/// system's policies (Apple's limit on a server certificate's lifetime,
+/// say) are not asked, while its host name and dates are checked all the
+/// same, and a refusal names what webpki found wrong with it.
 #[derive(Debug)]
 struct TrustedSelfSigned {
+    /// The operating system's verifier; `None` where webpki verifies alone.
+    platform: Option<Arc<dyn ServerCertVerifier>>,
+    /// webpki: over every root without `platform`, over the application's
+    /// CAs alone with it.
     webpki: Arc<rustls::client::WebPkiServerVerifier>,
     trusted: Vec<CertificateDer<'static>>,
+}
+
+impl TrustedSelfSigned {
+    /// The verifier of the handshake's signatures: the one that decides first.
+    fn first(&self) -> &dyn ServerCertVerifier {
+        match &self.platform {
+            Some(platform) => platform.as_ref(),
+            None => self.webpki.as_ref(),
+        }
+    }
 }
 
 /// Whether `e` is webpki's refusal of a CA certificate as a server's own.
@@ -507,21 +537,40 @@ impl ServerCertVerifier for TrustedSelfSigned {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.webpki.verify_server_cert(
+        let trusted = self.trusted.iter().any(|t| t[..] == end_entity[..]);
+        let webpki = || match self.webpki.verify_server_cert(
             end_entity,
             intermediates,
             server_name,
             ocsp_response,
             now,
         ) {
-            Err(e)
-                if is_ca_used_as_end_entity(&e)
-                    && self.trusted.iter().any(|t| t[..] == end_entity[..]) =>
-            {
+            Err(e) if trusted && is_ca_used_as_end_entity(&e) => {
                 let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
                 rustls::client::verify_server_name(&cert, server_name)?;
                 Ok(ServerCertVerified::assertion())
             }
+            other => other,
+        };
+        let Some(platform) = &self.platform else {
+            return webpki();
+        };
+        match platform.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            // webpki's refusal when it could judge the certificate (its
+            // name or dates), the system's when it could not (an issuer
+            // that is not among the application's CAs).
+            Err(refused) if trusted => webpki().map_err(|e| match e {
+                rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => {
+                    refused
+                }
+                e => e,
+            }),
             other => other,
         }
     }
@@ -532,7 +581,7 @@ impl ServerCertVerifier for TrustedSelfSigned {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls12_signature(message, cert, dss)
+        self.first().verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -541,27 +590,29 @@ impl ServerCertVerifier for TrustedSelfSigned {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls13_signature(message, cert, dss)
+        self.first().verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.webpki.supported_verify_schemes()
+        self.first().supported_verify_schemes()
     }
 
     fn requires_raw_public_keys(&self) -> bool {
-        self.webpki.requires_raw_public_keys()
+        self.first().requires_raw_public_keys()
     }
 
     fn root_hint_subjects(&self) -> Option<&[rustls::DistinguishedName]> {
-        self.webpki.root_hint_subjects()
+        self.first().root_hint_subjects()
     }
 }
 
 /// The operating system's verifier (`native-roots` on macOS, iOS and
 /// Windows: its own roots, distrust decisions and revocation checks),
-/// trusting the application's CAs besides the system's. The Mozilla roots
-/// are left out: given as extra roots they would be trusted whatever the
-/// system's own distrust decisions say.
+/// trusting the application's CAs besides the system's, and accepting a
+/// server certificate that is one of them as the other platforms do
+/// ([`TrustedSelfSigned`]). The Mozilla roots are left out: given as extra
+/// roots they would be trusted whatever the system's own distrust
+/// decisions say.
 #[cfg(all(feature = "native-roots", any(target_vendor = "apple", windows)))]
 fn verifier(material: &Material, provider: &Arc<CryptoProvider>) -> Result<Verifier, Error> {
     let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(
@@ -573,6 +624,22 @@ fn verifier(material: &Material, provider: &Arc<CryptoProvider>) -> Result<Verif
             "cannot use the system's certificate verifier: {e}"
         ))
     })?;
+    if material.ca.is_empty() {
+        return Ok((Arc::new(verifier), None));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    add_ca(&mut roots, material)?;
+    let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| tls_error(format_args!("unusable CA certificates: {e}")))?;
+    let verifier = TrustedSelfSigned {
+        platform: Some(Arc::new(verifier)),
+        webpki,
+        trusted: material.ca.clone(),
+    };
     Ok((Arc::new(verifier), None))
 }
 

@@ -12,6 +12,8 @@ as ws_server.js does:
   - "close CODE REASON" -> closes with that code and reason
   - "ping PAYLOAD"      -> sends a ping with that payload (where the stack
                            can), then the text "pinged PAYLOAD"
+  - "mute"              -> (websockets only) stops reading the connection:
+                           nothing more is answered, pings included
   - anything else       -> echoed as it came (text or binary)
 The subprotocol is "chat" when offered. Exits when stdin closes.
 """
@@ -41,6 +43,11 @@ async def run_websockets(port_file, deflate):
 
     async def handler(ws):
         async for msg in ws:
+            if msg == "mute":
+                # A server that hangs: frames wait in the socket unread.
+                ws.transport.pause_reading()
+                await ws.wait_closed()
+                return
             if isinstance(msg, str) and len(msg) < 200:
                 m = CLOSE.match(msg)
                 if m:

@@ -117,6 +117,7 @@ mod events;
 mod global;
 mod ledger;
 mod manifest;
+mod oneshot;
 mod options;
 mod reconnect;
 #[cfg(not(target_arch = "wasm32"))]

@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
 
 use crate::data::Data;
 use crate::error::{Api, ErrorKind, SocketError};
 use crate::events::{CloseEvent, ErrorEvent, MessageEvent, OpenEvent, PingPongEvent};
 use crate::ledger::{Aside, Ledger, Outcome};
+use crate::oneshot;
 use crate::options::{Callbacks, CloseOptions, CloseSuccess, SendOptions, SendSuccess};
 use crate::proto::connection::{check_browser_close, check_close, check_ping};
 use crate::reconnect::ReconnectEvent;

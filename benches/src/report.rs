@@ -439,8 +439,14 @@ pub fn render_across_servers(
                 let r = compare(results, &name, *u, best, m, Pairing::Rounds);
                 parts.push(match r {
                     Some(r) if r < TRAILING => {
-                        short.push(format!("{} {r:.2}", u.name()));
-                        format!("**{r:.2}**")
+                        // Short by less than the rounding shows: 3 digits.
+                        let r = if format!("{r:.2}") == format!("{TRAILING:.2}") {
+                            format!("{r:.3}")
+                        } else {
+                            format!("{r:.2}")
+                        };
+                        short.push(format!("{} {r}", u.name()));
+                        format!("**{r}**")
                     }
                     r => fmt_ratio(r),
                 });
@@ -766,5 +772,16 @@ mod tests {
         );
         let report = render_across_servers(&[("one", &fine)], &[w], &clients);
         assert!(report.ends_with("### Below 1.05x the best peer\n\nNone.\n"));
+        // Just short: in digits that show it.
+        let just = results(
+            w,
+            &[
+                (Client::Uni, 1048.0, 1.0),
+                (Client::UniCb, 1200.0, 1.0),
+                (Client::FastWs, 1000.0, 1.0),
+            ],
+        );
+        let report = render_across_servers(&[("one", &just)], &[w], &clients);
+        assert!(report.contains("| **1.048** / 1.20 (E) |"), "{report}");
     }
 }

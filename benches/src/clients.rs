@@ -91,6 +91,17 @@ impl Client {
 struct Ctx {
     ws: SocketAddr,
     tcp: SocketAddr,
+    /// The TLS listeners (WebSocket and raw) and the CA that signed their
+    /// certificate, for the workloads over TLS.
+    wss: Option<SocketAddr>,
+    tls_tcp: Option<SocketAddr>,
+    ca_pem: Vec<u8>,
+    /// Whether this workload runs over TLS.
+    tls: bool,
+    /// The peers' rustls configuration: the process default provider
+    /// (aws-lc-rs), the CA as the only root; one for the whole run, as an
+    /// application keeps one.
+    tls_config: Option<Arc<rustls::ClientConfig>>,
     size: usize,
     text: bool,
     payload: Bytes,
@@ -99,8 +110,44 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// The WebSocket echo's address: plain or TLS.
+    fn ws_addr(&self) -> SocketAddr {
+        if self.tls {
+            self.wss.expect("checked in main")
+        } else {
+            self.ws
+        }
+    }
+
+    /// The raw echo's address: plain or TLS.
+    fn raw_addr(&self) -> SocketAddr {
+        if self.tls {
+            self.tls_tcp.expect("checked in main")
+        } else {
+            self.tcp
+        }
+    }
+
     fn url(&self) -> String {
-        format!("ws://{}/", self.ws)
+        format!(
+            "{}://{}/",
+            if self.tls { "wss" } else { "ws" },
+            self.ws_addr()
+        )
+    }
+
+    fn tls_config(&self) -> Arc<rustls::ClientConfig> {
+        self.tls_config.clone().expect("checked in main")
+    }
+
+    /// TCP, then the TLS handshake with the peers' configuration.
+    async fn tls_connect(&self, addr: SocketAddr) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let s = tcp(addr).await;
+        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        tokio_rustls::TlsConnector::from(self.tls_config())
+            .connect(name, s)
+            .await
+            .unwrap_or_else(|e| fail(format_args!("TLS handshake: {e}")))
     }
 
     /// Fails the run unless an echo is of the kind and size sent.
@@ -139,9 +186,27 @@ pub fn main(args: &[String]) {
         }
     }
     raise_nofile_limit();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let tls = workload.tls();
+    let (wss, tls_tcp, ca_pem, tls_config) = if tls {
+        let ca_path = args
+            .get("ca")
+            .unwrap_or_else(|| fail("--ca: needed for a workload over TLS"));
+        let pem =
+            std::fs::read(ca_path).unwrap_or_else(|e| fail(format_args!("--ca {ca_path}: {e}")));
+        let config = peer_tls_config(&pem);
+        (Some(addr("wss")), Some(addr("tls")), pem, Some(config))
+    } else {
+        (None, None, Vec::new(), None)
+    };
     let ctx = Arc::new(Ctx {
         ws: addr("ws"),
         tcp: addr("tcp"),
+        wss,
+        tls_tcp,
+        ca_pem,
+        tls,
+        tls_config,
         size: workload.size(),
         text: workload.text(),
         payload: payload(workload.size(), workload.text()),
@@ -157,6 +222,25 @@ pub fn main(args: &[String]) {
     println!("{}", serde_json::to_string(&sample).expect("json"));
     // Connections are left open on purpose: the process exit closes them.
     std::process::exit(0);
+}
+
+/// The peers' client configuration: the process default provider, the
+/// throw-away CA as the only root.
+fn peer_tls_config(ca_pem: &[u8]) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        let cert = cert.unwrap_or_else(|e| fail(format_args!("CA PEM: {e}")));
+        roots
+            .add(cert)
+            .unwrap_or_else(|e| fail(format_args!("CA certificate: {e}")));
+    }
+    Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
 }
 
 async fn run(client: Client, w: Workload, ctx: Arc<Ctx>) -> Sample {
@@ -177,7 +261,7 @@ async fn run(client: Client, w: Workload, ctx: Arc<Ctx>) -> Sample {
             Client::FastWs => fws::stream(ctx, window).await,
             Client::RawTcp => raw::stream(ctx, window).await,
         },
-        Workload::Conns { conns, rtts } => match client {
+        Workload::Conns { conns, rtts, .. } => match client {
             Client::Uni => run_conns(ctx, conns, rtts, uni::conn_job).await,
             Client::UniCb => uni_cb::conns(ctx, conns, rtts).await,
             Client::Tungstenite => run_conns(ctx, conns, rtts, tung::conn_job).await,
@@ -185,7 +269,35 @@ async fn run(client: Client, w: Workload, ctx: Arc<Ctx>) -> Sample {
             Client::FastWs => run_conns(ctx, conns, rtts, fws::conn_job).await,
             Client::RawTcp => run_conns(ctx, conns, rtts, raw::conn_job).await,
         },
+        Workload::Setup { concurrency, .. } => match client {
+            Client::Uni => run_setup(ctx, concurrency, uni::setup).await,
+            Client::UniCb => run_setup(ctx, concurrency, uni_cb::setup).await,
+            Client::Tungstenite => run_setup(ctx, concurrency, tung::setup).await,
+            Client::TokioWs => run_setup(ctx, concurrency, tws::setup).await,
+            Client::FastWs => run_setup(ctx, concurrency, fws::setup).await,
+            Client::RawTcp => run_setup(ctx, concurrency, raw::setup).await,
+        },
     }
+}
+
+/// The `setup` workloads: `concurrency` loops, each opening and closing one
+/// connection after the other; handshakes counted over the measured window.
+async fn run_setup<F, Fut>(ctx: Arc<Ctx>, concurrency: usize, once: F) -> Sample
+where
+    F: Fn(Arc<Ctx>) -> Fut + Copy + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let done = Arc::new(AtomicU64::new(0));
+    for _ in 0..concurrency {
+        let (cx, d) = (ctx.clone(), done.clone());
+        tokio::spawn(async move {
+            loop {
+                once(cx.clone()).await;
+                d.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    measure_window(&ctx, &done).await
 }
 
 /// Counts down the connections of the `conns` workload.
@@ -292,10 +404,20 @@ async fn tcp(addr: SocketAddr) -> TcpStream {
 /// unisocket, async: `SocketTask`.
 mod uni {
     use super::*;
-    use unisocket::{connect_socket, ConnectOptions, Data, SocketTask, Text};
+    use unisocket::{connect_socket, CloseOptions, ConnectOptions, Data, SocketTask, Text};
 
+    /// Over TLS: the throw-away CA as the only root, as the peers have it
+    /// (unisocket builds its configuration, with the process default
+    /// provider, and caches it).
     pub(super) fn options(ctx: &Ctx) -> ConnectOptions {
-        ConnectOptions::new(ctx.url()).no_proxy()
+        let options = ConnectOptions::new(ctx.url()).no_proxy();
+        if ctx.tls {
+            options
+                .ca_certificates_pem(ctx.ca_pem.clone())
+                .webpki_roots(false)
+        } else {
+            options
+        }
     }
 
     pub(super) fn data(ctx: &Ctx) -> Data {
@@ -380,12 +502,19 @@ mod uni {
         std::future::pending::<()>().await;
         drop(task);
     }
+
+    pub(super) async fn setup(ctx: Arc<Ctx>) {
+        let task = connect(&ctx).await;
+        if let Err(e) = task.close(CloseOptions::default()).await {
+            fail(e);
+        }
+    }
 }
 
 /// unisocket, callbacks: `on_open`, `on_message`, `send` with `success`.
 mod uni_cb {
     use super::*;
-    use unisocket::{connect_socket, Data, SendOptions, SocketTask};
+    use unisocket::{connect_socket, CloseOptions, Data, SendOptions, SocketTask};
 
     /// A send with `success` and `fail` callbacks, the uni-app way.
     fn send(task: &SocketTask, data: &Data, sent: &Arc<AtomicU64>) {
@@ -498,20 +627,48 @@ mod uni_cb {
         done.wait().await;
         conns_sample(&ctx, n, rtts, start, cpu)
     }
+
+    /// `close` from `on_open`; `on_close` ends the round.
+    pub(super) async fn setup(ctx: Arc<Ctx>) {
+        let task = task(&ctx);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let mut t = Some(task.clone());
+        task.on_open(move |_| {
+            if let Some(t) = t.take() {
+                drop(t.close(CloseOptions::default().fail(|e| fail(e))));
+            }
+        });
+        let mut tx = Some(tx);
+        task.on_close(move |_| {
+            if let Some(tx) = tx.take() {
+                let _ = tx.send(());
+            }
+        });
+        rx.await.unwrap_or_else(|_| fail("never closed"));
+    }
 }
 
-/// tokio-tungstenite.
+/// tokio-tungstenite. Over TLS: `client_async_tls_with_config` with
+/// `Connector::Rustls` and the peers' configuration.
 mod tung {
     use super::*;
     use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
-    use tokio_tungstenite::WebSocketStream;
+    use tokio::io::{AsyncRead, AsyncWrite};
+    use tokio_tungstenite::tungstenite::{Error, Message, Utf8Bytes};
+    use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
-    type Ws = WebSocketStream<TcpStream>;
-
-    async fn connect(ctx: &Ctx) -> Ws {
+    async fn connect(ctx: &Ctx) -> WebSocketStream<TcpStream> {
         let s = tcp(ctx.ws).await;
         tokio_tungstenite::client_async(ctx.url(), s)
+            .await
+            .map(|(ws, _)| ws)
+            .unwrap_or_else(|e| fail(e))
+    }
+
+    async fn connect_tls(ctx: &Ctx) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
+        let s = tcp(ctx.ws_addr()).await;
+        let connector = Connector::Rustls(ctx.tls_config());
+        tokio_tungstenite::client_async_tls_with_config(ctx.url(), s, None, Some(connector))
             .await
             .map(|(ws, _)| ws)
             .unwrap_or_else(|e| fail(e))
@@ -525,7 +682,7 @@ mod tung {
         }
     }
 
-    fn check(ctx: &Ctx, m: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>) {
+    fn check(ctx: &Ctx, m: Option<Result<Message, Error>>) {
         match m {
             Some(Ok(Message::Text(t))) => ctx.check(t.len(), true),
             Some(Ok(Message::Binary(b))) => ctx.check(b.len(), false),
@@ -535,7 +692,10 @@ mod tung {
         }
     }
 
-    async fn round_trip(ctx: &Ctx, ws: &mut Ws, msg: &Message) {
+    async fn round_trip<S>(ctx: &Ctx, ws: &mut WebSocketStream<S>, msg: &Message)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         if let Err(e) = ws.send(msg.clone()).await {
             fail(e);
         }
@@ -543,6 +703,7 @@ mod tung {
     }
 
     pub(super) async fn rtt(ctx: Arc<Ctx>) -> Sample {
+        // Plain only (no rtt workload over TLS).
         let mut ws = connect(&ctx).await;
         let msg = message(&ctx);
         let mut rec = crate::util::LatencyRecorder::new(ctx.warmup, ctx.secs);
@@ -557,7 +718,20 @@ mod tung {
     }
 
     pub(super) async fn stream(ctx: Arc<Ctx>, window: usize) -> Sample {
-        let (mut sink, mut stream) = connect(&ctx).await.split();
+        if ctx.tls {
+            let ws = connect_tls(&ctx).await;
+            stream_on(ctx, ws, window).await
+        } else {
+            let ws = connect(&ctx).await;
+            stream_on(ctx, ws, window).await
+        }
+    }
+
+    async fn stream_on<S>(ctx: Arc<Ctx>, ws: WebSocketStream<S>, window: usize) -> Sample
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (mut sink, mut stream) = ws.split();
         let received = Arc::new(AtomicU64::new(0));
         let room = Arc::new(Semaphore::new(window));
         let (sem, msg) = (room.clone(), message(&ctx));
@@ -586,7 +760,19 @@ mod tung {
     }
 
     pub(super) async fn conn_job(ctx: Arc<Ctx>, rtts: usize, done: Arc<Done>) {
-        let mut ws = connect(&ctx).await;
+        if ctx.tls {
+            let ws = connect_tls(&ctx).await;
+            conn_on(ctx, ws, rtts, done).await
+        } else {
+            let ws = connect(&ctx).await;
+            conn_on(ctx, ws, rtts, done).await
+        }
+    }
+
+    async fn conn_on<S>(ctx: Arc<Ctx>, mut ws: WebSocketStream<S>, rtts: usize, done: Arc<Done>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let msg = message(&ctx);
         for _ in 0..rtts {
             round_trip(&ctx, &mut ws, &msg).await;
@@ -595,18 +781,42 @@ mod tung {
         std::future::pending::<()>().await;
         drop(ws);
     }
+
+    pub(super) async fn setup(ctx: Arc<Ctx>) {
+        if ctx.tls {
+            close(connect_tls(&ctx).await).await
+        } else {
+            close(connect(&ctx).await).await
+        }
+    }
+
+    /// A close frame, then read until the server's answer ends the stream.
+    async fn close<S: AsyncRead + AsyncWrite + Unpin>(mut ws: WebSocketStream<S>) {
+        if let Err(e) = ws.close(None).await {
+            fail(e);
+        }
+        loop {
+            match ws.next().await {
+                None | Some(Err(Error::ConnectionClosed)) => return,
+                Some(Ok(Message::Close(_))) => {}
+                Some(Ok(other)) => fail(format_args!("unexpected message {other:?}")),
+                Some(Err(e)) => fail(e),
+            }
+        }
+    }
 }
 
-/// tokio-websockets.
+/// tokio-websockets. Over TLS: its `Connector::Rustls` with the peers'
+/// configuration, then `connect_on`.
 mod tws {
     use super::*;
     use futures_util::{SinkExt, StreamExt};
-    use tokio_websockets::{ClientBuilder, Message, Payload, WebSocketStream};
+    use tokio::io::{AsyncRead, AsyncWrite};
+    use tokio_websockets::{
+        ClientBuilder, Connector, MaybeTlsStream, Message, Payload, WebSocketStream,
+    };
 
-    type Ws = WebSocketStream<TcpStream>;
-
-    async fn connect(ctx: &Ctx) -> Ws {
-        let s = tcp(ctx.ws).await;
+    async fn connect_on<S: AsyncRead + AsyncWrite + Unpin>(ctx: &Ctx, s: S) -> WebSocketStream<S> {
         ClientBuilder::new()
             .uri(&ctx.url())
             .unwrap_or_else(|e| fail(e))
@@ -614,6 +824,22 @@ mod tws {
             .await
             .map(|(ws, _)| ws)
             .unwrap_or_else(|e| fail(e))
+    }
+
+    async fn connect(ctx: &Ctx) -> WebSocketStream<TcpStream> {
+        let s = tcp(ctx.ws).await;
+        connect_on(ctx, s).await
+    }
+
+    async fn connect_tls(ctx: &Ctx) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
+        let s = tcp(ctx.ws_addr()).await;
+        let connector = Connector::Rustls(tokio_rustls::TlsConnector::from(ctx.tls_config()));
+        let host = ctx.ws_addr().ip().to_string();
+        let s = connector
+            .wrap(&host, s)
+            .await
+            .unwrap_or_else(|e| fail(format_args!("TLS handshake: {e}")));
+        connect_on(ctx, s).await
     }
 
     fn message(ctx: &Ctx) -> Message {
@@ -636,7 +862,10 @@ mod tws {
         }
     }
 
-    async fn round_trip(ctx: &Ctx, ws: &mut Ws, msg: &Message) {
+    async fn round_trip<S>(ctx: &Ctx, ws: &mut WebSocketStream<S>, msg: &Message)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         if let Err(e) = ws.send(msg.clone()).await {
             fail(e);
         }
@@ -658,7 +887,20 @@ mod tws {
     }
 
     pub(super) async fn stream(ctx: Arc<Ctx>, window: usize) -> Sample {
-        let (mut sink, mut stream) = connect(&ctx).await.split();
+        if ctx.tls {
+            let ws = connect_tls(&ctx).await;
+            stream_on(ctx, ws, window).await
+        } else {
+            let ws = connect(&ctx).await;
+            stream_on(ctx, ws, window).await
+        }
+    }
+
+    async fn stream_on<S>(ctx: Arc<Ctx>, ws: WebSocketStream<S>, window: usize) -> Sample
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (mut sink, mut stream) = ws.split();
         let received = Arc::new(AtomicU64::new(0));
         let room = Arc::new(Semaphore::new(window));
         let (sem, msg) = (room.clone(), message(&ctx));
@@ -687,7 +929,19 @@ mod tws {
     }
 
     pub(super) async fn conn_job(ctx: Arc<Ctx>, rtts: usize, done: Arc<Done>) {
-        let mut ws = connect(&ctx).await;
+        if ctx.tls {
+            let ws = connect_tls(&ctx).await;
+            conn_on(ctx, ws, rtts, done).await
+        } else {
+            let ws = connect(&ctx).await;
+            conn_on(ctx, ws, rtts, done).await
+        }
+    }
+
+    async fn conn_on<S>(ctx: Arc<Ctx>, mut ws: WebSocketStream<S>, rtts: usize, done: Arc<Done>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let msg = message(&ctx);
         for _ in 0..rtts {
             round_trip(&ctx, &mut ws, &msg).await;
@@ -696,9 +950,33 @@ mod tws {
         std::future::pending::<()>().await;
         drop(ws);
     }
+
+    pub(super) async fn setup(ctx: Arc<Ctx>) {
+        if ctx.tls {
+            close(connect_tls(&ctx).await).await
+        } else {
+            close(connect(&ctx).await).await
+        }
+    }
+
+    /// A close frame, then read until the server's answer ends the stream.
+    async fn close<S: AsyncRead + AsyncWrite + Unpin>(mut ws: WebSocketStream<S>) {
+        if let Err(e) = ws.send(Message::close(None, "")).await {
+            fail(e);
+        }
+        while let Some(m) = ws.next().await {
+            match m {
+                Ok(m) if m.is_close() => {}
+                Ok(other) => fail(format_args!("unexpected message {other:?}")),
+                Err(e) => fail(e),
+            }
+        }
+    }
 }
 
-/// fastwebsockets: hyper for the client handshake, as its docs do.
+/// fastwebsockets: hyper for the client handshake, as its docs do. Over
+/// TLS: tokio-rustls with the peers' configuration under it (fastwebsockets
+/// has no TLS of its own; its examples do the same).
 mod fws {
     use super::*;
     use fastwebsockets::{
@@ -709,6 +987,7 @@ mod fws {
     use hyper::upgrade::Upgraded;
     use hyper::Request;
     use hyper_util::rt::TokioIo;
+    use tokio::io::{AsyncRead, AsyncWrite};
 
     struct SpawnExecutor;
 
@@ -723,11 +1002,23 @@ mod fws {
     }
 
     async fn handshake(ctx: &Ctx) -> WebSocket<TokioIo<Upgraded>> {
-        let s = tcp(ctx.ws).await;
+        if ctx.tls {
+            let s = ctx.tls_connect(ctx.ws_addr()).await;
+            handshake_on(ctx, s).await
+        } else {
+            let s = tcp(ctx.ws).await;
+            handshake_on(ctx, s).await
+        }
+    }
+
+    async fn handshake_on<S>(ctx: &Ctx, s: S) -> WebSocket<TokioIo<Upgraded>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let req = Request::builder()
             .method("GET")
-            .uri(ctx.url().replacen("ws://", "http://", 1))
-            .header("Host", ctx.ws.to_string())
+            .uri(ctx.url().replacen("ws", "http", 1))
+            .header("Host", ctx.ws_addr().to_string())
             .header(UPGRADE, "websocket")
             .header(CONNECTION, "upgrade")
             .header(
@@ -766,6 +1057,9 @@ mod fws {
         if let Err(e) = ws.write_frame(frame).await {
             fail(e);
         }
+        // `FragmentCollector` has no flush; over TLS, tokio-rustls writes the
+        // record through unless the socket is full, which a round trip of
+        // 32 B never makes it.
         check(ctx, ws.read_frame().await);
     }
 
@@ -830,13 +1124,32 @@ mod fws {
         std::future::pending::<()>().await;
         drop(ws);
     }
+
+    /// A close frame, then the server's answer.
+    pub(super) async fn setup(ctx: Arc<Ctx>) {
+        let mut ws = handshake(&ctx).await;
+        // The close is ours: no automatic answer to the server's.
+        ws.set_auto_close(false);
+        if let Err(e) = ws.write_frame(Frame::close(1000, &[])).await {
+            fail(e);
+        }
+        if let Err(e) = ws.flush().await {
+            fail(e);
+        }
+        match ws.read_frame().await {
+            Ok(f) if f.opcode == OpCode::Close => {}
+            Ok(f) => fail(format_args!("unexpected frame {:?}", f.opcode)),
+            Err(e) => fail(e),
+        }
+    }
 }
 
-/// The floor: 4-byte length + payload over plain TCP, same sizes, same
-/// windows, same write rhythm (a `BufWriter` flushed once per batch).
+/// The floor: 4-byte length + payload over plain TCP (or TLS with
+/// tokio-rustls and the peers' configuration), same sizes, same windows,
+/// same write rhythm (a `BufWriter` flushed once per batch).
 mod raw {
     use super::*;
-    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
     fn frame(ctx: &Ctx) -> Vec<u8> {
         let mut f = Vec::with_capacity(4 + ctx.size);
@@ -861,6 +1174,20 @@ mod raw {
         ctx.check(len, ctx.text);
     }
 
+    /// One message and its echo; the flush is a no-op on TCP.
+    async fn round_trip<S>(ctx: &Ctx, s: &mut BufReader<S>, f: &[u8], buf: &mut Vec<u8>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        if let Err(e) = s.get_mut().write_all(f).await {
+            fail(e);
+        }
+        if let Err(e) = s.get_mut().flush().await {
+            fail(e);
+        }
+        read_echo(ctx, s, buf).await;
+    }
+
     pub(super) async fn rtt(ctx: Arc<Ctx>) -> Sample {
         let mut s = BufReader::with_capacity(64 << 10, tcp(ctx.tcp).await);
         let f = frame(&ctx);
@@ -868,10 +1195,7 @@ mod raw {
         let mut rec = crate::util::LatencyRecorder::new(ctx.warmup, ctx.secs);
         loop {
             let t = Instant::now();
-            if let Err(e) = s.get_mut().write_all(&f).await {
-                fail(e);
-            }
-            read_echo(&ctx, &mut s, &mut buf).await;
+            round_trip(&ctx, &mut s, &f, &mut buf).await;
             if !rec.record(t) {
                 break;
             }
@@ -880,7 +1204,20 @@ mod raw {
     }
 
     pub(super) async fn stream(ctx: Arc<Ctx>, window: usize) -> Sample {
-        let (r, w) = tcp(ctx.tcp).await.into_split();
+        if ctx.tls {
+            let (r, w) = tokio::io::split(ctx.tls_connect(ctx.raw_addr()).await);
+            stream_on(ctx, r, w, window).await
+        } else {
+            let (r, w) = tcp(ctx.tcp).await.into_split();
+            stream_on(ctx, r, w, window).await
+        }
+    }
+
+    async fn stream_on<R, W>(ctx: Arc<Ctx>, r: R, w: W, window: usize) -> Sample
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let mut w = tokio::io::BufWriter::with_capacity(64 << 10, w);
         let received = Arc::new(AtomicU64::new(0));
         let room = Arc::new(Semaphore::new(window));
@@ -912,18 +1249,50 @@ mod raw {
     }
 
     pub(super) async fn conn_job(ctx: Arc<Ctx>, rtts: usize, done: Arc<Done>) {
+        if ctx.tls {
+            let s = ctx.tls_connect(ctx.raw_addr()).await;
+            conn_on(ctx, s, rtts, done).await
+        } else {
+            let s = tcp(ctx.tcp).await;
+            conn_on(ctx, s, rtts, done).await
+        }
+    }
+
+    async fn conn_on<S>(ctx: Arc<Ctx>, s: S, rtts: usize, done: Arc<Done>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         // Small messages: a small buffer, so RSS shows the floor.
-        let mut s = BufReader::with_capacity(4 << 10, tcp(ctx.tcp).await);
+        let mut s = BufReader::with_capacity(4 << 10, s);
         let f = frame(&ctx);
         let mut buf = Vec::new();
         for _ in 0..rtts {
-            if let Err(e) = s.get_mut().write_all(&f).await {
-                fail(e);
-            }
-            read_echo(&ctx, &mut s, &mut buf).await;
+            round_trip(&ctx, &mut s, &f, &mut buf).await;
         }
         done.one();
         std::future::pending::<()>().await;
         drop(s);
+    }
+
+    /// Connect (TCP, or TCP and TLS), then shut down (TLS: close_notify)
+    /// and read until the server's end.
+    pub(super) async fn setup(ctx: Arc<Ctx>) {
+        if ctx.tls {
+            close(ctx.tls_connect(ctx.raw_addr()).await).await
+        } else {
+            close(tcp(ctx.tcp).await).await
+        }
+    }
+
+    async fn close<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
+        if let Err(e) = s.shutdown().await {
+            fail(e);
+        }
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf).await {
+            Ok(0) => {}
+            Ok(n) => fail(format_args!("{n} unexpected bytes")),
+            Err(e) => fail(e),
+        }
     }
 }

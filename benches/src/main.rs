@@ -4,9 +4,9 @@
 //!
 //! One binary, three roles:
 //! - `wsbench [OPTIONS]`: the orchestrator. Starts the echo servers (one
-//!   process, pinned to core 1), then runs every client on every workload in
-//!   interleaved rounds, each run in a fresh child process pinned to core 0,
-//!   and prints markdown tables.
+//!   process per server kind, pinned to core 1), then runs every client on
+//!   every workload against every server in interleaved rounds, each run in
+//!   a fresh child process pinned to core 0, and prints markdown tables.
 //! - `wsbench server ...`: the echo servers.
 //! - `wsbench client ...`: one measured run, printing one JSON line.
 
@@ -39,14 +39,19 @@ OPTIONS:
     --warmup S            warm-up before each window (default 0.3)
     --only W1,W2          workloads by name or prefix: rtt-32, stream-32-bin,
                           stream-1k-text, stream-64k, stream-1m-bin, stream,
-                          conns, conns-200x50 (any NxM), ...
+                          conns, conns-200x50 (any NxM), wss (every TLS
+                          workload), wss-stream-64k-bin, wss-conns-1000x100,
+                          setup (ws and wss), setup-ws-1, setup-wss-100, ...
     --clients A,B         clients by letter or name:
                           A unisocket (async SocketTask)   B unisocket-cb (callbacks)
                           C tokio-tungstenite   D tokio-websockets
                           E fastwebsockets      F raw-tcp
     --server KIND         WebSocket echo server: echo (default: a minimal
-                          streaming echo, one write per read), fastwebsockets
-                          or tokio-websockets
+                          streaming echo, one write per read), batching
+                          (writes the queued echoes only once a read would
+                          block), fastwebsockets or tokio-websockets; several
+                          (echo,batching) or all: each workload runs against
+                          each in every round, reported per server
     --server-core N       core of the echo servers (default 1)
     --client-core N       core of the clients (default 0)
     --no-pin              do not pin anything
@@ -64,7 +69,7 @@ struct Config {
     warmup: f64,
     workloads: Vec<Workload>,
     clients: Vec<Client>,
-    server: ServerKind,
+    servers: Vec<ServerKind>,
     server_core: Option<usize>,
     client_core: Option<usize>,
     out: Option<PathBuf>,
@@ -105,15 +110,34 @@ fn rerender(args: &[String]) -> Result<String, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
     #[derive(serde::Deserialize)]
     struct Entry {
+        /// Absent in the samples of runs against one server.
+        server: Option<String>,
         workload: String,
         client: String,
         sample: Sample,
     }
     let entries: Vec<Entry> =
         serde_json::from_str(&text).map_err(|e| format!("{path} is not a samples file: {e}"))?;
-    let (mut results, mut workloads, mut clients) =
-        (report::Results::default(), Vec::new(), Vec::new());
+    let (mut per_server, mut workloads, mut clients) = (
+        Vec::<(ServerKind, report::Results)>::new(),
+        Vec::new(),
+        Vec::new(),
+    );
     for e in entries {
+        let server = match &e.server {
+            None => ServerKind::Echo,
+            Some(s) => {
+                ServerKind::parse(s).ok_or_else(|| format!("unknown server {s:?} in {path}"))?
+            }
+        };
+        let i = match per_server.iter().position(|(k, _)| *k == server) {
+            Some(i) => i,
+            None => {
+                per_server.push((server, report::Results::default()));
+                per_server.len() - 1
+            }
+        };
+        let results = &mut per_server[i].1;
         let w = Workload::parse(&e.workload)
             .ok_or_else(|| format!("unknown workload {:?} in {path}", e.workload))?;
         let c = Client::parse(&e.client)
@@ -127,10 +151,35 @@ fn rerender(args: &[String]) -> Result<String, String> {
         results.entry((w.name(), c)).or_default().push(e.sample);
     }
     clients.sort_by_key(|c| c.letter());
+    per_server.sort_by_key(|(k, _)| server::ALL.iter().position(|a| a == k));
     Ok(format!(
         "# wsbench results, from the samples in {path}\n\n{}",
-        report::render(&results, &workloads, &clients)
+        render(&per_server, &workloads, &clients)
     ))
+}
+
+/// The report of one server as before; of several, the table across them
+/// first, then each one's report.
+fn render(
+    per_server: &[(ServerKind, report::Results)],
+    workloads: &[Workload],
+    clients: &[Client],
+) -> String {
+    if let [(_, results)] = per_server {
+        return report::render(results, workloads, clients);
+    }
+    let named: Vec<(&str, &report::Results)> =
+        per_server.iter().map(|(k, r)| (k.name(), r)).collect();
+    let mut doc = report::render_across_servers(&named, workloads, clients);
+    for (k, results) in per_server {
+        doc.push_str(&format!(
+            "\n# Server: {} ({})\n\n{}",
+            k.name(),
+            k.describe(),
+            report::render(results, workloads, clients)
+        ));
+    }
+    doc
 }
 
 fn config(args: &[String]) -> Result<Config, String> {
@@ -195,10 +244,23 @@ fn config(args: &[String]) -> Result<Config, String> {
             clients::ALL.into_iter().filter(|c| v.contains(c)).collect()
         }
     };
-    let server = match a.get("server") {
-        None => ServerKind::Echo,
-        Some(s) => {
-            ServerKind::parse(s).ok_or("--server: echo, fastwebsockets or tokio-websockets")?
+    let servers = match a.get("server") {
+        None => vec![ServerKind::Echo],
+        Some("all") => server::ALL.to_vec(),
+        Some(list) => {
+            let mut v = Vec::new();
+            for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let k = ServerKind::parse(item).ok_or(
+                    "--server: echo, batching, fastwebsockets, tokio-websockets, a list of them, or all",
+                )?;
+                if !v.contains(&k) {
+                    v.push(k);
+                }
+            }
+            if v.is_empty() {
+                return Err("--server: no server given".to_owned());
+            }
+            v
         }
     };
     let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -212,7 +274,7 @@ fn config(args: &[String]) -> Result<Config, String> {
         warmup: a.num("warmup")?.unwrap_or(if quick { 0.1 } else { 0.3 }),
         workloads,
         clients,
-        server,
+        servers,
         server_core: pin
             .then(|| a.num("server-core"))
             .transpose()?
@@ -279,14 +341,18 @@ fn load_average() -> String {
 }
 
 struct Server {
+    kind: ServerKind,
     child: Child,
     ws: String,
     tcp: String,
+    wss: String,
+    tls: String,
+    ca: String,
 }
 
-fn start_server(exe: &PathBuf, cfg: &Config) -> Server {
+fn start_server(exe: &PathBuf, cfg: &Config, kind: ServerKind) -> Server {
     let mut cmd = Command::new(exe);
-    cmd.args(["server", "--kind", cfg.server.name()]);
+    cmd.args(["server", "--kind", kind.name()]);
     if let Some(core) = cfg.server_core {
         cmd.args(["--core", &core.to_string()]);
     }
@@ -300,20 +366,30 @@ fn start_server(exe: &PathBuf, cfg: &Config) -> Server {
     BufReader::new(child.stdout.take().expect("server stdout"))
         .read_line(&mut line)
         .expect("server address line");
-    let mut ws = String::new();
-    let mut tcp = String::new();
-    for part in line.split_whitespace() {
-        if let Some(a) = part.strip_prefix("ws=") {
-            ws = a.to_owned();
-        } else if let Some(a) = part.strip_prefix("tcp=") {
-            tcp = a.to_owned();
-        }
+    let field = |key: &str| {
+        line.split_whitespace()
+            .find_map(|part| part.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("no {key}= in the server line {line:?}"))
+            .to_owned()
+    };
+    Server {
+        kind,
+        ws: field("ws"),
+        tcp: field("tcp"),
+        wss: field("wss"),
+        tls: field("tls"),
+        ca: field("ca"),
+        child,
     }
-    assert!(
-        !ws.is_empty() && !tcp.is_empty(),
-        "bad server line {line:?}"
-    );
-    Server { child, ws, tcp }
+}
+
+/// Ends a server and removes its CA file.
+fn stop_server(server: Server) {
+    let mut child = server.child;
+    drop(child.stdin.take());
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&server.ca);
 }
 
 /// One measured run in its own process; a run that hangs is killed.
@@ -329,6 +405,12 @@ fn run_client(exe: &PathBuf, cfg: &Config, server: &Server, c: Client, w: &Workl
         &server.ws,
         "--tcp",
         &server.tcp,
+        "--wss",
+        &server.wss,
+        "--tls",
+        &server.tls,
+        "--ca",
+        &server.ca,
         "--secs",
         &cfg.secs.to_string(),
         "--warmup",
@@ -404,72 +486,99 @@ fn summary(c: Client, w: &Workload, s: &Sample) -> String {
         ),
         _ => String::new(),
     };
+    let main = if matches!(w, Workload::Setup { .. }) {
+        main.replace("msgs/s", "handshakes/s")
+    } else {
+        main
+    };
     format!("{} {main}{extra}", c.name())
 }
 
 fn orchestrate(cfg: &Config) {
     let exe = std::env::current_exe().expect("current exe");
-    let server = start_server(&exe, cfg);
+    let servers: Vec<Server> = cfg
+        .servers
+        .iter()
+        .map(|&k| start_server(&exe, cfg, k))
+        .collect();
     let load_before = load_average();
     // Read before the run: sources edited while it runs are not measured.
     let revision = source_revision();
     let started = Instant::now();
+    for server in &servers {
+        eprintln!(
+            "wsbench: {} server at ws={} tcp={} wss={} tls={} (core {})",
+            server.kind.name(),
+            server.ws,
+            server.tcp,
+            server.wss,
+            server.tls,
+            cfg.server_core.map_or("any".to_owned(), |c| c.to_string()),
+        );
+    }
     eprintln!(
-        "wsbench: {} server at ws={} tcp={} (core {}), clients on core {}, {} round(s), {} s windows after {} s warm-up",
-        cfg.server.name(),
-        server.ws,
-        server.tcp,
-        cfg.server_core.map_or("any".to_owned(), |c| c.to_string()),
+        "wsbench: clients on core {}, {} round(s), {} s windows after {} s warm-up",
         cfg.client_core.map_or("any".to_owned(), |c| c.to_string()),
         cfg.rounds,
         cfg.secs,
         cfg.warmup
     );
-    let mut results: report::Results = Default::default();
+    let mut per_server: Vec<(ServerKind, report::Results)> = cfg
+        .servers
+        .iter()
+        .map(|&k| (k, report::Results::default()))
+        .collect();
     let mut raw_log = Vec::new();
     for round in 0..cfg.rounds {
         for w in &cfg.workloads {
-            // Rotate the order each round so no client always runs first.
-            let mut order = cfg.clients.clone();
-            if !order.is_empty() {
-                let k = round % order.len();
-                order.rotate_left(k);
-            }
-            let letters: String = order.iter().map(|c| c.letter()).collect();
-            eprint!(
-                "[round {}/{}] {:<16} {letters}:",
-                round + 1,
-                cfg.rounds,
-                w.name()
-            );
-            for c in order {
-                let s = run_client(&exe, cfg, &server, c, w);
-                eprint!(" {} |", summary(c, w, &s));
-                let _ = std::io::stderr().flush();
-                raw_log.push(serde_json::json!({
-                    "round": round + 1,
-                    "workload": w.name(),
-                    "client": c.name(),
-                    "sample": s,
-                }));
-                results.entry((w.name(), c)).or_default().push(s);
-                // Let the server drop the closed connections before the next run.
-                let pause = if matches!(w, Workload::Conns { .. }) {
-                    300
+            for (server, (_, results)) in servers.iter().zip(per_server.iter_mut()) {
+                // Rotate the order each round so no client always runs first.
+                let mut order = cfg.clients.clone();
+                if !order.is_empty() {
+                    let k = round % order.len();
+                    order.rotate_left(k);
+                }
+                let letters: String = order.iter().map(|c| c.letter()).collect();
+                let on = if servers.len() > 1 {
+                    format!(" @{}", server.kind.name())
                 } else {
-                    30
+                    String::new()
                 };
-                std::thread::sleep(Duration::from_millis(pause));
+                eprint!(
+                    "[round {}/{}] {:<16}{on} {letters}:",
+                    round + 1,
+                    cfg.rounds,
+                    w.name()
+                );
+                for c in order {
+                    let s = run_client(&exe, cfg, server, c, w);
+                    eprint!(" {} |", summary(c, w, &s));
+                    let _ = std::io::stderr().flush();
+                    raw_log.push(serde_json::json!({
+                        "round": round + 1,
+                        "server": server.kind.name(),
+                        "workload": w.name(),
+                        "client": c.name(),
+                        "sample": s,
+                    }));
+                    results.entry((w.name(), c)).or_default().push(s);
+                    // Let the server drop the closed connections before the next run.
+                    let pause = if matches!(w, Workload::Conns { .. } | Workload::Setup { .. }) {
+                        300
+                    } else {
+                        30
+                    };
+                    std::thread::sleep(Duration::from_millis(pause));
+                }
+                eprintln!();
             }
-            eprintln!();
         }
     }
     let elapsed = started.elapsed();
     let load_after = load_average();
-    let mut child = server.child;
-    drop(child.stdin.take());
-    let _ = child.kill();
-    let _ = child.wait();
+    for server in servers {
+        stop_server(server);
+    }
 
     let mut doc = String::new();
     doc.push_str("# wsbench results\n\n");
@@ -485,9 +594,11 @@ fn orchestrate(cfg: &Config) {
         read_trimmed("/proc/sys/kernel/osrelease")
     ));
     doc.push_str(&format!("- unisocket sources: {}\n", revision));
+    let names: Vec<&str> = cfg.servers.iter().map(|k| k.name()).collect();
     doc.push_str(&format!(
-        "- echo server: {} (WebSocket) + length-prefixed raw TCP, one process, current-thread tokio runtime, core {}\n",
-        cfg.server.name(),
+        "- echo server{}: {} (WebSocket, ws:// and wss://) + length-prefixed raw TCP (plain and TLS), one process per server, current-thread tokio runtime, core {}; TLS: rustls with aws-lc-rs, a throw-away CA, full handshakes only (no resumption)\n",
+        if names.len() > 1 { "s, each workload against each in every round" } else { "" },
+        names.join(", "),
         cfg.server_core.map_or("any".to_owned(), |c| c.to_string())
     ));
     doc.push_str(&format!(
@@ -502,7 +613,7 @@ fn orchestrate(cfg: &Config) {
         "- load average before / after: {load_before} / {load_after}; run took {:.0} s\n\n",
         elapsed.as_secs_f64()
     ));
-    doc.push_str(&report::render(&results, &cfg.workloads, &cfg.clients));
+    doc.push_str(&render(&per_server, &cfg.workloads, &cfg.clients));
     print!("{doc}");
     if let Some(path) = &cfg.out {
         if let Err(e) = std::fs::write(path, &doc) {

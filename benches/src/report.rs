@@ -22,6 +22,8 @@ enum Metric {
     RssMib,
     WallSecs,
     CpuPerMsg,
+    HandshakesPerSec,
+    CpuPerHandshake,
 }
 
 impl Metric {
@@ -34,11 +36,16 @@ impl Metric {
             Metric::RssMib => "peak RSS MiB",
             Metric::WallSecs => "wall s",
             Metric::CpuPerMsg => "client CPU µs/msg",
+            Metric::HandshakesPerSec => "handshakes/s",
+            Metric::CpuPerHandshake => "client CPU µs/handshake",
         }
     }
 
     fn higher_is_better(self) -> bool {
-        matches!(self, Metric::MsgsPerSec | Metric::MbPerSec)
+        matches!(
+            self,
+            Metric::MsgsPerSec | Metric::MbPerSec | Metric::HandshakesPerSec
+        )
     }
 
     fn of(self, s: &Sample) -> Option<f64> {
@@ -49,7 +56,8 @@ impl Metric {
             Metric::P99Us => s.p99_us,
             Metric::RssMib => Some(s.rss_kib as f64 / 1024.0),
             Metric::WallSecs => Some(s.secs),
-            Metric::CpuPerMsg => s.cpu_per_msg(),
+            Metric::CpuPerMsg | Metric::CpuPerHandshake => s.cpu_per_msg(),
+            Metric::HandshakesPerSec => Some(s.msgs_per_sec()),
         }
     }
 }
@@ -73,6 +81,7 @@ fn metrics(w: &Workload) -> Vec<Metric> {
             Metric::RssMib,
             Metric::CpuPerMsg,
         ],
+        Workload::Setup { .. } => vec![Metric::HandshakesPerSec, Metric::CpuPerHandshake],
     }
 }
 
@@ -326,7 +335,7 @@ fn targets_table(out: &mut String, results: &Results, workloads: &[Workload], cl
             } else {
                 1.05
             }),
-            Workload::Conns { .. } => Some(1.05),
+            Workload::Conns { .. } | Workload::Setup { .. } => Some(1.05),
             Workload::Rtt { .. } => None,
         };
         if let Some(min) = peer_target {
@@ -379,6 +388,89 @@ fn targets_table(out: &mut String, results: &Results, workloads: &[Workload], cl
             );
         }
     }
+}
+
+/// The bar below which a ratio to the best peer is marked in the table
+/// across servers and listed as trailing.
+const TRAILING: f64 = 1.05;
+
+/// The table across servers: for each workload's headline metric and each
+/// server, the two unisocket clients' ratios within rounds to the best peer
+/// on that server (and that peer's letter), those below [`TRAILING`] in
+/// bold; then the list of those below it.
+pub fn render_across_servers(
+    servers: &[(&str, &Results)],
+    workloads: &[Workload],
+    clients: &[Client],
+) -> String {
+    let mut out = String::new();
+    let unis: Vec<Client> = clients
+        .iter()
+        .copied()
+        .filter(|c| matches!(c, Client::Uni | Client::UniCb))
+        .collect();
+    let _ = writeln!(
+        out,
+        "## unisocket ÷ the best peer, per server\n\nEach cell: {} ÷ the best peer on that server (its letter in brackets), the median over rounds of each round's ratio, on the workload's headline metric; 1.00 = as good, below = worse. **Bold**: below {TRAILING:.2}.\n",
+        unis.iter().map(|c| c.name()).collect::<Vec<_>>().join(" / ")
+    );
+    let _ = write!(out, "| workload | metric |");
+    for (name, _) in servers {
+        let _ = write!(out, " {name} |");
+    }
+    let _ = write!(out, "\n|---|---|");
+    for _ in servers {
+        let _ = write!(out, "---:|");
+    }
+    out.push('\n');
+    let mut trailing = Vec::new();
+    for w in workloads {
+        let name = w.name();
+        let m = headline(w);
+        let _ = write!(out, "| {name} | {} |", m.unit());
+        for (server, results) in servers {
+            let Some((best, _)) = best_peer(results, &name, clients, m) else {
+                let _ = write!(out, " – |");
+                continue;
+            };
+            let mut parts = Vec::new();
+            let mut short = Vec::new();
+            for u in &unis {
+                let r = compare(results, &name, *u, best, m, Pairing::Rounds);
+                parts.push(match r {
+                    Some(r) if r < TRAILING => {
+                        // Short by less than the rounding shows: 3 digits.
+                        let r = if format!("{r:.2}") == format!("{TRAILING:.2}") {
+                            format!("{r:.3}")
+                        } else {
+                            format!("{r:.2}")
+                        };
+                        short.push(format!("{} {r}", u.name()));
+                        format!("**{r}**")
+                    }
+                    r => fmt_ratio(r),
+                });
+            }
+            if !short.is_empty() {
+                trailing.push(format!(
+                    "- {name} @ {server} (best peer {}): {}",
+                    best.name(),
+                    short.join(", ")
+                ));
+            }
+            let _ = write!(out, " {} ({}) |", parts.join(" / "), best.letter());
+        }
+        out.push('\n');
+    }
+    let _ = writeln!(out, "\n### Below {TRAILING:.2}x the best peer\n");
+    if trailing.is_empty() {
+        let _ = writeln!(out, "None.");
+    } else {
+        for line in trailing {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    out
 }
 
 /// The whole report.
@@ -559,6 +651,7 @@ mod tests {
             size: 64 << 10,
             window: 16,
             text: true,
+            tls: false,
         };
         let clients = [
             Client::Uni,
@@ -595,6 +688,7 @@ mod tests {
         let w = Workload::Conns {
             conns: 10,
             rtts: 10,
+            tls: false,
         };
         let clients = [Client::Uni, Client::UniCb, Client::TokioWs, Client::FastWs];
         let r = results(
@@ -625,5 +719,69 @@ mod tests {
         assert_eq!(target_cell(None, 1.05), "–");
         assert_eq!(bound_cell(Some(0.803), 0.8, false), "0.803 (over by 0.003)");
         assert_eq!(bound_cell(Some(0.76), 0.8, false), "0.76 (met)");
+    }
+
+    #[test]
+    fn across_servers_each_server_has_its_own_best_peer_and_ratios_within_rounds() {
+        let w = Workload::Setup {
+            tls: true,
+            concurrency: 100,
+        };
+        let clients = [Client::Uni, Client::UniCb, Client::TokioWs, Client::FastWs];
+        // Server one: fastwebsockets is the best peer; unisocket 1.10x,
+        // callbacks 1.00x of it.
+        let one = results(
+            w,
+            &[
+                (Client::Uni, 110.0, 1.0),
+                (Client::UniCb, 100.0, 1.0),
+                (Client::TokioWs, 90.0, 1.0),
+                (Client::FastWs, 100.0, 1.0),
+            ],
+        );
+        // Server two: tokio-websockets is; unisocket's ratios within rounds
+        // are 0.90, 1.20 and 1.00 (median 1.00), its callbacks' 1.10 each.
+        let mut two = Results::default();
+        let rounds = |v: [f64; 3]| v.iter().map(|&x| sample(x, 1.0)).collect::<Vec<_>>();
+        two.insert((w.name(), Client::Uni), rounds([90.0, 240.0, 150.0]));
+        two.insert((w.name(), Client::UniCb), rounds([110.0, 220.0, 165.0]));
+        two.insert((w.name(), Client::TokioWs), rounds([100.0, 200.0, 150.0]));
+        two.insert((w.name(), Client::FastWs), rounds([50.0, 50.0, 50.0]));
+        let report = render_across_servers(&[("one", &one), ("two", &two)], &[w], &clients);
+        let row = report
+            .lines()
+            .find(|l| l.starts_with("| setup-wss-100 |"))
+            .expect("a row");
+        assert_eq!(
+            row,
+            "| setup-wss-100 | handshakes/s | 1.10 / **1.00** (E) | **1.00** / 1.10 (D) |"
+        );
+        let list = &report[report.find("### Below").expect("the list")..];
+        assert!(
+            list.contains("- setup-wss-100 @ one (best peer fastwebsockets): unisocket-cb 1.00")
+        );
+        assert!(list.contains("- setup-wss-100 @ two (best peer tokio-websockets): unisocket 1.00"));
+        // Nothing short: the list says so.
+        let fine = results(
+            w,
+            &[
+                (Client::Uni, 110.0, 1.0),
+                (Client::UniCb, 120.0, 1.0),
+                (Client::FastWs, 100.0, 1.0),
+            ],
+        );
+        let report = render_across_servers(&[("one", &fine)], &[w], &clients);
+        assert!(report.ends_with("### Below 1.05x the best peer\n\nNone.\n"));
+        // Just short: in digits that show it.
+        let just = results(
+            w,
+            &[
+                (Client::Uni, 1048.0, 1.0),
+                (Client::UniCb, 1200.0, 1.0),
+                (Client::FastWs, 1000.0, 1.0),
+            ],
+        );
+        let report = render_across_servers(&[("one", &just)], &[w], &clients);
+        assert!(report.contains("| **1.048** / 1.20 (E) |"), "{report}");
     }
 }

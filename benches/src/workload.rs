@@ -9,15 +9,26 @@ pub enum Workload {
     /// One connection, one message in flight: send, wait for the echo, repeat.
     Rtt { size: usize },
     /// One connection, `window` messages in flight: a writer task sends
-    /// whenever the window has room, a reader task takes the echoes.
+    /// whenever the window has room, a reader task takes the echoes. Over
+    /// TLS (`wss://`) with `tls`.
     Stream {
         size: usize,
         window: usize,
         text: bool,
+        tls: bool,
     },
     /// `conns` connections opened at once, each doing `rtts` round trips of
     /// 32 B; all stay open until every one is done, then peak RSS is read.
-    Conns { conns: usize, rtts: usize },
+    /// Over TLS with `tls`.
+    Conns {
+        conns: usize,
+        rtts: usize,
+        tls: bool,
+    },
+    /// Connection setup: `concurrency` loops, each opening a connection
+    /// (TCP, TLS with `tls`, the upgrade), closing it (a close frame, the
+    /// server's answer) and starting again. Counts handshakes per second.
+    Setup { tls: bool, concurrency: usize },
 }
 
 /// The workloads of a full run, in run order.
@@ -25,20 +36,38 @@ pub fn all(quick: bool) -> Vec<Workload> {
     let mut v = vec![Workload::Rtt { size: 32 }];
     for (size, window) in [(32, 64), (1024, 64), (64 << 10, 16), (1 << 20, 4)] {
         for text in [false, true] {
-            v.push(Workload::Stream { size, window, text });
+            v.push(Workload::Stream {
+                size,
+                window,
+                text,
+                tls: false,
+            });
         }
     }
-    v.push(if quick {
-        Workload::Conns {
-            conns: 100,
-            rtts: 20,
-        }
-    } else {
-        Workload::Conns {
-            conns: 1000,
-            rtts: 100,
-        }
+    let (conns, rtts) = if quick { (100, 20) } else { (1000, 100) };
+    v.push(Workload::Conns {
+        conns,
+        rtts,
+        tls: false,
     });
+    for (size, window) in [(1024, 64), (64 << 10, 16)] {
+        v.push(Workload::Stream {
+            size,
+            window,
+            text: false,
+            tls: true,
+        });
+    }
+    v.push(Workload::Conns {
+        conns,
+        rtts,
+        tls: true,
+    });
+    for tls in [false, true] {
+        for concurrency in [1, 100] {
+            v.push(Workload::Setup { tls, concurrency });
+        }
+    }
     v
 }
 
@@ -65,16 +94,21 @@ fn parse_size(s: &str) -> Option<usize> {
 
 impl Workload {
     /// The name used on the command line and in the report:
-    /// `rtt-32`, `stream-1k-text`, `conns-1000x100`.
+    /// `rtt-32`, `stream-1k-text`, `conns-1000x100`, `wss-stream-64k-bin`,
+    /// `wss-conns-1000x100`, `setup-ws-1`, `setup-wss-100`.
     pub fn name(&self) -> String {
+        let wss = if self.tls() { "wss-" } else { "" };
         match *self {
             Workload::Rtt { size } => format!("rtt-{}", size_name(size)),
             Workload::Stream { size, text, .. } => format!(
-                "stream-{}-{}",
+                "{wss}stream-{}-{}",
                 size_name(size),
                 if text { "text" } else { "bin" }
             ),
-            Workload::Conns { conns, rtts } => format!("conns-{conns}x{rtts}"),
+            Workload::Conns { conns, rtts, .. } => format!("{wss}conns-{conns}x{rtts}"),
+            Workload::Setup { tls, concurrency } => {
+                format!("setup-{}-{concurrency}", if tls { "wss" } else { "ws" })
+            }
         }
     }
 
@@ -82,10 +116,36 @@ impl Workload {
     /// the standard set for their size (64 up to 1 KiB, 16 up to 64 KiB,
     /// then 4).
     pub fn parse(name: &str) -> Option<Workload> {
+        if let Some(rest) = name.strip_prefix("wss-") {
+            return match Workload::parse(rest)? {
+                Workload::Stream {
+                    size, window, text, ..
+                } => Some(Workload::Stream {
+                    size,
+                    window,
+                    text,
+                    tls: true,
+                }),
+                Workload::Conns { conns, rtts, .. } => Some(Workload::Conns {
+                    conns,
+                    rtts,
+                    tls: true,
+                }),
+                _ => None,
+            };
+        }
         let mut parts = name.split('-');
         match (parts.next()?, parts.next(), parts.next(), parts.next()) {
             ("rtt", Some(size), None, None) => Some(Workload::Rtt {
                 size: parse_size(size)?,
+            }),
+            ("setup", Some(scheme), Some(n), None) => Some(Workload::Setup {
+                tls: match scheme {
+                    "ws" => false,
+                    "wss" => true,
+                    _ => return None,
+                },
+                concurrency: n.parse().ok().filter(|&n| n > 0)?,
             }),
             ("stream", Some(size), Some(kind), None) => {
                 let size = parse_size(size)?;
@@ -99,13 +159,19 @@ impl Workload {
                     1025..=65536 => 16,
                     _ => 4,
                 };
-                Some(Workload::Stream { size, window, text })
+                Some(Workload::Stream {
+                    size,
+                    window,
+                    text,
+                    tls: false,
+                })
             }
             ("conns", Some(spec), None, None) => {
                 let (c, r) = spec.split_once('x')?;
                 Some(Workload::Conns {
                     conns: c.parse().ok()?,
                     rtts: r.parse().ok()?,
+                    tls: false,
                 })
             }
             _ => None,
@@ -114,17 +180,29 @@ impl Workload {
 
     /// A one-line description for the report.
     pub fn describe(&self) -> String {
+        let over = if self.tls() { " over TLS (wss://)" } else { "" };
         match *self {
             Workload::Rtt { size } => {
                 format!("1 connection, 1 message of {size} B binary in flight (send, await echo, repeat)")
             }
-            Workload::Stream { size, window, text } => format!(
-                "1 connection, {window} messages of {} {} in flight (writer and reader tasks)",
+            Workload::Stream {
+                size, window, text, ..
+            } => format!(
+                "1 connection{over}, {window} messages of {} {} in flight (writer and reader tasks)",
                 human_bytes(size),
                 if text { "text (multi-byte UTF-8)" } else { "binary" }
             ),
-            Workload::Conns { conns, rtts } => format!(
-                "{conns} connections opened at once, {rtts} round trips of 32 B each; wall time from the first connect to the last echo"
+            Workload::Conns { conns, rtts, .. } => format!(
+                "{conns} connections{over} opened at once, {rtts} round trips of 32 B each; wall time from the first connect to the last echo"
+            ),
+            Workload::Setup { concurrency, .. } => format!(
+                "connection setup{over}, {}: open (TCP{}, upgrade), close (a close frame and the server's answer), again; handshakes per second",
+                if concurrency == 1 {
+                    "one at a time".to_owned()
+                } else {
+                    format!("{concurrency} at a time")
+                },
+                if self.tls() { ", TLS" } else { "" },
             ),
         }
     }
@@ -134,7 +212,18 @@ impl Workload {
         match *self {
             Workload::Rtt { size } | Workload::Stream { size, .. } => size,
             Workload::Conns { .. } => 32,
+            Workload::Setup { .. } => 0,
         }
+    }
+
+    /// Whether the workload runs over TLS (`wss://`).
+    pub fn tls(&self) -> bool {
+        matches!(
+            *self,
+            Workload::Stream { tls: true, .. }
+                | Workload::Conns { tls: true, .. }
+                | Workload::Setup { tls: true, .. }
+        )
     }
 
     /// Whether messages are text frames.
@@ -195,6 +284,24 @@ mod tests {
         for w in all(false).into_iter().chain(all(true)) {
             assert_eq!(Workload::parse(&w.name()), Some(w), "{}", w.name());
         }
+        assert_eq!(
+            Workload::parse("wss-stream-64k-bin"),
+            Some(Workload::Stream {
+                size: 64 << 10,
+                window: 16,
+                text: false,
+                tls: true
+            })
+        );
+        assert_eq!(
+            Workload::parse("setup-wss-100"),
+            Some(Workload::Setup {
+                tls: true,
+                concurrency: 100
+            })
+        );
+        assert_eq!(Workload::parse("wss-rtt-32"), None);
+        assert_eq!(Workload::parse("setup-ws-0"), None);
     }
 
     #[test]

@@ -103,19 +103,25 @@ impl Ended {
     /// The attempt never opened: it failed (reported now), or the
     /// application closed the task while it connected.
     pub(crate) fn unopened(shared: &Shared, abort: Abort) -> Self {
+        Self::aborted(
+            shared,
+            abort,
+            "closed before the connection was established",
+            "closed while reconnecting",
+        )
+    }
+
+    /// How `abort` ends the attempt; a `close` is reported with `unopened`
+    /// before the task ever opened, with `reconnecting` after.
+    fn aborted(shared: &Shared, abort: Abort, unopened: &str, reconnecting: &str) -> Self {
         match abort {
             Abort::ByUser {
                 code,
                 reason,
                 reply,
             } => {
-                let (close, err) = closed_while_connecting(
-                    shared,
-                    code,
-                    reason,
-                    "closed before the connection was established",
-                    "closed while reconnecting",
-                );
+                let (close, err) =
+                    closed_while_connecting(shared, code, reason, unopened, reconnecting);
                 Ended {
                     close,
                     close_replies: vec![reply],
@@ -187,26 +193,10 @@ impl Ended {
     }
 }
 
-/// The application's `close` (or a failure) while waiting to reconnect ends
-/// the task.
+/// The application's `close` while waiting to reconnect ends the task.
 pub(crate) fn end_during_backoff(shared: &Arc<Shared>, early: &mut Early, abort: Abort) {
-    let ended = match abort {
-        Abort::ByUser {
-            code,
-            reason,
-            reply,
-        } => {
-            let why = "closed while waiting to reconnect";
-            let (close, err) = closed_while_connecting(shared, code, reason, why, why);
-            Ended {
-                close,
-                close_replies: vec![reply],
-                cause: Some(err),
-            }
-        }
-        failed => Ended::unopened(shared, failed),
-    };
-    ended.end_task(shared, early);
+    let why = "closed while waiting to reconnect";
+    Ended::aborted(shared, abort, why, why).end_task(shared, early);
 }
 
 /// Sends made before open (with `queue_until_open`), bounded in bytes.

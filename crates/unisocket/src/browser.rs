@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use wasm_bindgen::closure::Closure;
+use wasm_bindgen::convert::FromWasmAbi;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{BinaryType, WebSocket};
@@ -243,6 +244,20 @@ impl Inbox {
 
 type Handler<E> = Closure<dyn FnMut(E)>;
 
+/// A handler of the socket's `E` events: notes each one in the inbox, then
+/// wakes the engine.
+fn handler<E>(inbox: &Rc<RefCell<Inbox>>, note: fn(&mut Inbox, E)) -> Handler<E>
+where
+    E: FromWasmAbi + 'static,
+{
+    let inbox = inbox.clone();
+    Closure::new(move |ev: E| {
+        let mut inbox = inbox.borrow_mut();
+        note(&mut inbox, ev);
+        inbox.wake();
+    })
+}
+
 /// The browser's `WebSocket` and the handlers that fill its [`Inbox`].
 struct Socket {
     ws: WebSocket,
@@ -272,42 +287,18 @@ impl Socket {
         })?;
         ws.set_binary_type(BinaryType::Arraybuffer);
         let inbox = Rc::new(RefCell::new(Inbox::default()));
-        let on_open: Handler<web_sys::Event> = {
-            let inbox = inbox.clone();
-            Closure::new(move |_| {
-                let mut inbox = inbox.borrow_mut();
-                inbox.opened = true;
-                inbox.wake();
-            })
-        };
-        let on_message: Handler<web_sys::MessageEvent> = {
-            let inbox = inbox.clone();
-            Closure::new(move |ev: web_sys::MessageEvent| {
-                let mut inbox = inbox.borrow_mut();
-                inbox.messages.push_back(message_data(&ev.data()));
-                inbox.wake();
-            })
-        };
-        let on_error: Handler<web_sys::Event> = {
-            let inbox = inbox.clone();
-            Closure::new(move |_| {
-                let mut inbox = inbox.borrow_mut();
-                inbox.error = true;
-                inbox.wake();
-            })
-        };
-        let on_close: Handler<web_sys::CloseEvent> = {
-            let inbox = inbox.clone();
-            Closure::new(move |ev: web_sys::CloseEvent| {
-                let mut inbox = inbox.borrow_mut();
-                inbox.closed = Some(CloseEvent {
-                    code: ev.code(),
-                    reason: ev.reason(),
-                    was_clean: ev.was_clean(),
-                });
-                inbox.wake();
-            })
-        };
+        let on_open = handler(&inbox, |inbox, _: web_sys::Event| inbox.opened = true);
+        let on_message = handler(&inbox, |inbox, ev: web_sys::MessageEvent| {
+            inbox.messages.push_back(message_data(&ev.data()));
+        });
+        let on_error = handler(&inbox, |inbox, _: web_sys::Event| inbox.error = true);
+        let on_close = handler(&inbox, |inbox, ev: web_sys::CloseEvent| {
+            inbox.closed = Some(CloseEvent {
+                code: ev.code(),
+                reason: ev.reason(),
+                was_clean: ev.was_clean(),
+            });
+        });
         ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
         ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
         ws.set_onerror(Some(on_error.as_ref().unchecked_ref()));
@@ -438,10 +429,7 @@ impl Conn {
                         reply.settle(Err(SocketError::new(
                             Api::CloseSocket,
                             ErrorKind::Unsupported,
-                            format_args!(
-                                "the browser sends only the close codes 1000 and 3000-4999: {}",
-                                js_error(&e)
-                            ),
+                            format_args!("the browser refused the close: {}", js_error(&e)),
                         )));
                         return;
                     }

@@ -21,7 +21,7 @@ wasm_bindgen_test_configure!(run_in_browser);
 
 #[path = "support/browser.rs"]
 mod support;
-use support::{entries, log, push, refused_url, sleep, text, until, url};
+use support::{entries, log, push, refused_url, silent_url, sleep, text, until, url};
 
 /// What the server saw of the last close of a connection to `path`.
 async fn last_close_seen_by_server(path: &str) -> String {
@@ -410,4 +410,20 @@ async fn unread_messages_past_max_held_bytes_end_the_connection() {
     assert_eq!(ev.code, 1006, "{}", ev.reason);
     assert!(ev.reason.contains("max_held_bytes"), "{}", ev.reason);
     assert_eq!(entries(&log), ["BufferFull"]);
+}
+
+#[wasm_bindgen_test]
+async fn connect_timeout_against_a_server_that_never_answers() {
+    let log = log();
+    let task =
+        connect_socket(ConnectOptions::new(silent_url()).timeout(Duration::from_millis(300)));
+    task.on_close({
+        let log = log.clone();
+        move |ev| push(&log, format!("close {}", ev.code))
+    });
+    let err = task.clone().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert_eq!(err.err_msg(), "connectSocket:fail timed out after 300 ms");
+    until("the close", || entries(&log).len() == 1).await;
+    assert_eq!(entries(&log), ["close 1006"]);
 }

@@ -19,6 +19,12 @@ pub fn refused_url() -> String {
     format!("ws://127.0.0.1:{port}/")
 }
 
+/// A server that accepts connections and never answers the upgrade.
+pub fn silent_url() -> String {
+    let port = option_env!("UNISOCKET_BROWSER_SILENT_PORT").unwrap_or("9004");
+    format!("ws://127.0.0.1:{port}/")
+}
+
 /// Waits `ms` on the page's event loop.
 pub async fn sleep(ms: i32) {
     let promise = js_sys::Promise::new(&mut |resolve, _| {
